@@ -1,0 +1,1 @@
+"""SGDO and AdamO."""

@@ -1,0 +1,1 @@
+"""The paper's benchmark tasks (installed as ``overshoot_tasks``)."""
