@@ -27,7 +27,7 @@ EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
 STATUSES = ("running", "completed", "failed", "diverged")
 
 # Config keys that say where and how a run is stored or watched, not what it computes: left out of the hash.
-UNHASHED_KEYS = ("out", "data", "device", "progress", "resume", "population", "checkpoint_every")
+UNHASHED_KEYS = ("out", "data", "device", "progress", "checkpoint_every", "population", "log", "preset")
 
 
 def _atomic(path: Path, write: Any, mode: str) -> None:

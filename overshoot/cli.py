@@ -1,0 +1,235 @@
+"""``overshoot-bench``: train one benchmark run (or a Hydra multirun of them) into the run store.
+
+    overshoot-bench                                   # digits, AdamO gamma 5: about a minute on a CPU
+    overshoot-bench task=cifar optimizer=adam_os gamma=5 seed=10
+    overshoot-bench -m optimizer=sgd,sgd_os seed=10,20
+
+Exit status: 0 when every run completed (or was already complete), 1 when a run failed or diverged,
+2 on bad input, 130/143 when interrupted (the run resumes when relaunched).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+import overshoot
+from overshoot import metrics
+from overshoot.config import CONFIG_DIR, ConfigError, baseline_of, resolve
+from overshoot.loop import Diverged, Interrupted, pick_device, stop_requests, train
+from overshoot.store import STEP_COLUMNS, RunWriter, config_hash, load_run, method_name, run_path
+
+_exit_codes: list[int] = []
+
+
+def _git_rev() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (rev + ("-dirty" if dirty else "")) or None
+
+
+def _versions() -> dict[str, str]:
+    out = {
+        "python": platform.python_version(),
+        "overshoot": overshoot.__version__,
+        "torch": torch.__version__,
+    }
+    for mod in ("numpy", "hydra", "transformers", "peft"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({device})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _saving_line(run: dict[str, Any], own_curve: np.ndarray) -> str | None:
+    """'saving vs <baseline>: X%' when the family baseline's run of the same task and seed is complete."""
+    if run["optimizer"] in ("sgd", "adam"):
+        return None
+    base = baseline_of(run)
+    path = run_path(run["out"], base)
+    if not (path / "run.json").exists():
+        return (
+            f"no {base['optimizer']} run with the same task and seed yet ({path}): run it to see the saving"
+        )
+    b = load_run(path)
+    if b.status != "completed":
+        return None
+    window = run["log"]["window"]
+    base_curve = b.steps()["base_loss"].to_numpy()
+    if len(base_curve) < window:
+        return None
+    smooth = metrics.trailing_mean(base_curve, window)
+    threshold = smooth[0] - 0.95 * (smooth[0] - smooth[-1])
+    k_base = metrics.steps_to_reduction(base_curve, window=window, threshold=threshold)
+    k_own = metrics.steps_to_reduction(own_curve, window=window, threshold=threshold)
+    if k_base is None or k_own is None:
+        return f"saving vs {base['optimizer']}: not reached (threshold from {path})"
+    saving = 100.0 * (k_base - k_own) / k_base
+    return f"saving vs {base['optimizer']}: {saving:.1f}% of the steps to 95% loss reduction"
+
+
+def _final_metrics(writer: RunWriter, metric: str, scale: float, window: int) -> dict[str, Any]:
+    run = load_run(writer.path)
+    steps, epochs = run.steps(), run.epochs()
+    out: dict[str, Any] = {}
+    if len(steps):
+        tail = steps["base_loss"].to_numpy()[-min(len(steps), 100) :]
+        out["train_loss"] = float(np.mean(tail))
+    for split in ("val", "test"):
+        e = epochs[epochs["split"] == split]
+        if len(e):
+            out[f"{split}_loss"] = float(e["loss"].iloc[-1])
+            if e["accuracy"].notna().any():
+                out[f"{split}_accuracy"] = float(e["accuracy"].iloc[-1])
+    test = epochs[epochs["split"] == "test"]
+    if len(test):
+        best = test["accuracy"].max() if metric == "accuracy" else test["loss"].min()
+        out["best_test_" + metric] = float(best) * scale
+    return out
+
+
+def run_one(cfg: DictConfig) -> int:
+    """Train (or resume, or skip) the run of ``cfg``; returns the exit code."""
+    try:
+        run = resolve(cfg)
+        distance_cols = ("distance",) if run["log_distance"] else ()
+        writer = RunWriter(run_path(run["out"], run), step_columns=STEP_COLUMNS + distance_cols)
+        prior = writer.read_info()
+        label = f"{run['task']}/{method_name(run['optimizer'], run['gamma'])}/seed{run['seed']}"
+        if prior.get("status") == "completed":
+            print(f"{label}: skipped, already completed in {writer.path}", flush=True)
+            return 0
+        device = pick_device(run["device"])
+        from overshoot_tasks import build_task
+
+        dtype = torch.float64 if run["precision"] == "fp64" else torch.float32
+        task = build_task(run["task_options"], Path(run["data"]["root"]), device, dtype)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"overshoot-bench: error: {e}", file=sys.stderr, flush=True)
+        return 2
+
+    resumed = writer.checkpoint_file.exists()
+    print(f"{label}: {'resuming' if resumed else 'starting'} in {writer.path}", flush=True)
+    started = prior.get("started") if resumed else dt.datetime.now(dt.timezone.utc).isoformat()
+    writer.path.mkdir(parents=True, exist_ok=True)
+    (writer.path / "error.log").unlink(missing_ok=True)
+    header = {
+        "config_hash": config_hash(run),
+        "task": run["task"],
+        "optimizer": run["optimizer"],
+        "family": run["family"],
+        "gamma": run["gamma"],
+        "seed": run["seed"],
+        "method": method_name(run["optimizer"], run["gamma"]),
+        "metric": task.metric,
+        "metric_scale": task.metric_scale,
+        "started": started,
+        "device": _device_name(device),
+        "versions": _versions(),
+        "git_rev": _git_rev(),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "heartbeat": time.time(),
+        "reason": None,
+    }
+    status, code, reason = "completed", 0, None
+    result: dict[str, Any] = {}
+    with stop_requests() as should_stop:
+        try:
+            writer._info = {**prior, **header}
+            result = train(run, task, writer, device, should_stop)
+        except Diverged as e:
+            status, code, reason = "diverged", 1, str(e)
+        except Interrupted as e:
+            status, code, reason = "failed", 143, f"interrupted: {e}"
+        except Exception as e:
+            status, code, reason = "failed", 1, f"{type(e).__name__}: {e}"
+            (writer.path / "error.log").write_text(traceback.format_exc())
+
+    window = run["log"]["window"]
+    final = _final_metrics(writer, task.metric, task.metric_scale, window)
+    curve = load_run(writer.path).steps()["base_loss"].to_numpy()
+    k95 = metrics.steps_to_reduction(curve, reduction=0.95, window=window) if status == "completed" else None
+    wall = float(prior.get("wall_time_s") or 0.0) + float(result.get("train_time_s", 0.0))
+    writer.write_info(
+        status=status,
+        reason=reason,
+        ended=dt.datetime.now(dt.timezone.utc).isoformat(),
+        wall_time_s=wall,
+        steps=int(result.get("steps", len(curve))),
+        steps_per_s=result.get("steps_per_s"),
+        final=final,
+        steps_to_95=k95,
+        heartbeat=time.time(),
+    )
+    if status == "completed":
+        writer.drop_checkpoint()
+
+    lines = [f"{label}: {status}" + (f" ({reason})" if reason else "")]
+    if final:
+        lines.append("  " + ", ".join(f"{k} {v:.4g}" for k, v in final.items()))
+    if status == "completed":
+        lines.append(
+            f"  steps to 95% loss reduction: {k95 if k95 is not None else 'not reached'}"
+            f" of {len(curve)} ({result.get('steps_per_s', 0):.0f} steps/s)"
+        )
+        saving = _saving_line(run, curve)
+        if saving:
+            lines.append("  " + saving)
+    if status == "failed" and code == 1:
+        lines.append(f"  traceback: {writer.path / 'error.log'}")
+    lines.append(f"  files: {writer.path}")
+    print("\n".join(lines), flush=True)
+    if code == 143:
+        raise KeyboardInterrupt
+    return code
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base=None)
+def _hydra_main(cfg: DictConfig) -> None:
+    _exit_codes.append(run_one(cfg))
+
+
+def main() -> None:
+    """Console entry point of ``overshoot-bench``."""
+    assert CONFIG_DIR.is_dir(), f"config tree missing at {CONFIG_DIR}: install with pip install -e ."
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        print("overshoot-bench: interrupted; relaunch the same command to resume", file=sys.stderr)
+        sys.exit(143 if 143 in _exit_codes else 130)
+    sys.exit(max(_exit_codes, default=0))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""From the Hydra config to a resolved run config: the preset applied, every choice checked.
+
+The resolved config is a plain dict; it is what ``config.yaml`` of a run holds and what the run's hash is
+computed from (see ``overshoot.store.config_hash``). Every check raises :class:`ConfigError` with one line
+that names the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+HPARAMS = ("epochs", "batch_size", "lr", "momentum", "beta2", "eps", "weight_decay", "schedule", "delay")
+PRECISIONS = ("fp32", "bf16", "fp64")
+SCHEDULES = ("constant", "cosine")
+DEFAULT_GAMMA = 5.0
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message is one line that says how to fix it."""
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config ``overshoot-bench <overrides>`` would run, composed with Hydra (no run is started)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def resolve(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved run config of a composed Hydra config; raises ConfigError on a bad setting."""
+    c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    c.pop("hydra", None)
+    task_cfg = dict(c["task"])
+    task = str(task_cfg["name"])
+    opt = dict(c["optimizer"])
+    name, family, overshoot = str(opt["name"]), str(opt["family"]), bool(opt["overshoot"])
+
+    gamma = c.get("gamma")
+    if overshoot:
+        gamma = DEFAULT_GAMMA if gamma is None else float(gamma)
+        if gamma < 0:
+            raise ConfigError(f"gamma={gamma:g} is invalid: gamma must be >= 0 (the paper uses 3, 5 or 7)")
+    elif gamma is not None:
+        raise ConfigError(
+            f"gamma={gamma} has no effect with optimizer={name}: use optimizer=sgd_os or adam_os, "
+            "or drop gamma (sweeps that mix baselines and gammas: +sweep=paper)"
+        )
+    else:
+        gamma = 0.0
+
+    preset = c["preset"]
+    if task not in preset["tasks"]:
+        raise ConfigError(f"preset={preset['name']} has no hyperparameters for task={task}: add them to it")
+    hp = {**preset["common"], **preset["tasks"][task].get(family, {})}
+    for k in HPARAMS:
+        if c.get(k) is not None:
+            hp[k] = c[k]
+    task_cfg.update(preset.get("task_options", {}).get(task, {}))
+
+    for k in ("epochs", "batch_size"):
+        if int(hp[k]) < 1:
+            raise ConfigError(f"{k}={hp[k]} is invalid: it must be a positive integer")
+        hp[k] = int(hp[k])
+    for k in ("lr", "momentum", "beta2", "eps", "weight_decay"):
+        hp[k] = float(hp[k])
+    hp["delay"] = int(hp["delay"])
+    if hp["lr"] < 0:
+        raise ConfigError(f"lr={hp['lr']} is invalid: lr must be >= 0")
+    if hp["schedule"] not in SCHEDULES:
+        raise ConfigError(f"schedule={hp['schedule']} is unknown: choose one of {', '.join(SCHEDULES)}")
+    if c["precision"] not in PRECISIONS:
+        raise ConfigError(f"precision={c['precision']} is unknown: choose one of {', '.join(PRECISIONS)}")
+    max_steps = c.get("max_steps")
+    if max_steps is not None and int(max_steps) < 1:
+        raise ConfigError(f"max_steps={max_steps} is invalid: it must be a positive integer or null")
+
+    return {
+        "task": task,
+        "task_options": task_cfg,
+        "optimizer": name,
+        "family": family,
+        "gamma": gamma,
+        "seed": int(c["seed"]),
+        "precision": c["precision"],
+        "hparams": hp,
+        "max_steps": None if max_steps is None else int(max_steps),
+        "log_distance": bool(c["log"]["distance"]),
+        "preset": preset["name"],
+        "log": {"base_loss": bool(c["log"]["base_loss"]), "window": int(c["log"]["window"])},
+        "device": str(c["device"]),
+        "out": str(c["out"]),
+        "data": {"root": str(c["data"]["root"])},
+        "progress": str(c["progress"]),
+        "checkpoint_every": float(c["checkpoint_every"]),
+        "population": bool(c["population"]),
+    }
+
+
+def baseline_of(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config of the same run with the family baseline (CM or Adam) as optimizer."""
+    base = {"sgd": "sgd", "adam": "adam"}[resolved["family"]]
+    return {**resolved, "optimizer": base, "gamma": 0.0}

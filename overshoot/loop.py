@@ -1,0 +1,360 @@
+"""The training loop of one run: base-weight losses every step, evaluation every epoch, checkpoints.
+
+Per step it records, on the device, the loss at the BASE weights on the current minibatch before the update
+(paper.md section 5), the loss at the weights the gradient is taken at (``train_loss``), the gradient norm
+and the lr; the records are copied to the host in blocks, so the hot loop never waits for the device.
+Evaluating the base loss neither copies the model nor changes the trajectory: the optimizer swaps the base
+weights in and restores the overshoot weights bit-identically, BatchNorm statistics are restored, and
+dropout replays the same mask for the training forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from overshoot.methods import build_optimizer
+from overshoot.store import RunWriter
+
+FLUSH_EVERY = 200  # steps between copies of the step records to the host (one sync each)
+DISTANCE_HISTORY = 50  # the paper's figure 2 sums over the last 50 gradient points
+
+
+class Interrupted(Exception):
+    """The run was stopped by SIGINT/SIGTERM after writing a checkpoint; relaunching resumes it."""
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device) with ``seed`` (0 included)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; an unavailable cuda is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name} but no CUDA GPU is visible: use device=cpu or device=auto")
+    return dev
+
+
+def base_weights(opt: torch.optim.Optimizer) -> contextlib.AbstractContextManager[Any]:
+    """The optimizer's base-weight context (a no-op for optimizers without overshoot)."""
+    ctx = getattr(opt, "base_weights", None)
+    return ctx() if ctx is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def side_effect_free(model: nn.Module, device: torch.device, replay_rng: bool) -> Iterator[None]:
+    """Run a forward pass that leaves no trace: buffers (BatchNorm statistics) and, when asked, the RNG
+    (so that the next forward draws the same dropout mask) are restored afterwards."""
+    buffers = [b for b in model.buffers() if b.is_floating_point() or b.dtype == torch.long]
+    saved = [b.clone() for b in buffers]
+    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if replay_rng else None
+    try:
+        with rng if rng is not None else contextlib.nullcontext():
+            yield
+    finally:
+        for b, s in zip(buffers, saved, strict=True):
+            b.copy_(s)
+
+
+class Progress:
+    """A tqdm bar on a terminal, a plain line every ~10% (or 30 s) otherwise, or nothing."""
+
+    def __init__(self, mode: str, total: int, start: int, label: str) -> None:
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self.mode, self.total, self.label = mode, total, label
+        self.t0, self.s0, self.last_line = time.perf_counter(), start, 0.0
+        self.bar = None
+        if mode == "bar":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc=label, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        elif self.mode == "lines":
+            now = time.perf_counter()
+            tenth = max(self.total // 10, 1)
+            if (
+                step == self.total
+                or now - self.last_line > 30
+                or step // tenth != (step - FLUSH_EVERY) // tenth
+            ):
+                rate = (step - self.s0) / max(now - self.t0, 1e-9)
+                eta = (self.total - step) / max(rate, 1e-9)
+                print(
+                    f"{self.label}: step {step}/{self.total} loss {loss:.4g} "
+                    f"{rate:.0f} steps/s eta {eta:.0f}s",
+                    flush=True,
+                )
+                self.last_line = now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[Callable[[], bool]]:
+    """SIGINT/SIGTERM set a flag the loop checks between steps (a second SIGINT stops at once)."""
+    flag = {"stop": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["stop"] and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    old = {}
+    try:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old[s] = signal.signal(s, handler)
+    except ValueError:  # not the main thread: leave the handlers alone
+        pass
+    try:
+        yield lambda: flag["stop"]
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def evaluate(task: Any, model: nn.Module, split: str, batch_size: int, autocast: Any) -> tuple[float, float]:
+    """Mean loss and accuracy (NaN for loss-only tasks) of ``model`` on ``split``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total = loss_sum = correct_sum = None
+    with torch.no_grad(), autocast():
+        for b in task.eval_batches(split, batch_size):
+            loss, correct = task.criterion(model(*task.inputs(b)), b)
+            n = next(iter(b.values())).shape[0]
+            loss_sum = loss.double() * n if loss_sum is None else loss_sum + loss.double() * n
+            total = n if total is None else total + n
+            if correct is not None:
+                correct_sum = correct.double() if correct_sum is None else correct_sum + correct.double()
+    model.train(was_training)
+    if total is None or loss_sum is None:
+        return math.nan, math.nan
+    acc = float(correct_sum) / total if correct_sum is not None else math.nan
+    return float(loss_sum) / total, acc
+
+
+class DistanceLog:
+    """Per step, sum_{i<50} ||theta_t - theta'_{t-i}|| * b1^i: the distance between the base weights and the
+    last 50 points where gradients were taken (paper figure 2). Keeps 50 flat copies of the weights."""
+
+    def __init__(self, params: list[nn.Parameter], decay: float) -> None:
+        n = sum(p.numel() for p in params)
+        p0 = params[0]
+        self.params, self.decay = params, decay
+        self.ring = torch.zeros(DISTANCE_HISTORY, n, device=p0.device, dtype=p0.dtype)
+        self.count = 0
+
+    def flat(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    def record_grad_point(self) -> None:
+        self.ring[self.count % DISTANCE_HISTORY] = self.flat()
+        self.count += 1
+
+    def distance(self) -> torch.Tensor:
+        """Call inside base_weights(), after record_grad_point() of the current step."""
+        n = min(self.count, DISTANCE_HISTORY)
+        slots = (self.count - 1 - torch.arange(n, device=self.ring.device)) % DISTANCE_HISTORY  # newest first
+        weights = self.decay ** torch.arange(n, device=self.ring.device, dtype=self.ring.dtype)
+        d = torch.linalg.vector_norm(self.ring[slots] - self.flat(), dim=1)
+        return (d * weights).sum()
+
+
+def train(
+    run: dict[str, Any],
+    task: Any,
+    writer: RunWriter,
+    device: torch.device,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
+    """Train one run to the end (or max_steps), writing its logs; returns run.json fields to record.
+
+    Resumes from ``writer``'s checkpoint when there is one. Raises Interrupted (after a checkpoint) when
+    ``should_stop()`` turns true, Diverged (after logging the partial curve) on a non-finite loss.
+    """
+    hp = run["hparams"]
+    bs, epochs = hp["batch_size"], hp["epochs"]
+    steps_per_epoch = task.n_train // bs
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size={bs} exceeds the {task.n_train} training examples: lower batch_size")
+    total = epochs * steps_per_epoch
+    last = min(total, run["max_steps"] or total)
+    precision = run["precision"]
+    autocast: Callable[[], Any] = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+        if precision == "bf16"
+        else contextlib.nullcontext
+    )
+
+    seed_everything(run["seed"])
+    model = task.build_model()
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = build_optimizer(run, params)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if hp["schedule"] == "cosine" else None
+    )
+    overshoot = run["optimizer"].endswith("_os") and run["gamma"] > 0
+    log_base = overshoot and run["log"]["base_loss"]
+    replay_rng = any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+    dist = DistanceLog(params, hp["momentum"]) if run["log_distance"] else None
+    columns = writer.step_columns
+
+    step, rows = 0, (0, 0)
+    ckpt = writer.load_checkpoint()
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(ckpt["scheduler"])
+        step, rows = ckpt["step"], tuple(ckpt["rows"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        np.random.set_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
+        if dist is not None and ckpt.get("distance") is not None:
+            dist.ring.copy_(ckpt["distance"]["ring"])
+            dist.count = ckpt["distance"]["count"]
+    writer.start(run, {}, resume_rows=(rows[0], rows[1]))
+    epoch_rows = rows[1]
+
+    def checkpoint() -> None:
+        state: dict[str, Any] = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "step": step,
+            "rows": (step, epoch_rows),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            "distance": {"ring": dist.ring, "count": dist.count} if dist is not None else None,
+        }
+        writer.save_checkpoint(state)
+        writer.write_info(heartbeat=time.time())
+
+    n_rec = 4 if dist is not None else 3
+    rec = torch.zeros(FLUSH_EVERY, n_rec, device=device, dtype=torch.float64)
+    lrs: list[float] = []
+    block_start = step
+    last_loss = math.nan
+
+    def flush() -> None:
+        nonlocal block_start, last_loss
+        n = step - block_start
+        if n == 0:
+            return
+        vals = rec[:n].cpu().numpy()
+        bad = ~np.isfinite(vals[:, :2]).all(axis=1)
+        keep = int(np.argmax(bad)) + 1 if bad.any() else n
+        idx = np.arange(block_start, block_start + keep)
+        block: dict[str, Any] = {
+            "step": idx.tolist(),
+            "epoch": (idx // steps_per_epoch).tolist(),
+            "base_loss": vals[:keep, 0].tolist(),
+            "train_loss": vals[:keep, 1].tolist(),
+            "lr": lrs[:keep],
+            "grad_norm": vals[:keep, 2].tolist(),
+        }
+        if dist is not None:
+            block["distance"] = vals[:keep, 3].tolist()
+        writer.append_steps({c: block[c] for c in columns})
+        last_loss = float(vals[keep - 1, 0])
+        if bad.any():
+            raise Diverged(f"loss became {last_loss:g} at step {int(idx[-1])}")
+        lrs.clear()
+        block_start = step
+
+    progress = Progress(run["progress"], last, step, f"{run['task']}/{run['optimizer']}")
+    t_start, t_ckpt = time.perf_counter(), time.perf_counter()
+    steps_at_start = step
+    plan = None
+    eval_bs = max(4 * bs, 256)
+    try:
+        while step < last:
+            epoch, k = divmod(step, steps_per_epoch)
+            if plan is None or k == 0:
+                plan = task.epoch_plan(run["seed"], epoch, bs)
+            b = task.train_batch(plan, k)
+            inputs = task.inputs(b)
+            i = step - block_start
+            if log_base:
+                with (
+                    torch.no_grad(),
+                    base_weights(opt),
+                    side_effect_free(model, device, replay_rng),
+                    autocast(),
+                ):
+                    base_loss, _ = task.criterion(model(*inputs), b)
+                rec[i, 0] = base_loss.detach()
+            with autocast():
+                loss, _ = task.criterion(model(*inputs), b)
+            loss.backward()
+            rec[i, 1] = loss.detach()
+            if not log_base:
+                rec[i, 0] = loss.detach()
+            rec[i, 2] = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            if dist is not None:
+                dist.record_grad_point()
+                with torch.no_grad(), base_weights(opt):
+                    rec[i, 3] = dist.distance()
+            lrs.append(float(opt.param_groups[0]["lr"]))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if sched is not None:
+                sched.step()
+            step += 1
+            end_of_epoch = step % steps_per_epoch == 0
+            if step - block_start == FLUSH_EVERY or end_of_epoch or step == last or should_stop():
+                flush()
+                progress.update(step, last_loss)
+                if end_of_epoch or step == last:
+                    e_rows: dict[str, list[Any]] = {"epoch": [], "split": [], "loss": [], "accuracy": []}
+                    with base_weights(opt):
+                        for split in ("val", "test"):
+                            if task.has_split(split):
+                                loss_v, acc_v = evaluate(task, model, split, eval_bs, autocast)
+                                for key, v in zip(e_rows, (epoch, split, loss_v, acc_v), strict=True):
+                                    e_rows[key].append(v)
+                    writer.append_epochs(e_rows)
+                    epoch_rows += len(e_rows["epoch"])
+                stop = should_stop()
+                if stop or (step < last and time.perf_counter() - t_ckpt >= run["checkpoint_every"]):
+                    checkpoint()
+                    t_ckpt = time.perf_counter()
+                if stop:
+                    raise Interrupted(f"stopped at step {step}/{last}; relaunch the same command to resume")
+    finally:
+        progress.close()
+    wall = time.perf_counter() - t_start
+    return {"steps": step, "train_time_s": wall, "steps_per_s": (step - steps_at_start) / max(wall, 1e-9)}
