@@ -1,0 +1,194 @@
+"""The harness end to end on the bundled digits task: run store, resume, skip, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from overshoot.cli import run_one
+from overshoot.config import ConfigError, compose, resolve
+from overshoot.loop import Interrupted, pick_device, train
+from overshoot.store import RunWriter, load_run, run_path
+
+BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+FAST = ["max_steps=240", "progress=lines"]
+
+
+def bench(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BENCH, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env or os.environ.copy()
+    )
+
+
+def only_run(out: Path) -> Path:
+    runs = [p.parent for p in out.rglob("run.json")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_cli_digits_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    r = bench(f"out={out}", *FAST, "optimizer=adam_os", "gamma=5", "delay=20", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    path = only_run(out)
+    assert path.relative_to(out).parts[:2] == ("digits", "adam_os-g5")
+    info = json.loads((path / "run.json").read_text())
+    assert info["status"] == "completed"
+    for key in ("config_hash", "started", "ended", "wall_time_s", "steps_per_s", "versions", "device", "final"):
+        assert info[key] is not None, key
+    assert info["steps"] == 240
+    steps = pd.read_csv(path / "steps.csv")
+    assert list(steps.columns) == ["step", "epoch", "base_loss", "train_loss", "lr", "grad_norm"]
+    assert steps["step"].tolist() == list(range(240))
+    # After the 20-step delay the overshoot weights differ from the base weights: the two losses differ.
+    assert (steps["base_loss"][:20] == steps["train_loss"][:20]).all()
+    assert (steps["base_loss"][40:] != steps["train_loss"][40:]).any()
+    epochs = pd.read_csv(path / "epochs.csv")
+    assert set(epochs["split"]) >= {"test"}
+    assert epochs["accuracy"].between(0, 1).all()
+    assert not (path / "checkpoint.pt").exists()
+    assert "steps to 95% loss reduction" in r.stdout and str(path) in r.stdout
+
+    again = bench(f"out={out}", *FAST, "optimizer=adam_os", "gamma=5", "delay=20", cwd=tmp_path)
+    assert again.returncode == 0 and "skipped, already completed" in again.stdout
+
+
+def _curve(out: Path, *overrides: str) -> pd.DataFrame:
+    assert run_one(compose([f"out={out}", "progress=none", *overrides])) == 0
+    return load_run(only_run(out)).steps()
+
+
+def test_same_seed_same_curve_and_seed_zero_is_seeded(tmp_path: Path) -> None:
+    a = _curve(tmp_path / "a", "seed=0", "max_steps=120")
+    b = _curve(tmp_path / "b", "seed=0", "max_steps=120")
+    c = _curve(tmp_path / "c", "seed=1", "max_steps=120")
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.array_equal(a["base_loss"].to_numpy(), c["base_loss"].to_numpy())
+
+
+def test_base_loss_logging_leaves_trajectory_unchanged(tmp_path: Path) -> None:
+    on = _curve(tmp_path / "on", "optimizer=sgd_os", "gamma=3", "max_steps=150", "log.base_loss=true")
+    off = _curve(tmp_path / "off", "optimizer=sgd_os", "gamma=3", "max_steps=150", "log.base_loss=false")
+    # train_loss is the loss at the overshoot weights: bit-identical iff the trajectories are.
+    np.testing.assert_array_equal(on["train_loss"].to_numpy(), off["train_loss"].to_numpy())
+    assert (on["base_loss"] != on["train_loss"]).any()
+
+
+def _stop_after(n_checks: int):
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > n_checks
+
+    return should_stop
+
+
+def test_resume_after_interruption_reproduces_the_curve(tmp_path: Path) -> None:
+    overrides = ["optimizer=adam_os", "gamma=3", "delay=10", "max_steps=700", "progress=none"]
+    ref = _curve(tmp_path / "ref", *overrides)
+
+    from overshoot_tasks import build_task
+
+    run = resolve(compose([f"out={tmp_path / 'cut'}", *overrides]))
+    device = pick_device("cpu")
+    task = build_task(run["task_options"], Path(run["data"]["root"]), device, torch.float32)
+    writer = RunWriter(run_path(run["out"], run))
+    with pytest.raises(Interrupted):
+        train(run, task, writer, device, should_stop=_stop_after(300))
+    cut_rows = len(load_run(writer.path).steps()) if (writer.path / "run.json").exists() else 0
+    assert 0 < cut_rows < 700 and writer.checkpoint_file.exists()
+    # The last rows after the checkpoint are written again on resume, never duplicated.
+    train(run, task, writer, device)
+    pd.testing.assert_frame_equal(pd.read_csv(writer.steps_file), ref)
+
+
+def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    args = [f"out={out}", "optimizer=sgd_os", "gamma=5", "max_steps=3000", "checkpoint_every=0", "progress=none"]
+    proc = subprocess.Popen([*BENCH, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.rglob("checkpoint.pt")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    path = only_run(out)
+    assert json.loads((path / "run.json").read_text())["status"] == "running"  # killed: nobody marked it
+    r = bench(*args, cwd=tmp_path)
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stdout + r.stderr
+    ref = _curve(tmp_path / "ref", *args[1:])
+    pd.testing.assert_frame_equal(load_run(path).steps(), ref)
+
+
+def test_sigterm_marks_failed_and_relaunch_completes(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    args = [f"out={out}", "optimizer=sgd", "max_steps=3000", "checkpoint_every=0", "progress=none"]
+    proc = subprocess.Popen([*BENCH, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.rglob("steps.csv")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err.decode()
+    info = json.loads((only_run(out) / "run.json").read_text())
+    assert info["status"] == "failed" and info["reason"].startswith("interrupted")
+    r = bench(*args, cwd=tmp_path)
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stdout + r.stderr
+    assert len(load_run(only_run(out)).steps()) == 3000
+
+
+def test_diverged_run_keeps_partial_curve(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    r = bench(f"out={out}", "optimizer=sgd", "lr=1e6", "max_steps=400", "progress=none", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "diverged" in r.stdout and "Traceback" not in r.stderr
+    path = only_run(out)
+    info = json.loads((path / "run.json").read_text())
+    assert info["status"] == "diverged"
+    steps = pd.read_csv(path / "steps.csv")
+    assert 0 < len(steps) < 400 and not np.isfinite(steps["base_loss"].iloc[-1])
+    assert np.isfinite(steps["base_loss"].iloc[:-1]).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["task=nope"], "Available options in 'task'"),
+        (["optimizer=nope"], "Available options in 'optimizer'"),
+        (["optimizer=sgd", "gamma=3"], "gamma=3 has no effect with optimizer=sgd"),
+        (["optimizer=sgd_os", "gamma=-1"], "gamma must be >= 0"),
+        (["task=housing", "data.root=/nonexistent"], "OVERSHOOT_DATA"),
+        (["precision=fp16"], "precision=fp16 is unknown"),
+        (["batch_size=0"], "batch_size=0 is invalid"),
+    ],
+)
+def test_bad_input_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    r = bench(f"out={tmp_path / 'runs'}", *args, cwd=tmp_path)
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not list((tmp_path / "runs").rglob("steps.csv"))
+
+
+def test_resolve_rejects_gamma_on_baselines() -> None:
+    with pytest.raises(ConfigError, match="optimizer=adam"):
+        resolve(compose(["optimizer=adam", "gamma=5"]))
+    run = resolve(compose(["optimizer=adam_os"]))
+    assert run["gamma"] == 5.0 and run["family"] == "adam"
+    fm = resolve(compose(["task=fmnist", "optimizer=sgd_os", "gamma=3"]))
+    assert fm["hparams"]["epochs"] == 50 and fm["hparams"]["lr"] == 1e-3
+    assert resolve(compose(["task=fmnist", "optimizer=adam"]))["hparams"]["epochs"] == 10
+    tuned = resolve(compose(["task=fmnist", "optimizer=sgd", "preset=tuned"]))
+    assert tuned["hparams"]["batch_size"] == 32 and tuned["task_options"]["width"] == "tuned"
