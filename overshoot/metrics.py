@@ -1,0 +1,350 @@
+"""Metrics of the paper (arXiv 2501.09556, sections 5 and 6): steps to X% loss reduction, step savings
+against the family baseline, and the statistics of Table 1.
+
+Two savings computations are offered:
+
+* :func:`paper_saving` repeats the paper's computation exactly (seed-mean curve, trailing mean, threshold
+  from the baseline, first crossing counted as an index into the smoothed array, relative saving);
+* :func:`per_seed_saving` is the corrected version: runs are paired by seed, steps are counted as real
+  training steps (the end of the smoothing window), and the savings get a mean and a 95% t-interval.
+
+"Not reached" is a value (``None`` step counts and savings, counted in ``n_not_reached``), never an error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+NOT_REACHED = "not reached"
+
+# Optimizer names of each family: the baseline first, then the second (Nesterov-type) baseline; the
+# overshoot optimizer is the family's third member.
+FAMILY_BASELINES: dict[str, tuple[str, str]] = {"sgd": ("sgd", "nesterov"), "adam": ("adam", "nadam")}
+FAMILY_OVERSHOOT: dict[str, str] = {"sgd": "sgd_os", "adam": "adam_os"}
+FAMILY_OF: dict[str, str] = {
+    "sgd": "sgd",
+    "nesterov": "sgd",
+    "sgd_os": "sgd",
+    "adam": "adam",
+    "nadam": "adam",
+    "adam_os": "adam",
+}
+DISPLAY_NAME: dict[str, str] = {
+    "sgd": "CM",
+    "nesterov": "NAG",
+    "sgd_os": "SGDO",
+    "adam": "Adam",
+    "nadam": "NAdam",
+    "adam_os": "AdamO",
+}
+
+FloatArray = np.ndarray
+
+
+def trailing_mean(x: Sequence[float] | np.ndarray, window: int) -> FloatArray:
+    """S[k] = mean(x[k : k + window]) for k = 0 .. len(x) - window (empty when x is shorter than window).
+
+    Computed in float64 from a cumulative sum; the rounding error is of order ``eps * sum|x|``, far below
+    any difference that matters for a loss curve. A NaN in ``x`` makes every later entry NaN.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}: pass a positive smoothing window")
+    a = np.asarray(x, dtype=np.float64).ravel()
+    if a.size < window:
+        return np.empty(0, dtype=np.float64)
+    c = np.concatenate(([0.0], np.cumsum(a)))
+    return (c[window:] - c[:-window]) / window
+
+
+def reduction_threshold(smoothed: np.ndarray, reduction: float = 0.95) -> float:
+    """thr = S[0] - reduction * (S[0] - S[-1]) for a smoothed curve S.
+
+    NaN (nothing can reach it) when S is empty, holds a NaN at either end, or does not decrease
+    (S[-1] >= S[0]): a curve without loss reduction has no step count rather than a count of 0."""
+    if not 0.0 < reduction <= 1.0:
+        raise ValueError(f"reduction must lie in (0, 1], got {reduction}: pass e.g. 0.95 for 95%")
+    if len(smoothed) == 0 or not smoothed[-1] < smoothed[0]:
+        return math.nan
+    return float(smoothed[0] - reduction * (smoothed[0] - smoothed[-1]))
+
+
+def first_crossing(smoothed: np.ndarray, threshold: float) -> int | None:
+    """The first index k with smoothed[k] <= threshold, or None when there is none (NaN never crosses)."""
+    if not math.isfinite(threshold):
+        return None
+    hit = np.flatnonzero(np.asarray(smoothed) <= threshold)
+    return int(hit[0]) if hit.size else None
+
+
+def steps_to_reduction(
+    loss: Sequence[float] | np.ndarray,
+    reduction: float = 0.95,
+    window: int = 400,
+    threshold: float | None = None,
+) -> int | None:
+    """Training steps one curve needs until its trailing mean first reaches the loss-reduction threshold.
+
+    The count is in real steps: the first crossing index plus ``window`` (the step at which that window
+    ends), so short runs are not favoured. Without ``threshold`` it comes from the curve's own first and last
+    smoothed values. None when the threshold is never reached or the curve is shorter than the window.
+    """
+    s = trailing_mean(loss, window)
+    if s.size == 0:
+        return None
+    thr = reduction_threshold(s, reduction) if threshold is None else float(threshold)
+    k = first_crossing(s, thr)
+    return None if k is None else k + window
+
+
+def relative_saving(k_baseline: int | None, k_method: int | None) -> float | None:
+    """100 * (k_B - k_O) / k_B; None when either was not reached or k_B is 0 (saving undefined)."""
+    if k_baseline is None or k_method is None or k_baseline == 0:
+        return None
+    return 100.0 * (k_baseline - k_method) / k_baseline
+
+
+def seed_mean_curve(curves: Iterable[Sequence[float] | np.ndarray]) -> FloatArray:
+    """Element-wise mean over seeds, cut to the shortest curve (the paper assumes equal lengths)."""
+    arrays = [np.asarray(c, dtype=np.float64).ravel() for c in curves]
+    if not arrays:
+        raise ValueError("no curves given: pass at least one loss curve per method")
+    n = min(a.size for a in arrays)
+    return np.mean(np.stack([a[:n] for a in arrays]), axis=0)
+
+
+@dataclass(frozen=True)
+class PaperSaving:
+    """The paper's saving of one method against its baseline (step counts are smoothed-array indices)."""
+
+    threshold: float
+    k_baseline: int | None
+    k_method: int | None
+    saving: float | None  # percent; None = not reached (see ``k_*``) or undefined
+
+    @property
+    def reached(self) -> bool:
+        return self.saving is not None
+
+
+def paper_saving(
+    baseline_curves: Iterable[Sequence[float] | np.ndarray],
+    method_curves: Iterable[Sequence[float] | np.ndarray],
+    reduction: float = 0.95,
+    window: int = 400,
+) -> PaperSaving:
+    """The saving exactly as the paper computed it (paper.md section 5, steps 1-4).
+
+    Seed-mean each method's curves element-wise, smooth with the trailing mean, take the threshold from
+    the baseline's first and last smoothed values, find the first index where each smoothed curve is at or
+    below it and return 100 * (k_B - k_O) / k_B with k counted as indices into the smoothed arrays.
+    """
+    sb = trailing_mean(seed_mean_curve(baseline_curves), window)
+    so = trailing_mean(seed_mean_curve(method_curves), window)
+    thr = reduction_threshold(sb, reduction)
+    kb, ko = first_crossing(sb, thr), first_crossing(so, thr)
+    return PaperSaving(threshold=thr, k_baseline=kb, k_method=ko, saving=relative_saving(kb, ko))
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    """Mean with the half width of a two-sided t confidence interval (NaN when n < 2)."""
+
+    mean: float
+    half_width: float
+    n: int
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+
+def mean_ci(values: Iterable[float], confidence: float = 0.95) -> MeanCI:
+    """Mean and t-interval half width t_{(1+c)/2, n-1} * s / sqrt(n) of the finite ``values``."""
+    a = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    a = a[np.isfinite(a)]
+    n = int(a.size)
+    if n == 0:
+        return MeanCI(math.nan, math.nan, 0)
+    if n == 1:
+        return MeanCI(float(a[0]), math.nan, 1)
+    sem = float(np.std(a, ddof=1)) / math.sqrt(n)
+    return MeanCI(float(a.mean()), float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sem, n)
+
+
+@dataclass(frozen=True)
+class SeedSavings:
+    """Per-seed savings of one method against its baseline, paired by seed, in real training steps."""
+
+    seeds: tuple[int, ...]  # seeds present for both methods, ascending
+    k_baseline: tuple[int | None, ...]
+    k_method: tuple[int | None, ...]
+    savings: tuple[float | None, ...]  # percent per seed; None = not reached
+    summary: MeanCI  # over the seeds where both reached
+    n_not_reached: int  # seeds where the method missed the threshold its baseline reached
+    n_baseline_not_reached: int  # seeds whose baseline never reached its own threshold
+
+    @property
+    def reached(self) -> bool:
+        return self.summary.n > 0
+
+
+def per_seed_saving(
+    baseline: Mapping[int, Sequence[float] | np.ndarray],
+    method: Mapping[int, Sequence[float] | np.ndarray],
+    reduction: float = 0.95,
+    window: int = 400,
+    confidence: float = 0.95,
+) -> SeedSavings:
+    """Savings paired by seed: for each seed in both maps, the threshold comes from that seed's baseline
+    curve, both step counts are real steps (window end), and the saving is 100 * (k_B - k_O) / k_B.
+    The summary is the mean and ``confidence`` t-interval over the seeds where both reached it."""
+    seeds = tuple(sorted(set(baseline) & set(method)))
+    kbs: list[int | None] = []
+    kos: list[int | None] = []
+    savings: list[float | None] = []
+    for s in seeds:
+        sb = trailing_mean(baseline[s], window)
+        thr = reduction_threshold(sb, reduction)
+        kb = steps_to_reduction(baseline[s], reduction, window, threshold=thr)
+        ko = steps_to_reduction(method[s], reduction, window, threshold=thr)
+        kbs.append(kb)
+        kos.append(ko)
+        savings.append(relative_saving(kb, ko))
+    return SeedSavings(
+        seeds=seeds,
+        k_baseline=tuple(kbs),
+        k_method=tuple(kos),
+        savings=tuple(savings),
+        summary=mean_ci([v for v in savings if v is not None], confidence),
+        n_not_reached=sum(kb is not None and ko is None for kb, ko in zip(kbs, kos, strict=True)),
+        n_baseline_not_reached=sum(kb is None for kb in kbs),
+    )
+
+
+def best_over_epochs(epochs: pd.DataFrame, metric: str, scale: float = 1.0, split: str = "test") -> float:
+    """A run's best ``split`` metric over its epochs times ``scale``: max accuracy, or min loss for loss
+    tasks (NaN when the run logged none)."""
+    if metric not in ("accuracy", "loss"):
+        raise ValueError(f"unknown metric {metric!r}: use 'accuracy' or 'loss'")
+    if epochs.empty or "split" not in epochs:
+        return math.nan
+    vals = pd.to_numeric(epochs.loc[epochs["split"] == split, metric], errors="coerce").dropna()
+    if vals.empty:
+        return math.nan
+    best = vals.max() if metric == "accuracy" else vals.min()
+    return float(best) * scale
+
+
+TABLE1_INPUT = ("task", "family", "optimizer", "gamma", "method", "seed", "value", "metric")
+TABLE1_COLUMNS = (
+    "task",
+    "family",
+    "optimizer",
+    "gamma",
+    "method",
+    "metric",
+    "mean",
+    "half_width",
+    "n",
+    "best",
+    "reference",
+    "n_pairs",
+    "mean_diff",
+    "p_value",
+    "star",
+)
+
+
+def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[float, float, int]:
+    """Two-sided paired t-test of a vs b over the seeds both have: (mean of a - b, p-value, pairs).
+
+    p is NaN with fewer than two pairs or when every difference is equal."""
+    seeds = sorted(s for s in set(a) & set(b) if math.isfinite(a[s]) and math.isfinite(b[s]))
+    if not seeds:
+        return math.nan, math.nan, 0
+    x = np.array([a[s] for s in seeds], dtype=np.float64)
+    y = np.array([b[s] for s in seeds], dtype=np.float64)
+    diff = float(np.mean(x - y))
+    if len(seeds) < 2 or np.allclose(x - y, (x - y)[0], rtol=0.0, atol=0.0):
+        return diff, math.nan, len(seeds)
+    return diff, float(stats.ttest_rel(x, y).pvalue), len(seeds)
+
+
+def table1(records: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95) -> pd.DataFrame:
+    """Table 1 statistics from one row per run (columns ``TABLE1_INPUT``; value = best test metric).
+
+    Per (task, method): mean and t-interval over seeds; ``best`` marks the best mean of each task's family
+    (highest accuracy, lowest loss); each overshoot method gets a two-sided paired t-test, paired by seed,
+    against the better of its family's two baselines (CM/NAG or Adam/NAdam); ``star`` = p < alpha.
+    """
+    missing = [c for c in TABLE1_INPUT if c not in records.columns]
+    if missing:
+        raise ValueError(f"table1 records lack columns {missing}: build them with one row per run")
+    rows: list[dict[str, object]] = []
+    if records.empty:
+        return pd.DataFrame(columns=list(TABLE1_COLUMNS))
+    for (task, family), grp in records.groupby(["task", "family"], sort=True):
+        metric = str(grp["metric"].iloc[0])
+        higher = metric == "accuracy"
+        by_method: dict[str, dict[int, float]] = {}
+        meta: dict[str, tuple[str, float]] = {}
+        for method, mg in grp.groupby("method", sort=False):
+            by_method[str(method)] = {int(s): float(v) for s, v in zip(mg["seed"], mg["value"], strict=True)}
+            meta[str(method)] = (str(mg["optimizer"].iloc[0]), float(mg["gamma"].iloc[0]))
+        cis = {m: mean_ci(v.values(), confidence) for m, v in by_method.items()}
+        finite = [ci.mean for ci in cis.values() if math.isfinite(ci.mean)]
+        best_val = (max(finite) if higher else min(finite)) if finite else math.nan
+        bases = [b for b in FAMILY_BASELINES.get(str(family), ()) if b in cis and math.isfinite(cis[b].mean)]
+        ref = None
+        if bases:
+            ref = (max if higher else min)(bases, key=lambda b: cis[b].mean)
+        for method in sorted(by_method, key=lambda m: method_sort_key(*meta[m])):
+            opt, gamma = meta[method]
+            ci = cis[method]
+            diff, p, npairs = math.nan, math.nan, 0
+            reference = ""
+            if opt.endswith("_os") and ref is not None:
+                reference = ref
+                diff, p, npairs = paired_test(by_method[method], by_method[ref])
+            rows.append(
+                {
+                    "task": task,
+                    "family": family,
+                    "optimizer": opt,
+                    "gamma": gamma,
+                    "method": method,
+                    "metric": metric,
+                    "mean": ci.mean,
+                    "half_width": ci.half_width,
+                    "n": ci.n,
+                    "best": bool(math.isfinite(ci.mean) and ci.mean == best_val),
+                    "reference": reference,
+                    "n_pairs": npairs,
+                    "mean_diff": diff,
+                    "p_value": p,
+                    "star": bool(math.isfinite(p) and p < alpha),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(TABLE1_COLUMNS))
+
+
+def method_sort_key(optimizer: str, gamma: float) -> tuple[int, float]:
+    """Sort key of a method in tables and legends: CM, NAG, SGDO by gamma, Adam, NAdam, AdamO by gamma."""
+    order = tuple(DISPLAY_NAME)
+    return (order.index(optimizer) if optimizer in order else len(order), gamma)
+
+
+def method_label(optimizer: str, gamma: float) -> str:
+    """A human label: 'CM', 'NAG', 'SGDO γ=3', 'AdamO γ=5', ...; unknown optimizers keep their name."""
+    name = DISPLAY_NAME.get(optimizer, optimizer)
+    return f"{name} γ={gamma:g}" if optimizer.endswith("_os") else name
