@@ -1,0 +1,260 @@
+"""Readers for the real on-disk dataset formats (IDX, CIFAR pickles, CIFAR JPEG zips, housing CSV)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import missing
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def cache_dir() -> Path:
+    """Where decoded datasets are cached: $OVERSHOOT_CACHE, else ~/.cache/overshoot-bench."""
+    env = os.environ.get("OVERSHOOT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "overshoot-bench"
+
+
+# -- IDX (MNIST, Fashion-MNIST) ----------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse one IDX file (gzipped when the name ends in .gz)."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number); re-download it")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(np.int64)
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    data = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(
+            f"{path}: IDX header says {tuple(dims)} but holds {data.size} values; re-download it"
+        )
+    return data.reshape(tuple(dims)).astype(dtype.newbyteorder("="))
+
+
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def load_idx_dataset(task: str, root: Path, folders: tuple[str, ...], what: str) -> Arrays:
+    """(x_train uint8 [N,1,28,28], y_train int64, x_test, y_test) from the first folder holding the IDX files.
+
+    Each folder is tried as given (e.g. `fashion-mnist`, torchvision's `FashionMNIST/raw`); files may be
+    gzipped or not.
+    """
+    for folder in folders:
+        d = Path(root) / folder
+        found = [next((p for p in (d / f"{n}.gz", d / n) if p.is_file()), None) for n in IDX_FILES]
+        if all(p is not None for p in found):
+            arrays = [read_idx(p) for p in found if p is not None]
+            x_tr, y_tr, x_te, y_te = arrays
+            return (
+                torch.from_numpy(np.ascontiguousarray(x_tr)).unsqueeze(1),
+                torch.from_numpy(y_tr.astype(np.int64)),
+                torch.from_numpy(np.ascontiguousarray(x_te)).unsqueeze(1),
+                torch.from_numpy(y_te.astype(np.int64)),
+            )
+        if any(p is not None for p in found):
+            first_missing = d / f"{IDX_FILES[[p is None for p in found].index(True)]}.gz"
+            raise missing(task, first_missing, f"the {what} IDX .gz files", d)
+    d = Path(root) / folders[0]
+    raise missing(task, d / f"{IDX_FILES[0]}.gz", f"the {what} IDX .gz files", d)
+
+
+# -- CIFAR python pickles ---------------------------------------------------------------------------
+
+
+def _unpickle(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def _pickle_arrays(files: list[Path], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for p in files:
+        d = _unpickle(p)
+        xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d[label_key], dtype=np.int64))
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+CIFAR10_PICKLES = [f"data_batch_{i}" for i in range(1, 6)]
+
+
+def cifar10_pickle_present(root: Path) -> bool:
+    """Whether torchvision's `cifar-10-batches-py` folder is complete under `root`."""
+    d = Path(root) / "cifar-10-batches-py"
+    return all((d / n).is_file() for n in [*CIFAR10_PICKLES, "test_batch"])
+
+
+def load_cifar10_pickle(task: str, root: Path) -> Arrays:
+    """CIFAR-10 from torchvision's python pickles: uint8 [N,3,32,32] images and int64 labels."""
+    d = Path(root) / "cifar-10-batches-py"
+    for n in [*CIFAR10_PICKLES, "test_batch"]:
+        if not (d / n).is_file():
+            raise missing(task, d / n, "the CIFAR-10 python batches (cifar-10-python.tar.gz extracted)", d)
+    x_tr, y_tr = _pickle_arrays([d / n for n in CIFAR10_PICKLES], "labels")
+    x_te, y_te = _pickle_arrays([d / "test_batch"], "labels")
+    return x_tr, y_tr, x_te, y_te
+
+
+def load_cifar100_pickle(task: str, root: Path) -> Arrays:
+    """CIFAR-100 (fine labels) from torchvision's python pickles."""
+    d = Path(root) / "cifar-100-python"
+    for n in ("train", "test"):
+        if not (d / n).is_file():
+            raise missing(task, d / n, "the CIFAR-100 python files (cifar-100-python.tar.gz extracted)", d)
+    x_tr, y_tr = _pickle_arrays([d / "train"], "fine_labels")
+    x_te, y_te = _pickle_arrays([d / "test"], "fine_labels")
+    return x_tr, y_tr, x_te, y_te
+
+
+# -- CIFAR-10 JPEG zips -----------------------------------------------------------------------------
+
+
+def _decode_zip(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode `<split>/<class>/<n>.jpg` entries of one zip (sorted by name) to uint8 [N,3,32,32] + labels."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    label_of = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
+    with zipfile.ZipFile(path) as zf:
+        names = sorted(n for n in zf.namelist() if n.lower().endswith((".jpg", ".jpeg")))
+        if not names:
+            raise ValueError(f"{path} holds no .jpg files; expected <split>/<class>/<n>.jpg entries")
+        labels, blobs = [], []
+        for n in names:
+            parts = n.split("/")
+            if len(parts) < 2 or parts[-2] not in label_of:
+                raise ValueError(f"{path}: entry {n} is not under a CIFAR-10 class folder {CIFAR10_CLASSES}")
+            labels.append(label_of[parts[-2]])
+            blobs.append(torch.frombuffer(bytearray(zf.read(n)), dtype=torch.uint8))
+    images = decode_jpeg(blobs, mode=ImageReadMode.RGB)
+    x = torch.stack(images)
+    if x.shape[1:] != (3, 32, 32):
+        raise ValueError(f"{path}: images are {tuple(x.shape[1:])}, expected 3x32x32")
+    return x, torch.tensor(labels, dtype=torch.int64)
+
+
+def _cache_key(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_cifar10_jpeg(task: str, root: Path, use_cache: bool = True) -> Arrays:
+    """CIFAR-10 from `<root>/cifar10-jpeg/{train,test}.zip`, decoded once and cached (see cache_dir)."""
+    d = Path(root) / "cifar10-jpeg"
+    zips = [d / "train.zip", d / "test.zip"]
+    for z in zips:
+        if not z.is_file():
+            raise missing(task, z, "the CIFAR-10 JPEG zips (train.zip, test.zip)", d)
+    cache = cache_dir() / f"cifar10-jpeg-{_cache_key(zips)}.pt"
+    if use_cache and cache.is_file():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return blob["x_train"], blob["y_train"], blob["x_test"], blob["y_test"]
+        except Exception:  # a corrupt cache is rebuilt below
+            pass
+    x_tr, y_tr = _decode_zip(zips[0])
+    x_te, y_te = _decode_zip(zips[1])
+    if use_cache:
+        with contextlib.suppress(OSError):  # an unwritable cache only costs the decode next time
+            atomic_torch_save({"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, cache)
+    return x_tr, y_tr, x_te, y_te
+
+
+# -- California housing CSV ---------------------------------------------------------------------------
+
+HOUSING_COLUMNS = (
+    "longitude",
+    "latitude",
+    "housing_median_age",
+    "total_rooms",
+    "total_bedrooms",
+    "population",
+    "households",
+    "median_income",
+    "median_house_value",
+)
+
+
+def load_housing_csv(task: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8 California-housing features (float64 [N,8]) and target in $100k from the StatLib CSV.
+
+    Feature order as sklearn.datasets.fetch_california_housing: MedInc, HouseAge, AveRooms, AveBedrms,
+    Population, AveOccup, Latitude, Longitude.
+    """
+    if not path.is_file():
+        raise missing(
+            task, path, "cal_housing.csv (the StatLib California housing CSV with header)", path.parent
+        )
+    with open(path) as f:
+        header = [h.strip().strip('"') for h in f.readline().strip().split(",")]
+    absent = [c for c in HOUSING_COLUMNS if c not in header]
+    if absent:
+        raise ValueError(f"{path}: header lacks columns {absent}; expected {', '.join(HOUSING_COLUMNS)}")
+    data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+    col = {c: data[:, header.index(c)] for c in HOUSING_COLUMNS}
+    households = col["households"]
+    features = np.stack(
+        [
+            col["median_income"],
+            col["housing_median_age"],
+            col["total_rooms"] / households,
+            col["total_bedrooms"] / households,
+            col["population"],
+            col["population"] / households,
+            col["latitude"],
+            col["longitude"],
+        ],
+        axis=1,
+    )
+    return features, col["median_house_value"] / 100000.0
