@@ -1,0 +1,162 @@
+"""Shared machinery of the overshoot optimizers: argument checks, base/overshoot mode, state_dict."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+Mode = Literal["overshoot", "base"]
+MODE_KEY = "overshoot_mode"
+SAVED_KEY = "overshoot_weights"
+
+
+def resolve_gamma(gamma: float | None, overshoot: float | None, default: float) -> float:
+    """Return the overshoot factor given as ``gamma=`` or its alias ``overshoot=``."""
+    if gamma is not None and overshoot is not None and gamma != overshoot:
+        raise ValueError(f"gamma={gamma} and overshoot={overshoot} disagree: pass only one of them")
+    value = gamma if gamma is not None else overshoot
+    return float(default if value is None else value)
+
+
+def check_nonneg(name: str, value: float) -> None:
+    """Raise ValueError unless ``value`` is a finite number >= 0."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Tensor {name} must be 1-element")
+        value = float(value)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"Invalid {name} value: {value} (allowed range: {name} >= 0)")
+
+
+def is_zero(value: float | Tensor) -> bool:
+    """True when a Python number is 0 (tensors are never treated as zero: no host sync)."""
+    return not isinstance(value, Tensor) and value == 0
+
+
+class OvershootOptimizer(Optimizer):
+    """Base class: keeps the parameters at the overshoot weights and moves them to the base weights on demand.
+
+    Subclasses implement ``_add_base_offset(params_by_group)``, which adds ``base - overshoot`` in place to
+    parameters whose last step left a nonzero offset, using only optimizer state written by ``step()``
+    (``last_lr``, ``last_gamma``, ...), never the current param-group values, so a learning-rate scheduler
+    stepping between ``step()`` and evaluation cannot corrupt the base weights.
+    """
+
+    _mode: Mode
+    _any_offset: bool
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self._mode = "overshoot"
+        self._any_offset = False
+        super().__init__(params, defaults)
+
+    # ----------------------------------------------------------------- mode
+    @property
+    def mode(self) -> Mode:
+        """``"overshoot"`` (parameters hold the overshoot weights, ``step()`` allowed) or ``"base"``."""
+        return self._mode
+
+    def _check_step_allowed(self) -> None:
+        if self._mode != "overshoot":
+            raise RuntimeError(
+                "step() called while the parameters hold the base weights: call move_to_overshoot() "
+                "(or leave the `with opt.base_weights():` block) first"
+            )
+
+    def _offset_params(self) -> list[list[Tensor]]:
+        """Per param group, the parameters whose state holds a nonzero overshoot offset."""
+        out: list[list[Tensor]] = []
+        for group in self.param_groups:
+            out.append([p for p in group["params"] if self.state.get(p, {}).get("last_gamma", 0.0) != 0.0])
+        return out
+
+    def _refresh_any_offset(self) -> None:
+        self._any_offset = any(s.get("last_gamma", 0.0) != 0.0 for s in self.state.values())
+
+    def _add_base_offset(self, params_by_group: list[list[Tensor]]) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def move_to_base(self) -> None:
+        """Put the base weights into the parameters (the overshoot weights are kept in the state).
+
+        Raises RuntimeError if the parameters already hold the base weights.
+        """
+        if self._mode == "base":
+            raise RuntimeError("move_to_base() called twice: the parameters already hold the base weights")
+        self._mode = "base"
+        if not self._any_offset:
+            return
+        params_by_group = self._offset_params()
+        flat = [p for ps in params_by_group for p in ps]
+        if not flat:
+            return
+        saved = torch._foreach_mul(flat, 1.0)  # exact copy (x * 1.0 == x bitwise), one fused launch
+        for p, s in zip(flat, saved, strict=True):
+            self.state[p][SAVED_KEY] = s
+        self._add_base_offset(params_by_group)
+
+    @torch.no_grad()
+    def move_to_overshoot(self) -> None:
+        """Restore the overshoot weights saved by ``move_to_base()`` bit-identically.
+
+        Raises RuntimeError if the parameters already hold the overshoot weights.
+        """
+        if self._mode == "overshoot":
+            raise RuntimeError(
+                "move_to_overshoot() called twice: the parameters already hold the overshoot weights"
+            )
+        params, saved = [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                st = self.state.get(p)
+                if st is not None and SAVED_KEY in st:
+                    params.append(p)
+                    saved.append(st.pop(SAVED_KEY))
+        if params:
+            torch._foreach_copy_(params, saved)
+        self._mode = "overshoot"
+
+    @contextlib.contextmanager
+    def base_weights(self) -> Iterator[None]:
+        """Context manager: the parameters hold the base weights inside, the overshoot weights after.
+
+        Restoration is bit-identical. Costs nothing when no parameter carries an overshoot offset
+        (e.g. every group has gamma == 0).
+        """
+        self.move_to_base()
+        try:
+            yield
+        finally:
+            self.move_to_overshoot()
+
+    # ----------------------------------------------------------- state_dict
+    def state_dict(self) -> dict[str, Any]:
+        """The torch state dict plus the current mode under ``"overshoot_mode"``."""
+        sd = super().state_dict()
+        sd[MODE_KEY] = self._mode
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict (including the mode it was taken in); parameters must match that mode."""
+        mode = state_dict.get(MODE_KEY, "overshoot")
+        if mode not in ("overshoot", "base"):
+            raise ValueError(f"Invalid {MODE_KEY} in state_dict: {mode!r} (allowed: 'overshoot', 'base')")
+        super().load_state_dict(state_dict)
+        for st in self.state.values():
+            step = st.get("step")
+            if isinstance(step, Tensor) and step.device.type != "cpu":
+                st["step"] = step.to("cpu", torch.float32)  # host-side step: no device sync per step
+        self._mode = mode
+        self._refresh_any_offset()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_mode", "overshoot")
+        self.__dict__.setdefault("_any_offset", False)
