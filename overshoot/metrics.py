@@ -35,6 +35,7 @@ FAMILY_OF: dict[str, str] = {
     "nadam": "adam",
     "adam_os": "adam",
 }
+FAMILY_LABEL: dict[str, str] = {"sgd": "SGD", "adam": "Adam"}
 DISPLAY_NAME: dict[str, str] = {
     "sgd": "CM",
     "nesterov": "NAG",
