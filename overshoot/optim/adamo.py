@@ -16,10 +16,12 @@ __all__ = ["AdamO", "adamo", "ramp"]
 
 Scalar = float | Tensor
 
-# Measured by tests/test_optim_adamo.py::test_default_close_to_two_model (float64, 300 steps, MLP, lr 1e-2,
-# gamma 5, delay 50, weight_decay 0): max |default AdamO - two-model Adam| over all base weights, relative to
-# the largest weight change, stays below this bound (observed about 2e-4).
-DEFAULT_FORM_TOLERANCE = 1e-3
+# How far the default (paper) form drifts from two-model Adam with the same ramp, measured by
+# tests/test_optim_adamo.py::test_default_close_to_two_model_adam (float64 MLP on random regression data,
+# gamma 5, delay 50, weight_decay 0): max |AdamO - two-model| over all weights and steps, divided by the
+# largest change of a base weight, was 1.3e-2 at lr 1e-2 over 300 steps (1.0e-2 over 100 steps) and
+# 5.6e-3 at lr 1e-3 over 300 steps. The exact form (exact=True) matches to rounding (< 1e-12).
+DEFAULT_FORM_TOLERANCE = 2e-2
 
 
 def ramp(gamma: Scalar, step: float, delay: int | None) -> Scalar:
@@ -49,7 +51,8 @@ class AdamO(OvershootOptimizer):
     Default (``exact=False``): the paper's efficient form, per step
     :math:`\theta' \leftarrow \theta'(1-\eta\lambda) - [\eta_t(1+\gamma_t) m_t - \eta_{t-1}\gamma_{t-1}
     m_{t-1}] / (\mathrm{bc1}_t d_t)`, which approximates two-model Adam (the undo term uses the current
-    bias correction and denominator); within ``DEFAULT_FORM_TOLERANCE`` of it in the tests.
+    bias correction and denominator); it drifts from it by about 1% of the weight change
+    (``DEFAULT_FORM_TOLERANCE``).
     ``exact=True``: first undo the previous offset with the previous denominator, then take the AdamW step
     with lr :math:`(1+\gamma_t)\eta`; equal to two-model Adam (``overshoot.optim.reference.TwoModelAdam``)
     to rounding when ``weight_decay = 0``. ``gamma = 0`` is ``torch.optim.AdamW``.
@@ -106,6 +109,8 @@ class AdamO(OvershootOptimizer):
         )
         _check_group(defaults)
         super().__init__(params, defaults)
+        if fused:
+            _triton.check_fused_supported([p for g in self.param_groups for p in g["params"]], "AdamO")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group (``overshoot=`` accepted as an alias of ``gamma=``) after checking its values."""

@@ -75,6 +75,8 @@ class SGDO(OvershootOptimizer):
         )
         _check_group(defaults)
         super().__init__(params, defaults)
+        if fused:
+            _triton.check_fused_supported([p for g in self.param_groups for p in g["params"]], "SGDO")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group (``overshoot=`` accepted as an alias of ``gamma=``) after checking its values."""
