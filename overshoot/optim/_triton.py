@@ -64,7 +64,7 @@ if HAS_TRITON:
     _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
 _BLOCK_CACHE: OrderedDict[tuple[Any, ...], tuple[Tensor, Tensor, Tensor]] = OrderedDict()
-_ADDR_CACHE: OrderedDict[tuple[Any, ...], Tensor] = OrderedDict()
+_ADDR_CACHE: OrderedDict[tuple[Any, ...], tuple[Tensor, bool]] = OrderedDict()
 _CACHE_SIZE = 16
 
 
@@ -107,10 +107,12 @@ def _tables(lists: list[list[Tensor]]) -> tuple[Tensor, Tensor, Tensor, Tensor, 
 
     numel_t, blk_t, blk_s = _cached(_BLOCK_CACHE, (device, numels), make_blocks)
     ptrs = tuple(t.data_ptr() for lst in lists for t in lst)
-    addr = _cached(
-        _ADDR_CACHE, (device, numels, ptrs), lambda: _to_device(torch.tensor(ptrs, dtype=torch.int64), device)
-    )
-    aligned = all(x % 16 == 0 for x in ptrs)
+
+    def make_addr() -> tuple[Tensor, bool]:
+        _check_lists(lists)  # validated once per distinct set of tensors
+        return _to_device(torch.tensor(ptrs, dtype=torch.int64), device), all(x % 16 == 0 for x in ptrs)
+
+    addr, aligned = _cached(_ADDR_CACHE, (device, numels, ptrs), make_addr)
     return addr, numel_t, blk_t, blk_s, aligned
 
 
@@ -355,7 +357,6 @@ def sgdo_fused_update(
     if not params:
         return
     lists = [params, grads, bufs]
-    _check_lists(lists)
     addr, numel_t, blk_t, blk_s, aligned = _tables(lists)
     _sgdo_kernel[(blk_t.numel(),)](
         addr, numel_t, blk_t, blk_s, len(params),
@@ -394,7 +395,6 @@ def adamo_fused_update(
     lists = [params, grads, exp_avgs, exp_avg_sqs]
     if max_exp_avg_sqs is not None:
         lists.append(max_exp_avg_sqs)
-    _check_lists(lists)
     addr, numel_t, blk_t, blk_s, aligned = _tables(lists)
     _adamo_kernel[(blk_t.numel(),)](
         addr, numel_t, blk_t, blk_s, len(params),

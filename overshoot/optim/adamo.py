@@ -207,11 +207,14 @@ class AdamO(OvershootOptimizer):
                     foreach=group["foreach"],
                     fused=group["fused"],
                 )
-                for p, s in zip(ps, steps, strict=True):
+                ramped: dict[float, float] = {}
+                for p, step in zip(ps, torch.stack(steps).tolist(), strict=True):
+                    if step not in ramped:
+                        ramped[step] = float(ramp(gamma, step, delay))
                     st = self.state[p]
                     st["last_lr"] = float(lr)
-                    st["last_gamma"] = float(ramp(gamma, float(s), delay))
-                    any_offset |= st["last_gamma"] != 0.0
+                    st["last_gamma"] = ramped[step]
+                    any_offset |= ramped[step] != 0.0
         if any_offset:
             self._any_offset = True
         else:
@@ -316,9 +319,6 @@ def adamo(
         )
     if fused:
         _triton.check_fused_supported(params, "AdamO")
-    for s in state_steps:
-        if s.device.type != "cpu":
-            raise ValueError("AdamO keeps step counts on the CPU: pass state_steps as CPU tensors")
     impl = _fused_adamo if fused else _multi_tensor_adamo if foreach else _single_tensor_adamo
     impl(
         params,
@@ -461,11 +461,15 @@ def _multi_tensor_adamo(
         if maximize:
             dev_grads = cast(list[Tensor], torch._foreach_neg(dev_grads))
         torch._foreach_add_(dev_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
-        coefs = [
-            _coefficients(float(s), lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma, delay=delay,
-                          beta1=beta1, beta2=beta2, exact=exact)
-            for s in dev_steps
-        ]  # fmt: skip
+        by_step: dict[float, tuple[Scalar, Scalar, Scalar, float, float]] = {}
+        coefs = []
+        for step in torch.stack(dev_steps).tolist():
+            if step not in by_step:
+                by_step[step] = _coefficients(
+                    step, lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma,
+                    delay=delay, beta1=beta1, beta2=beta2, exact=exact,
+                )  # fmt: skip
+            coefs.append(by_step[step])
         undo_idx = [i for i, c in enumerate(coefs) if c[2] != 0]
         if undo_idx:
             ps = [dev_params[i] for i in undo_idx]
@@ -523,9 +527,9 @@ def _fused_adamo(
     lr = float(lr)
     # Bucket by (device, dtype, step count): each bucket is one kernel launch with scalar coefficients.
     buckets: dict[tuple[torch.device, torch.dtype, float], list[int]] = {}
-    for i, (p, s) in enumerate(zip(params, state_steps, strict=True)):
-        s += 1
-        buckets.setdefault((p.device, p.dtype, float(s)), []).append(i)
+    torch._foreach_add_(state_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+    for i, (p, step) in enumerate(zip(params, torch.stack(state_steps).tolist(), strict=True)):
+        buckets.setdefault((p.device, p.dtype, step), []).append(i)
     for (_, _, step), idx in buckets.items():
         cm, cg, undo, bc2_sqrt, bc2p_sqrt = _coefficients(
             step, lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma, delay=delay,
