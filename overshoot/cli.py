@@ -33,6 +33,7 @@ from overshoot.loop import Diverged, Interrupted, pick_device, stop_requests, tr
 from overshoot.store import STEP_COLUMNS, RunWriter, config_hash, load_run, method_name, run_path
 
 _exit_codes: list[int] = []
+_population_jobs: list[DictConfig] = []
 
 
 def _git_rev() -> str | None:
@@ -140,10 +141,36 @@ def run_one(cfg: DictConfig) -> int:
 
     resumed = writer.checkpoint_file.exists()
     print(f"{label}: {'resuming' if resumed else 'starting'} in {writer.path}", flush=True)
+    header = run_header(run, writer, prior, task, device)
+    status, code, reason = "completed", 0, None
+    result: dict[str, Any] = {}
+    with stop_requests() as should_stop:
+        try:
+            writer._info = {**prior, **header}
+            result = train(run, task, writer, device, should_stop)
+        except Diverged as e:
+            status, code, reason = "diverged", 1, str(e)
+        except Interrupted as e:
+            status, code, reason = "failed", 143, f"interrupted: {e}"
+        except Exception as e:
+            status, code, reason = "failed", 1, f"{type(e).__name__}: {e}"
+            (writer.path / "error.log").write_text(traceback.format_exc())
+
+    finish_run(run, writer, prior, task, status, code, reason, result)
+    if code == 143:
+        raise KeyboardInterrupt
+    return code
+
+
+def run_header(
+    run: dict[str, Any], writer: RunWriter, prior: dict[str, Any], task: Any, device: torch.device
+) -> dict[str, Any]:
+    """The run.json fields known at the start of a run (or of its resumption); prepares the directory."""
+    resumed = writer.checkpoint_file.exists()
     started = prior.get("started") if resumed else dt.datetime.now(dt.timezone.utc).isoformat()
     writer.path.mkdir(parents=True, exist_ok=True)
     (writer.path / "error.log").unlink(missing_ok=True)
-    header = {
+    return {
         "config_hash": config_hash(run),
         "task": run["task"],
         "optimizer": run["optimizer"],
@@ -162,20 +189,20 @@ def run_one(cfg: DictConfig) -> int:
         "heartbeat": time.time(),
         "reason": None,
     }
-    status, code, reason = "completed", 0, None
-    result: dict[str, Any] = {}
-    with stop_requests() as should_stop:
-        try:
-            writer._info = {**prior, **header}
-            result = train(run, task, writer, device, should_stop)
-        except Diverged as e:
-            status, code, reason = "diverged", 1, str(e)
-        except Interrupted as e:
-            status, code, reason = "failed", 143, f"interrupted: {e}"
-        except Exception as e:
-            status, code, reason = "failed", 1, f"{type(e).__name__}: {e}"
-            (writer.path / "error.log").write_text(traceback.format_exc())
 
+
+def finish_run(
+    run: dict[str, Any],
+    writer: RunWriter,
+    prior: dict[str, Any],
+    task: Any,
+    status: str,
+    code: int,
+    reason: str | None,
+    result: dict[str, Any],
+) -> None:
+    """Write the final run.json (metrics, steps to 95%), drop a completed checkpoint, print a summary."""
+    label = f"{run['task']}/{method_name(run['optimizer'], run['gamma'])}/seed{run['seed']}"
     window = run["log"]["window"]
     final = _final_metrics(writer, task.metric, task.metric_scale, window)
     curve = load_run(writer.path).steps()["base_loss"].to_numpy()
@@ -210,14 +237,25 @@ def run_one(cfg: DictConfig) -> int:
         lines.append(f"  traceback: {writer.path / 'error.log'}")
     lines.append(f"  files: {writer.path}")
     print("\n".join(lines), flush=True)
-    if code == 143:
-        raise KeyboardInterrupt
-    return code
 
 
-@hydra.main(config_path="../configs", config_name="config", version_base=None)
+@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
 def _hydra_main(cfg: DictConfig) -> None:
+    if _population_job(cfg):
+        _population_jobs.append(cfg)  # trained after the sweep, grouped (overshoot.population.run_sweep)
+        return
     _exit_codes.append(run_one(cfg))
+
+
+def _population_job(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` is a job of a local multirun with ``population=true`` (SLURM jobs run one by one)."""
+    if not cfg.get("population"):
+        return False
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith(".BasicLauncher")
 
 
 def main() -> None:
@@ -225,6 +263,10 @@ def main() -> None:
     assert CONFIG_DIR.is_dir(), f"config tree missing at {CONFIG_DIR}: install with pip install -e ."
     try:
         _hydra_main()
+        if _population_jobs:
+            from overshoot.population import run_sweep
+
+            _exit_codes.extend(run_sweep(_population_jobs))
     except KeyboardInterrupt:
         print("overshoot-bench: interrupted; relaunch the same command to resume", file=sys.stderr)
         sys.exit(143 if 143 in _exit_codes else 130)

@@ -55,6 +55,20 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
+SMALL_MODEL = 1_000_000  # parameters under which one CPU thread beats several (no sync overhead)
+
+
+def set_cpu_threads(setting: int | str, model: nn.Module, device: torch.device) -> None:
+    """Apply the ``threads`` setting: an int, or ``auto`` (1 thread for small models on the CPU)."""
+    if device.type != "cpu":
+        return
+    if setting == "auto":
+        if sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
+            torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(int(setting))
+
+
 def base_weights(opt: torch.optim.Optimizer) -> contextlib.AbstractContextManager[Any]:
     """The optimizer's base-weight context (a no-op for optimizers without overshoot)."""
     ctx = getattr(opt, "base_weights", None)
@@ -83,7 +97,7 @@ class Progress:
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "lines"
         self.mode, self.total, self.label = mode, total, label
-        self.t0, self.s0, self.last_line = time.perf_counter(), start, 0.0
+        self.t0, self.s0, self.last_line, self.last_tenth = time.perf_counter(), start, 0.0, -1
         self.bar = None
         if mode == "bar":
             from tqdm.auto import tqdm
@@ -215,6 +229,7 @@ def train(
     seed_everything(run["seed"])
     model = task.build_model()
     model.train()
+    set_cpu_threads(run["threads"], model, device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(run, params)
     sched = (
@@ -242,7 +257,7 @@ def train(
         if dist is not None and ckpt.get("distance") is not None:
             dist.ring.copy_(ckpt["distance"]["ring"])
             dist.count = ckpt["distance"]["count"]
-    writer.start(run, {}, resume_rows=(rows[0], rows[1]))
+    writer.start(run, writer.info, resume_rows=(rows[0], rows[1]))  # keeps the run.json header
     epoch_rows = rows[1]
 
     def checkpoint() -> None:

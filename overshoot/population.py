@@ -1,0 +1,609 @@
+"""Population mode: many runs of one task trained together in one process, vectorised over the members.
+
+A population is a set of runs that share a task and every hyperparameter and differ only in seed and in
+method within an optimizer family: the SGD family is SGDO with a per-member gamma (0 = CM, mu = NAG, 3/5/7 =
+SGDO), the Adam family is AdamO with a per-member gamma (0 = AdamW, 3/5/7 = AdamO). The members' weights are
+stacked along a leading dimension and trained with ``torch.func.functional_call`` under ``torch.func.vmap``;
+the functional SGDO/AdamO updates take gamma as a per-member tensor. Each member starts from the weights its
+single run would build (``seed_everything(seed)`` then ``task.build_model()``), sees its single run's data
+order (``task.epoch_plan(seed, epoch, batch_size)``) and writes its own run directory in the single-run
+format.
+
+Resume: the population as a whole is checkpointed under ``<out>/.populations/<key>/`` (key = the members'
+config hashes); relaunching the same set of runs resumes it and ends with the uninterrupted curves. A
+different set of runs (say, the sweep was changed) restarts its unfinished members from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from overshoot.loop import FLUSH_EVERY, Interrupted, Progress, pick_device, seed_everything, stop_requests
+from overshoot.optim.adamo import adamo, ramp
+from overshoot.optim.sgdo import sgdo
+from overshoot.store import STEP_COLUMNS, RunWriter, atomic_torch_save, config_hash, method_name, run_path
+
+# Tasks whose models have no BatchNorm, dropout or other state that a vmapped functional call cannot carry.
+POPULATION_TASKS = frozenset({"digits", "housing", "vae_fmnist", "vae_mnist", "fmnist", "cifar"})
+# Optimizers a member may use, with the family whose functional update trains it (NAdam runs alone).
+MEMBER_FAMILY = {"sgd": "sgd", "nesterov": "sgd", "sgd_os": "sgd", "adam": "adam", "adam_os": "adam"}
+MAX_SIZE = 64  # members per population; larger groups are split
+# Keys in which the members of one population may differ.
+MEMBER_KEYS = ("seed", "optimizer", "gamma", "population")
+
+
+def member_gamma(run: dict[str, Any]) -> float:
+    """The overshoot factor of the family's update that reproduces the run's optimizer (NAG: gamma = mu)."""
+    if run["optimizer"] == "nesterov":
+        return float(run["hparams"]["momentum"])
+    if run["optimizer"].endswith("_os"):
+        return float(run["gamma"])
+    return 0.0
+
+
+def eligible(run: dict[str, Any]) -> str | None:
+    """None when ``run`` can join a population, else the reason it runs alone."""
+    if run["task"] not in POPULATION_TASKS:
+        return f"task {run['task']} has BatchNorm/dropout or a pretrained model"
+    if run["optimizer"] not in MEMBER_FAMILY:
+        return f"optimizer {run['optimizer']} has no population update"
+    if run["log_distance"]:
+        return "log.distance is single-run only"
+    if (run_path(run["out"], run) / "checkpoint.pt").exists():
+        return "it resumes from its own single-run checkpoint"
+    return None
+
+
+def group_key(run: dict[str, Any]) -> str:
+    """Runs with the same key can be trained as one population."""
+    shared = {k: v for k, v in run.items() if k not in MEMBER_KEYS}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def plan_populations(
+    runs: Sequence[dict[str, Any]], max_size: int = MAX_SIZE, min_size: int = 2
+) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Split resolved runs into populations (lists of at least ``min_size`` and at most ``max_size``
+    members, in input order) and the runs left to train alone. Duplicate runs appear once."""
+    if max_size < 1 or min_size < 1:
+        raise ValueError(f"max_size={max_size}, min_size={min_size}: both must be positive integers")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    alone: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    for run in runs:
+        path = run_path(run["out"], run)
+        if path in seen:
+            continue
+        seen.add(path)
+        if eligible(run) is None:
+            groups.setdefault(group_key(run), []).append(run)
+        else:
+            alone.append(run)
+    populations: list[list[dict[str, Any]]] = []
+    for members in groups.values():
+        for i in range(0, len(members), max_size):
+            chunk = members[i : i + max_size]
+            (populations.append(chunk) if len(chunk) >= min_size else alone.extend(chunk))
+    return populations, alone
+
+
+def population_dir(runs: Sequence[dict[str, Any]]) -> Path:
+    """Where the population of ``runs`` keeps its checkpoint."""
+    key = hashlib.sha256(",".join(sorted(config_hash(r) for r in runs)).encode()).hexdigest()[:16]
+    return Path(runs[0]["out"]) / ".populations" / f"{runs[0]['task']}-{key}"
+
+
+def _per_member(values: Tensor, ndim: int) -> Tensor:
+    """[N] -> [N, 1, ..., 1] with ``ndim`` dimensions in all."""
+    return values.reshape(values.shape[0], *([1] * (ndim - 1)))
+
+
+class Population:
+    """The stacked weights and optimizer state of N members, and their vectorised losses and updates."""
+
+    def __init__(self, runs: Sequence[dict[str, Any]], task: Any, device: torch.device) -> None:
+        families = {MEMBER_FAMILY.get(r["optimizer"]) for r in runs}
+        if len(families) != 1 or None in families or len({group_key(r) for r in runs}) != 1:
+            raise ValueError(
+                "population members must share task, family and hyperparameters: plan_populations"
+            )
+        self.runs, self.task, self.device = list(runs), task, device
+        self.family = families.pop()
+        self.hp = runs[0]["hparams"]
+        models = []
+        for r in runs:
+            seed_everything(r["seed"])
+            models.append(task.build_model())
+        bad = [type(m).__name__ for m in models[0].modules() if _stateful(m)]
+        if bad:
+            raise ValueError(f"task {runs[0]['task']} uses {', '.join(bad)}: run it without population mode")
+        self.model = models[0]
+        self.model.train()
+        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        self.params = {
+            n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_()
+            for n in names
+        }
+        self.buffers = {
+            n: torch.stack([dict(m.named_buffers())[n] for m in models])
+            for n in dict(models[0].named_buffers())
+        }
+        dtype = next(iter(self.params.values())).dtype
+        n = len(runs)
+        gamma = torch.tensor([member_gamma(r) for r in runs], device=device, dtype=dtype)
+        is_os = torch.tensor([r["optimizer"].endswith("_os") for r in runs], device=device)
+        self.gamma = {k: _per_member(gamma, p.dim()) for k, p in self.params.items()}
+        # Evaluation is at the base weights for overshoot optimizers, at the weights held (NAG's iterate)
+        # otherwise, exactly as a single run's `with opt.base_weights()` does.
+        self.eval_gamma = {k: _per_member(gamma * is_os, p.dim()) for k, p in self.params.items()}
+        self.log_base = is_os & (gamma > 0) & bool(runs[0]["log"]["base_loss"])
+        self.any_log_base = bool(self.log_base.any())
+        self.n = n
+        self.state: dict[str, Any] = {"prev_lr": 0.0, "step": 0}
+        if self.family == "sgd":
+            self.state["buf"] = {k: None for k in names}
+        else:
+            self.state["m"] = {k: torch.zeros_like(p) for k, p in self.params.items()}
+            self.state["v"] = {k: torch.zeros_like(p) for k, p in self.params.items()}
+            self.state["steps"] = {k: torch.tensor(0.0) for k in names}
+        self.has_correct = False
+
+    # ----------------------------------------------------------------------------------- losses
+    def _loss(
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], batch: dict[str, Tensor]
+    ) -> Tensor:
+        out = functional_call(self.model, (params, buffers), self.task.inputs(batch))
+        return self.task.criterion(out, batch)[0]
+
+    def _loss_correct(
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], batch: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        out = functional_call(self.model, (params, buffers), self.task.inputs(batch))
+        loss, correct = self.task.criterion(out, batch)
+        self.has_correct = correct is not None
+        return loss, (correct if correct is not None else torch.zeros_like(loss))
+
+    def losses(self, params: dict[str, Tensor], batch: dict[str, Tensor], batched_data: bool) -> Tensor:
+        """[N] training losses of the members at ``params`` on their batches."""
+        dims = (0, 0, 0 if batched_data else None)
+        return vmap(self._loss, in_dims=dims)(params, self.buffers, batch)
+
+    def eval_losses(self, params: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """[N] losses and numbers correct of the members on one shared evaluation batch."""
+        return vmap(self._loss_correct, in_dims=(0, 0, None))(params, self.buffers, batch)
+
+    # ------------------------------------------------------------------------------ base weights
+    @torch.no_grad()
+    def base_params(self, gammas: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The members' base weights, offset from the held weights with per-member factors ``gammas``."""
+        st, lr = self.state, self.state["prev_lr"]
+        if st["step"] == 0:
+            return {k: p.detach() for k, p in self.params.items()}
+        out = {}
+        for k, p in self.params.items():
+            if self.family == "sgd":
+                out[k] = p.detach() + st["buf"][k] * (gammas[k] * lr)
+            else:
+                b1, b2 = self.hp["momentum"], self.hp["beta2"]
+                t = float(st["steps"][k])
+                denom = (st["v"][k].sqrt() / (1 - b2**t) ** 0.5).add_(self.hp["eps"])
+                g_t = ramp(gammas[k], t, self.hp["delay"])
+                out[k] = p.detach() + (st["m"][k] / denom) * (g_t * lr / (1 - b1**t))
+        return out
+
+    # ------------------------------------------------------------------------------------ update
+    @torch.no_grad()
+    def update(self, lr: float) -> None:
+        """One optimizer step of every member with the gradients in ``params[...].grad``."""
+        st, hp = self.state, self.hp
+        for k, p in self.params.items():
+            g = p.grad
+            assert g is not None
+            if self.family == "sgd":
+                bufs: list[Tensor | None] = [st["buf"][k]]
+                sgdo(
+                    [p], [g], bufs, lr=lr, prev_lr=st["prev_lr"], momentum=hp["momentum"],
+                    gamma=self.gamma[k], weight_decay=hp["weight_decay"], foreach=False, fused=False,
+                )  # fmt: skip
+                st["buf"][k] = bufs[0]
+            else:
+                adamo(
+                    [p], [g], [st["m"][k]], [st["v"][k]], [], [st["steps"][k]], lr=lr,
+                    beta1=hp["momentum"], beta2=hp["beta2"], eps=hp["eps"], weight_decay=hp["weight_decay"],
+                    gamma=self.gamma[k], delay=hp["delay"], prev_lr=st["prev_lr"], foreach=False, fused=False,
+                )  # fmt: skip
+            p.grad = None
+        st["prev_lr"] = float(lr)
+        st["step"] += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "params": {k: p.detach() for k, p in self.params.items()},
+            "buffers": self.buffers,
+            "state": self.state,
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(sd["params"][k])
+        self.buffers = {k: v.to(self.device) for k, v in sd["buffers"].items()}
+
+        def move(x: Any) -> Any:
+            if isinstance(x, dict):
+                return {k: move(v) for k, v in x.items()}
+            if isinstance(x, Tensor) and x.dim() > 0:
+                return x.to(self.device)
+            return x
+
+        self.state = move(sd["state"])
+
+
+def _stateful(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.batchnorm._NormBase) or (isinstance(m, nn.Dropout) and m.p > 0)
+
+
+class _Batches:
+    """The members' training batches of one step: one gather for all distinct seeds."""
+
+    def __init__(self, task: Any, seeds: Sequence[int], device: torch.device) -> None:
+        self.task, self.seeds = task, list(seeds)
+        self.unique = sorted(set(self.seeds))
+        self.index = torch.tensor([self.unique.index(s) for s in self.seeds], device=device)
+        self.identity = self.unique == self.seeds
+        self.plan: Any = None
+
+    @property
+    def batched(self) -> bool:
+        return len(self.unique) > 1
+
+    def new_epoch(self, epoch: int, batch_size: int) -> None:
+        from overshoot_tasks import EpochPlan
+
+        plans = [self.task.epoch_plan(s, epoch, batch_size) for s in self.unique]
+        p0 = plans[0]
+        if p0.meta or len(plans) == 1:
+            self.plans, self.plan = plans, (p0 if len(plans) == 1 else None)
+            return
+
+        def merge(ts: list[Tensor]) -> Tensor:
+            t = torch.stack([x.reshape(p0.steps, p0.batch_size, *x.shape[1:]) for x in ts], dim=1)
+            return t.reshape(-1, *t.shape[3:])
+
+        self.plans = plans
+        self.plan = EpochPlan(
+            seed=-1,
+            epoch=epoch,
+            batch_size=p0.batch_size * len(plans),
+            steps=p0.steps,
+            index=merge([p.index for p in plans]),
+            extra={k: merge([p.extra[k] for p in plans]) for k in p0.extra},
+        )
+
+    def batch(self, k: int) -> dict[str, Tensor]:
+        if not self.batched:
+            return self.task.train_batch(self.plan, k)
+        if self.plan is not None:
+            b = self.task.train_batch(self.plan, k)
+            b = {key: v.reshape(len(self.unique), -1, *v.shape[1:]) for key, v in b.items()}
+        else:
+            parts = [self.task.train_batch(p, k) for p in self.plans]
+            b = {key: torch.stack([x[key] for x in parts]) for key in parts[0]}
+        if self.identity:
+            return b
+        return {key: v.index_select(0, self.index) for key, v in b.items()}
+
+
+def train_population(
+    runs: Sequence[dict[str, Any]],
+    task: Any,
+    writers: Sequence[RunWriter],
+    device: torch.device,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> tuple[dict[str, Any], list[str | None]]:
+    """Train the members of ``runs`` together to the end (or max_steps), writing each member's logs.
+
+    Returns the run.json fields shared by the members and, per member, None or the reason it diverged.
+    Resumes from the population checkpoint when there is one; raises Interrupted after a checkpoint when
+    ``should_stop()`` turns true.
+    """
+    run0, hp = runs[0], runs[0]["hparams"]
+    bs, epochs = hp["batch_size"], hp["epochs"]
+    steps_per_epoch = task.n_train // bs
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size={bs} exceeds the {task.n_train} training examples: lower batch_size")
+    total = epochs * steps_per_epoch
+    last = min(total, run0["max_steps"] or total)
+    autocast: Callable[[], Any] = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+        if run0["precision"] == "bf16"
+        else contextlib.nullcontext
+    )
+    pop = Population(runs, task, device)
+    n = pop.n
+    lr_holder = torch.optim.SGD([torch.zeros(1)], lr=hp["lr"])  # replays the single run's lr sequence
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(lr_holder, T_max=total)
+        if hp["schedule"] == "cosine"
+        else None
+    )
+    ckpt_file = population_dir(runs) / "checkpoint.pt"
+    step, epoch_rows = 0, [0] * n
+    diverged: list[str | None] = [None] * n
+    if ckpt_file.exists():
+        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
+        if ckpt["members"] != [config_hash(r) for r in runs]:
+            raise RuntimeError(f"{ckpt_file} belongs to another set of runs: delete it to start afresh")
+        pop.load_state_dict(ckpt["population"])
+        if sched is not None:
+            sched.load_state_dict(ckpt["scheduler"])
+            lr_holder.param_groups[0]["lr"] = ckpt["lr"]
+        step, epoch_rows, diverged = ckpt["step"], list(ckpt["epoch_rows"]), list(ckpt["diverged"])
+    for r, w, e_rows, div in zip(runs, writers, epoch_rows, diverged, strict=True):
+        if div is None:  # a member that diverged before the checkpoint keeps its partial logs
+            w.start({**r, "population": True}, w.info, resume_rows=(step, e_rows))
+    alive = [d is None for d in diverged]
+
+    def checkpoint() -> None:
+        state = {
+            "members": [config_hash(r) for r in runs],
+            "population": pop.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "lr": lr_holder.param_groups[0]["lr"],
+            "step": step,
+            "epoch_rows": epoch_rows,
+            "diverged": diverged,
+        }
+        atomic_torch_save(state, ckpt_file)
+        for w, ok in zip(writers, alive, strict=True):
+            if ok:
+                w.write_info(heartbeat=time.time())
+
+    rec = torch.zeros(FLUSH_EVERY, 3, n, device=device, dtype=torch.float64)
+    lrs: list[float] = []
+    block_start = step
+    last_loss = math.nan
+
+    def flush() -> None:
+        nonlocal block_start, last_loss
+        m = step - block_start
+        if m == 0:
+            return
+        vals = rec[:m].cpu().numpy()
+        idx = np.arange(block_start, block_start + m)
+        finals = []
+        for j, w in enumerate(writers):
+            if not alive[j]:
+                continue
+            v = vals[:, :, j]
+            bad = ~np.isfinite(v[:, :2]).all(axis=1)
+            keep = int(np.argmax(bad)) + 1 if bad.any() else m
+            block = {
+                "step": idx[:keep].tolist(),
+                "epoch": (idx[:keep] // steps_per_epoch).tolist(),
+                "base_loss": v[:keep, 0].tolist(),
+                "train_loss": v[:keep, 1].tolist(),
+                "lr": lrs[:keep],
+                "grad_norm": v[:keep, 2].tolist(),
+            }
+            w.append_steps({c: block[c] for c in w.step_columns})
+            if bad.any():
+                alive[j] = False
+                diverged[j] = f"loss became {float(v[keep - 1, 0]):g} at step {int(idx[keep - 1])}"
+            else:
+                finals.append(float(v[-1, 0]))
+        last_loss = float(np.mean(finals)) if finals else math.nan
+        lrs.clear()
+        block_start = step
+
+    progress = Progress(run0["progress"], last, step, f"{run0['task']}/population of {n}")
+    t_start, t_ckpt = time.perf_counter(), time.perf_counter()
+    steps_at_start = step
+    data = _Batches(task, [r["seed"] for r in runs], device)
+    eval_bs = max(4 * bs, 256)
+    epoch_of_plan = -1
+    try:
+        while step < last and any(alive):
+            epoch, k = divmod(step, steps_per_epoch)
+            if epoch != epoch_of_plan:
+                data.new_epoch(epoch, bs)
+                epoch_of_plan = epoch
+            b = data.batch(k)
+            i = step - block_start
+            with autocast():
+                losses = pop.losses(pop.params, b, data.batched)
+            losses.sum().backward()
+            if pop.any_log_base:
+                with torch.no_grad(), autocast():
+                    base = pop.losses(pop.base_params(pop.gamma), b, data.batched)
+                rec[i, 0] = torch.where(pop.log_base, base.detach().double(), losses.detach().double())
+            else:
+                rec[i, 0] = losses.detach()
+            rec[i, 1] = losses.detach()
+            norms = torch.stack(
+                [p.grad.flatten(1).norm(dim=1) for p in pop.params.values() if p.grad is not None]
+            )
+            rec[i, 2] = torch.linalg.vector_norm(norms, dim=0)
+            lr = float(lr_holder.param_groups[0]["lr"])
+            lrs.append(lr)
+            pop.update(lr)
+            if sched is not None:
+                sched.step()
+            step += 1
+            end_of_epoch = step % steps_per_epoch == 0
+            if step - block_start == FLUSH_EVERY or end_of_epoch or step == last or should_stop():
+                flush()
+                progress.update(step, last_loss)
+                if end_of_epoch or step == last:
+                    _evaluate(pop, task, writers, alive, epoch, eval_bs, autocast, epoch_rows)
+                stop = should_stop()
+                if stop or (step < last and time.perf_counter() - t_ckpt >= run0["checkpoint_every"]):
+                    checkpoint()
+                    t_ckpt = time.perf_counter()
+                if stop:
+                    raise Interrupted(f"stopped at step {step}/{last}; relaunch the same command to resume")
+    finally:
+        progress.close()
+    wall = time.perf_counter() - t_start
+    rate = (step - steps_at_start) / max(wall, 1e-9)
+    ckpt_file.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        ckpt_file.parent.rmdir()
+    shared = {"steps": step, "train_time_s": wall, "steps_per_s": rate, "member_steps_per_s": rate * n}
+    return shared, diverged
+
+
+@torch.no_grad()
+def _evaluate(
+    pop: Population,
+    task: Any,
+    writers: Sequence[RunWriter],
+    alive: list[bool],
+    epoch: int,
+    eval_bs: int,
+    autocast: Callable[[], Any],
+    epoch_rows: list[int],
+) -> None:
+    """Validation and test loss/accuracy of every live member at its base weights, appended to epochs.csv."""
+    params = pop.base_params(pop.eval_gamma)
+    pop.model.eval()
+    rows: list[dict[str, list[Any]]] = [
+        {"epoch": [], "split": [], "loss": [], "accuracy": []} for _ in writers
+    ]
+    for split in ("val", "test"):
+        if not task.has_split(split):
+            continue
+        total, loss_sum, correct_sum = 0, None, None
+        with autocast():
+            for b in task.eval_batches(split, eval_bs):
+                loss, correct = pop.eval_losses(params, b)
+                nb = next(iter(b.values())).shape[0]
+                loss_sum = loss.double() * nb if loss_sum is None else loss_sum + loss.double() * nb
+                correct_sum = correct.double() if correct_sum is None else correct_sum + correct.double()
+                total += nb
+        if loss_sum is None or correct_sum is None:
+            continue
+        losses = (loss_sum.cpu().numpy() / total).tolist()
+        accs = (correct_sum.cpu().numpy() / total).tolist() if pop.has_correct else [math.nan] * pop.n
+        for j, r in enumerate(rows):
+            for key, v in zip(r, (epoch, split, losses[j], accs[j]), strict=True):
+                r[key].append(v)
+    pop.model.train()
+    for j, (w, r) in enumerate(zip(writers, rows, strict=True)):
+        if alive[j]:
+            w.append_epochs(r)
+            epoch_rows[j] += len(r["epoch"])
+
+
+def run_population(runs: Sequence[dict[str, Any]]) -> list[int]:
+    """Train the resolved ``runs`` as one population (completed members are skipped); returns, per run, the
+    exit code a single run would give (0 completed, 1 failed/diverged, 143 interrupted)."""
+    from overshoot_tasks import build_task
+
+    from overshoot import cli
+
+    writers = [RunWriter(run_path(r["out"], r), step_columns=STEP_COLUMNS) for r in runs]
+    priors = [w.read_info() for w in writers]
+    codes = [0] * len(runs)
+    todo = [j for j, p in enumerate(priors) if p.get("status") != "completed"]
+    for j in set(range(len(runs))) - set(todo):
+        print(f"{_label(runs[j])}: skipped, already completed in {writers[j].path}", flush=True)
+    if not todo:
+        return codes
+    members = [runs[j] for j in todo]
+    mwriters = [writers[j] for j in todo]
+    try:
+        device = pick_device(members[0]["device"])
+        dtype = torch.float64 if members[0]["precision"] == "fp64" else torch.float32
+        task = build_task(members[0]["task_options"], Path(members[0]["data"]["root"]), device, dtype)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"overshoot-bench: error: {e}", file=sys.stderr, flush=True)
+        return [2 if j in todo else 0 for j in range(len(runs))]
+    resumed = (population_dir(members) / "checkpoint.pt").exists()
+    print(
+        f"{members[0]['task']}: {'resuming' if resumed else 'starting'} a population of {len(members)} "
+        f"({', '.join(_label(r, task=False) for r in members)})",
+        flush=True,
+    )
+    for j in todo:
+        header = cli.run_header(runs[j], writers[j], priors[j], task, device)
+        if resumed:
+            header["started"] = priors[j].get("started", header["started"])
+        writers[j]._info = {**priors[j], **header, "population": {"size": len(members)}}
+    status, code, reason = "completed", 0, None
+    shared: dict[str, Any] = {}
+    diverged: list[str | None] = [None] * len(members)
+    with stop_requests() as should_stop:
+        try:
+            shared, diverged = train_population(members, task, mwriters, device, should_stop)
+        except Interrupted as e:
+            status, code, reason = "failed", 143, f"interrupted: {e}"
+        except Exception as e:
+            status, code, reason = "failed", 1, f"{type(e).__name__}: {e}"
+            for w in mwriters:
+                (w.path / "error.log").write_text(traceback.format_exc())
+    member_rate = shared.pop("member_steps_per_s", None)
+    for j, r, w, div in zip(todo, members, mwriters, diverged, strict=True):
+        st, c, why = (status, code, reason) if div is None or code else ("diverged", 1, div)
+        w.write_info(population={"size": len(members), "member_steps_per_s": member_rate})
+        result = dict(shared)
+        if div is not None and not code:
+            result.pop("steps", None)
+        cli.finish_run(r, w, priors[j], task, st, c, why, result)
+        codes[j] = c
+    return codes
+
+
+def _label(run: dict[str, Any], task: bool = True) -> str:
+    m = f"{method_name(run['optimizer'], run['gamma'])}/seed{run['seed']}"
+    return f"{run['task']}/{m}" if task else m
+
+
+def run_sweep(cfgs: Sequence[Any], max_size: int = MAX_SIZE) -> list[int]:
+    """Train the composed configs of a sweep: completed runs skipped, compatible ones as populations, the
+    rest one by one through ``overshoot.cli.run_one``; returns the exit codes."""
+    from overshoot import cli
+    from overshoot.config import ConfigError, resolve
+
+    codes: list[int] = []
+    todo: dict[int, dict[str, Any]] = {}
+    todo_cfg: dict[int, Any] = {}
+    for cfg in cfgs:
+        try:
+            run = resolve(cfg)
+        except ConfigError:
+            codes.append(cli.run_one(cfg))  # reports the error
+            continue
+        if RunWriter(run_path(run["out"], run)).read_info().get("status") == "completed":
+            codes.append(cli.run_one(cfg))  # says it skipped
+            continue
+        todo[id(run)] = run
+        todo_cfg[id(run)] = cfg
+    populations, alone = plan_populations(list(todo.values()), max_size=max_size)
+    print(
+        f"population mode: {sum(map(len, populations))} runs in {len(populations)} populations, "
+        f"{len(alone)} alone",
+        flush=True,
+    )
+    for members in populations:
+        member_codes = run_population(members)
+        codes.extend(member_codes)
+        if 143 in member_codes:
+            raise KeyboardInterrupt
+    for run in alone:
+        codes.append(cli.run_one(todo_cfg[id(run)]))
+    return codes
