@@ -98,6 +98,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         "out": str(c["out"]),
         "data": {"root": str(c["data"]["root"])},
         "progress": str(c["progress"]),
+        "threads": c["threads"],
         "checkpoint_every": float(c["checkpoint_every"]),
         "population": bool(c["population"]),
     }

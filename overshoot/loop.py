@@ -111,11 +111,8 @@ class Progress:
         elif self.mode == "lines":
             now = time.perf_counter()
             tenth = max(self.total // 10, 1)
-            if (
-                step == self.total
-                or now - self.last_line > 30
-                or step // tenth != (step - FLUSH_EVERY) // tenth
-            ):
+            if step == self.total or now - self.last_line > 30 or step // tenth != self.last_tenth:
+                self.last_tenth = step // tenth
                 rate = (step - self.s0) / max(now - self.t0, 1e-9)
                 eta = (self.total - step) / max(rate, 1e-9)
                 print(

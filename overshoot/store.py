@@ -27,7 +27,17 @@ EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
 STATUSES = ("running", "completed", "failed", "diverged")
 
 # Config keys that say where and how a run is stored or watched, not what it computes: left out of the hash.
-UNHASHED_KEYS = ("out", "data", "device", "progress", "checkpoint_every", "population", "log", "preset")
+UNHASHED_KEYS = (
+    "out",
+    "data",
+    "device",
+    "threads",
+    "progress",
+    "checkpoint_every",
+    "population",
+    "log",
+    "preset",
+)
 
 
 def _atomic(path: Path, write: Any, mode: str) -> None:
