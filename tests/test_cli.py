@@ -44,7 +44,8 @@ def test_cli_digits_end_to_end(tmp_path: Path) -> None:
     assert path.relative_to(out).parts[:2] == ("digits", "adam_os-g5")
     info = json.loads((path / "run.json").read_text())
     assert info["status"] == "completed"
-    for key in ("config_hash", "started", "ended", "wall_time_s", "steps_per_s", "versions", "device", "final"):
+    keys = ("config_hash", "started", "ended", "wall_time_s", "steps_per_s", "versions", "device", "final")
+    for key in keys:
         assert info[key] is not None, key
     assert info["steps"] == 240
     steps = pd.read_csv(path / "steps.csv")
@@ -115,7 +116,8 @@ def test_resume_after_interruption_reproduces_the_curve(tmp_path: Path) -> None:
 
 def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    args = [f"out={out}", "optimizer=sgd_os", "gamma=5", "max_steps=3000", "checkpoint_every=0", "progress=none"]
+    args = [f"out={out}", "optimizer=sgd_os", "gamma=5", "max_steps=3000", "checkpoint_every=0"]
+    args.append("progress=none")
     proc = subprocess.Popen([*BENCH, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.rglob("checkpoint.pt")):
