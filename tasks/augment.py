@@ -3,7 +3,8 @@
 Pipeline (torchvision's order in the paper): RandomCrop(32, padding=4), RandomHorizontalFlip(),
 ColorJitter(0.4, 0.4, 0.4, 0.08), RandomRotation(5), RandomPerspective(0.2, p=0.2).
 Every random parameter is drawn per sample in `draw_params` (from the epoch plan's generator) with the same
-distributions as torchvision's `get_params`; `augment` then applies them with no per-sample Python and no
+distributions as torchvision's `get_params`, and the perspective homographies are solved there, once per
+epoch; `augment` then applies them with no per-sample Python, no linear solve and no
 host synchronisation. Each op follows torchvision's tensor implementation (colour jitter in a random order
 per sample, HSV hue shift, nearest-neighbour rotation, bilinear perspective, zero fill). The one difference
 from the public harness is that it ran these ops on PIL uint8 images, rounding to 8 bits after each op,
@@ -32,7 +33,7 @@ def draw_params(gen: torch.Generator, n: int, size: int, device: torch.device) -
 
     half = size // 2
     corner = int(DISTORTION * half) + 1
-    return {
+    params = {
         "aug_crop": torch.randint(0, 2 * PAD + 1, (n, 2), generator=gen, device=device),
         "aug_flip": torch.rand(n, generator=gen, device=device) < 0.5,
         "aug_jitter": torch.cat(
@@ -43,6 +44,9 @@ def draw_params(gen: torch.Generator, n: int, size: int, device: torch.device) -
         "aug_persp": torch.rand(n, generator=gen, device=device) < PERSPECTIVE_P,
         "aug_corners": torch.randint(0, corner, (n, 8), generator=gen, device=device),
     }
+    # Homographies are solved here, once per epoch, so that batches never run a linear solve.
+    params["aug_homography"] = perspective_coeffs(*corner_points(params["aug_corners"], size))
+    return params
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +108,7 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     p = (v * (1.0 - s)).clamp(0.0, 1.0)
     q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
     t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    sel = F.one_hot(i, 6).to(x.dtype)  # [B,H,W,6]
+    sel = (i.unsqueeze(-1) == torch.arange(6, device=x.device)).to(x.dtype)  # [B,H,W,6], no host sync
     r = (torch.stack((v, q, p, p, t, v), dim=-1) * sel).sum(-1)
     g = (torch.stack((t, v, v, q, p, p), dim=-1) * sel).sum(-1)
     b = (torch.stack((p, p, t, v, v, q), dim=-1) * sel).sum(-1)
@@ -218,7 +222,6 @@ def augment(x: torch.Tensor, params: dict[str, torch.Tensor], dtype: torch.dtype
     x = x.to(dtype) / 255.0
     x = color_jitter(x, params["aug_jitter"], params["aug_order"])
     x = rotate(x, params["aug_angle"])
-    start, end = corner_points(params["aug_corners"], x.shape[-1])
-    warped = warp_perspective(x, perspective_coeffs(start, end))
+    warped = warp_perspective(x, params["aug_homography"])
     x = torch.where(params["aug_persp"].view(-1, 1, 1, 1), warped, x)
     return x

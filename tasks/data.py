@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -145,10 +147,24 @@ def load_cifar100_pickle(task: str, root: Path) -> Arrays:
 # -- CIFAR-10 JPEG zips -----------------------------------------------------------------------------
 
 
+def _decode_jpegs(blobs: list[bytes]) -> torch.Tensor:
+    """uint8 [N,3,H,W] RGB from JPEG bytes: torchvision.io's batched decoder, else PIL (same pixels)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torchvision >= 0.29 points to torchcodec
+            from torchvision.io import ImageReadMode, decode_jpeg
+
+            tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+            return torch.stack(decode_jpeg(tensors, mode=ImageReadMode.RGB))
+    except (ImportError, RuntimeError):
+        from PIL import Image
+
+        arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
 def _decode_zip(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode `<split>/<class>/<n>.jpg` entries of one zip (sorted by name) to uint8 [N,3,32,32] + labels."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     label_of = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
     with zipfile.ZipFile(path) as zf:
         names = sorted(n for n in zf.namelist() if n.lower().endswith((".jpg", ".jpeg")))
@@ -160,9 +176,8 @@ def _decode_zip(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             if len(parts) < 2 or parts[-2] not in label_of:
                 raise ValueError(f"{path}: entry {n} is not under a CIFAR-10 class folder {CIFAR10_CLASSES}")
             labels.append(label_of[parts[-2]])
-            blobs.append(torch.frombuffer(bytearray(zf.read(n)), dtype=torch.uint8))
-    images = decode_jpeg(blobs, mode=ImageReadMode.RGB)
-    x = torch.stack(images)
+            blobs.append(zf.read(n))
+    x = _decode_jpegs(blobs)
     if x.shape[1:] != (3, 32, 32):
         raise ValueError(f"{path}: images are {tuple(x.shape[1:])}, expected 3x32x32")
     return x, torch.tensor(labels, dtype=torch.int64)

@@ -214,6 +214,19 @@ def test_cifar_reads_pickles_when_present_and_caches_decoded_jpegs(
     assert jpeg.n_train == 20
 
 
+def test_jpeg_decoding_matches_pil(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    from overshoot_tasks.data import _decode_jpegs
+    from PIL import Image
+
+    with zipfile.ZipFile(write_cifar10_jpeg(tmp_path, 1, 1) / "test.zip") as zf:
+        blobs = [zf.read(n) for n in sorted(zf.namelist())]
+    pil = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])
+    assert torch.equal(_decode_jpegs(blobs), torch.from_numpy(pil).permute(0, 3, 1, 2))
+
+
 def test_vae_noise_comes_from_the_plan(tasks: dict[str, Task]) -> None:
     task = tasks["vae_fmnist"]
     b = task.train_batch(task.epoch_plan(3, 0, 16), 0)
@@ -341,7 +354,7 @@ def test_augmentation_ops_match_torchvision_per_sample() -> None:
     ]
     params = A.draw_params(gen, 6, 32, CPU)
     start, end = A.corner_points(params["aug_corners"], 32)
-    warped = A.warp_perspective(x, A.perspective_coeffs(start, end))
+    warped = A.warp_perspective(x, params["aug_homography"])
     ref = [TF.perspective(x[i], start[i].long().tolist(), end[i].long().tolist()) for i in range(6)]
     cases.append((warped, ref, 1e-4))
     u8 = (x * 255).to(torch.uint8)
@@ -349,6 +362,28 @@ def test_augmentation_ops_match_torchvision_per_sample() -> None:
     cases.append((A.random_crop(u8, params["aug_crop"]), crops, 0.0))
     for ours, theirs, tol in cases:
         assert float((ours.double() - torch.stack(theirs).double()).abs().max()) <= tol
+
+
+def test_augmented_batch_equals_torchvision_ops_applied_per_sample(tasks: dict[str, Task]) -> None:
+    task = tasks["cifar"]
+    plan = task.epoch_plan(5, 1, 8)
+    ours = task.train_batch(plan, 1)["x"]
+    rows = plan.rows(1)
+    p = {k: v[rows] for k, v in plan.extra.items()}
+    jitter = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    mean = torch.tensor((0.4914, 0.4822, 0.4465)).view(3, 1, 1)
+    std = torch.tensor((0.247, 0.243, 0.261)).view(3, 1, 1)
+    for i, idx in enumerate(plan.index[rows].tolist()):
+        img = TF.crop(TF.pad(task.train["x"][idx], [4]), *p["aug_crop"][i].tolist(), 32, 32)
+        img = TF.hflip(img) if bool(p["aug_flip"][i]) else img
+        img = img.float() / 255
+        for j in p["aug_order"][i].tolist():
+            img = jitter[j](img, float(p["aug_jitter"][i, j]))
+        img = TF.rotate(img, float(p["aug_angle"][i]), InterpolationMode.NEAREST)
+        if bool(p["aug_persp"][i]):
+            start, end = A.corner_points(p["aug_corners"][i : i + 1], 32)
+            img = TF.perspective(img, start[0].long().tolist(), end[0].long().tolist())
+        torch.testing.assert_close(ours[i], (img - mean) / std, atol=1e-4, rtol=0)
 
 
 def test_augmentation_parameters_have_torchvision_ranges() -> None:
@@ -437,3 +472,29 @@ def test_real_fashion_mnist_and_cifar10_jpeg(monkeypatch: pytest.MonkeyPatch) ->
     torch.testing.assert_close(
         mean, torch.tensor([0.4913, 0.4821, 0.4465], dtype=torch.float64), atol=2e-4, rtol=0
     )
+
+
+# -- on a GPU: batches without host synchronisation -----------------------------------------
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", list(TASKS))
+def test_train_batches_do_not_synchronise_the_host(root: Path, name: str) -> None:
+    small = {"gpt2_text": {"seq_len": 32}}
+    task = build_task(cfg(name, **small.get(name, {})), root, torch.device("cuda"), torch.float32)
+    torch.manual_seed(0)
+    model = task.build_model()
+    plan = task.epoch_plan(0, 0, 8)
+    own_model = name not in ("gpt2_qqp", "gpt2_text")  # Hugging Face forwards may sync; not ours to fix
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for k in range(2):
+            batch = task.train_batch(plan, k)
+            if own_model:
+                loss, _ = task.criterion(model(*task.inputs(batch)), batch)
+                loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert all(v.is_cuda for v in batch.values())
