@@ -53,7 +53,8 @@ def test_gamma0_is_sgd_momentum_and_gamma_mu_is_nesterov(foreach: bool) -> None:
         train(m1, SGDO(m1.parameters(), lr=0.05, momentum=0.9, gamma=gamma, foreach=foreach), data)
         ref = torch.optim.SGD(m2.parameters(), lr=0.05, momentum=0.9, nesterov=nesterov, foreach=foreach)
         train(m2, ref, data)
-        assert max_diff(m1.parameters(), m2.parameters()) <= 1e-12
+        # gamma = 0 runs torch's own arithmetic (bit-identical); nesterov differs by rounding only
+        assert max_diff(m1.parameters(), m2.parameters()) <= (0.0 if gamma == 0 else 1e-12)
 
 
 def two_model_run(mu: float, gamma: float, lr: float, scheduled: bool, steps: int = 40):
