@@ -140,7 +140,7 @@ def loss_grid(records: Sequence[RunRecord], stem: Path, window: int = 400) -> li
     tasks = sorted({r.task for r in records})
     if not tasks:
         raise ValueError("no runs to plot: pass at least one completed run")
-    fig, axes = plt.subplots(2, len(tasks), figsize=(3.0 * len(tasks), 5.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(tasks), figsize=(max(3.0 * len(tasks), 4.5), 5.2), squeeze=False)
     handles: dict[str, Line2D] = {}
     for j, task in enumerate(tasks):
         recs = [r for r in records if r.task == task]

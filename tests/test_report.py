@@ -229,14 +229,14 @@ def test_console_script_bad_input_has_no_traceback(tmp_path: Path) -> None:
 )
 def test_tiny_real_store_from_the_cli(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    cmd = ["overshoot-bench", "-m", "optimizer=adam,adam_os", "seed=0,1", "max_steps=600", f"out={runs}"]
-    cmd += ["progress=none", "device=cpu"]
+    cmd = ["overshoot-bench", "-m", "optimizer=adam,adam_os", "seed=0,1", "max_steps=120", f"out={runs}"]
+    cmd += ["log.window=50", "log.distance=true", "progress=none", "device=cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert len(find_runs([runs])) == 4
+    assert [r.status for r in find_runs([runs])] == ["completed"] * 4
     out = tmp_path / "report"
     proc = subprocess.run(
-        ["overshoot-bench-report", str(runs), "--out", str(out), "--paper"],
+        ["overshoot-bench-report", str(runs), "--out", str(out), "--paper", "--window", "50"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -245,7 +245,12 @@ def test_tiny_real_store_from_the_cli(tmp_path: Path) -> None:
     for name in TABLES:
         for fmt in R.FORMATS:
             assert (out / f"{name}.{fmt}").stat().st_size > 0
-    for name in ("loss_grid", "saving_vs_gamma", "gamma_mu_plane"):
+    for name in FIGURES:
         for fmt in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{fmt}").stat().st_size > 1000
-    assert "AdamO γ=5" in proc.stdout and "digits" in proc.stdout
+    assert "| digits | test accuracy |" in proc.stdout and "AdamO γ=5" in proc.stdout
+    rep = R.build_report(find_runs([runs]), 0.95, 50)
+    assert len(rep.records) == 4 and rep.left_out.empty
+    row = rep.savings.iloc[0]
+    assert (row["task"], row["method"], row["seed_n"]) == ("digits", "adam_os-g5", 2)
+    assert np.isfinite(row["paper_saving"]) and np.isfinite(row["seed_mean"])
