@@ -183,3 +183,20 @@ def test_step_leaves_grad_untouched() -> None:
             before = [p.grad.clone() for p in model.parameters()]
             opt.step()
             assert all(torch.equal(b, p.grad) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_gamma_changed_between_steps_matches_two_model() -> None:
+    g = torch.Generator().manual_seed(4)
+    p = torch.randn(6, generator=g, dtype=DT).requires_grad_()
+    ref = TwoModelSGD([p.detach()], lr=0.05, momentum=0.8, gamma=2.0)
+    opt = SGDO([p], lr=0.05, momentum=0.8, gamma=2.0)
+    for k in range(20):
+        if k == 10:
+            opt.param_groups[0]["gamma"] = ref.gamma = 5.0
+        grad = torch.randn(6, generator=g, dtype=DT) + ref.overshoot[0]  # depends on where it is taken
+        p.grad = grad.clone()
+        ref.step([grad])
+        opt.step()
+        assert (p - ref.overshoot[0]).abs().max().item() <= 1e-13
+        with opt.base_weights():
+            assert (p - ref.base[0]).abs().max().item() <= 1e-13

@@ -97,7 +97,8 @@ class OvershootOptimizer(Optimizer):
         flat = [p for ps in params_by_group for p in ps]
         if not flat:
             return
-        saved = torch._foreach_mul(flat, 1.0)  # exact copy (x * 1.0 == x bitwise), one fused launch
+        saved = [torch.empty_like(p) for p in flat]
+        torch._foreach_copy_(saved, flat)  # exact copy, one fused launch
         for p, s in zip(flat, saved, strict=True):
             self.state[p][SAVED_KEY] = s
         self._add_base_offset(params_by_group)

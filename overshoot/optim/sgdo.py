@@ -117,25 +117,27 @@ class SGDO(OvershootOptimizer):
         any_offset = False
         for group in self.param_groups:
             gamma, lr = group["gamma"], group["lr"]
-            # Parameters are bucketed by the lr of their previous step (normally a single bucket).
-            buckets: dict[float, tuple[list[Tensor], list[Tensor], list[Tensor | None]]] = {}
+            # Parameters are bucketed by the lr and gamma of their previous step (normally one bucket).
+            buckets: dict[tuple[float, float], tuple[list[Tensor], list[Tensor], list[Tensor | None]]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("SGDO does not support sparse gradients")
                 st = self.state[p]
-                ps, gs, bs = buckets.setdefault(st.get("last_lr", 0.0), ([], [], []))
+                key = (st.get("last_lr", 0.0), st.get("last_gamma", 0.0))
+                ps, gs, bs = buckets.setdefault(key, ([], [], []))
                 ps.append(p)
                 gs.append(p.grad)
                 bs.append(st.get("momentum_buffer"))
-            for prev_lr, (ps, gs, bs) in buckets.items():
+            for (prev_lr, prev_gamma), (ps, gs, bs) in buckets.items():
                 sgdo(
                     ps,
                     gs,
                     bs,
                     lr=lr,
                     prev_lr=prev_lr,
+                    prev_gamma=prev_gamma,
                     momentum=group["momentum"],
                     gamma=gamma,
                     dampening=group["dampening"],
@@ -188,6 +190,7 @@ def sgdo(
     momentum: float,
     gamma: Scalar,
     prev_lr: Scalar | None = None,
+    prev_gamma: Scalar | None = None,
     dampening: float = 0.0,
     weight_decay: float = 0.0,
     maximize: bool = False,
@@ -196,22 +199,25 @@ def sgdo(
 ) -> None:
     r"""Functional SGDO step, in place on ``params`` and ``momentum_buffer_list`` (``grads`` unchanged).
 
-    Per parameter: ``g = grad (+ weight_decay * p)``; ``p += gamma*prev_lr*b`` (back to the base weights);
+    Per parameter: ``g = grad (+ weight_decay * p)``; ``p += prev_gamma*prev_lr*b`` (back to base weights);
     ``b = momentum*b + (1-dampening)*g`` (``b = g`` where the buffer is None; new buffers are written into
     ``momentum_buffer_list``); ``p -= (1+gamma)*lr*b``.
 
     Args:
-        lr, gamma, prev_lr: Python floats, or (single-tensor path, ``foreach=False, fused=False``) tensors
-            broadcastable against every parameter. Population mode stacks N models along dim 0 and passes
-            e.g. ``gamma`` of shape ``[N, 1, ..., 1]`` so each member has its own overshoot factor.
+        lr, gamma, prev_lr, prev_gamma: Python floats, or (single-tensor path, ``foreach=False,
+            fused=False``) tensors broadcastable against every parameter. Population mode stacks N models
+            along dim 0 and passes e.g. ``gamma`` of shape ``[N, 1, ..., 1]`` (one factor per member).
             ``prev_lr`` is the learning rate of the previous step, i.e. the one that set the current offset
-            ``gamma*prev_lr*b``; None means ``lr`` (constant learning rate).
+            ``prev_gamma*prev_lr*b``; None means ``lr`` (constant learning rate). ``prev_gamma`` likewise is
+            the previous step's overshoot factor; None means ``gamma``.
         foreach, fused: implementation choice as in ``torch.optim.sgd``; None picks fused on CUDA (triton,
             float32/float16/bfloat16), else foreach for float lr/gamma, else single-tensor.
     """
     if prev_lr is None:
         prev_lr = lr
-    tensor_args = any(isinstance(x, Tensor) for x in (lr, gamma, prev_lr))
+    if prev_gamma is None:
+        prev_gamma = gamma
+    tensor_args = any(isinstance(x, Tensor) for x in (lr, gamma, prev_lr, prev_gamma))
     if fused is None and foreach is None:
         if tensor_args:
             fused, foreach = False, False
@@ -225,7 +231,7 @@ def sgdo(
             foreach = not fused
     if (fused or foreach) and tensor_args:
         raise ValueError(
-            "tensor lr/gamma/prev_lr need the single-tensor path: pass foreach=False, fused=False"
+            "tensor lr/gamma/prev_lr/prev_gamma need the single-tensor path: pass foreach=False, fused=False"
         )
     if fused:
         _triton.check_fused_supported(params, "SGDO")
@@ -239,7 +245,7 @@ def sgdo(
         grads,
         momentum_buffer_list,
         lr=lr,
-        prev_lr=prev_lr,
+        undo=prev_gamma * prev_lr,
         momentum=momentum,
         gamma=gamma,
         dampening=dampening,
@@ -254,14 +260,13 @@ def _single_tensor_sgdo(
     momentum_buffer_list: list[Tensor | None],
     *,
     lr: Scalar,
-    prev_lr: Scalar,
+    undo: Scalar,
     momentum: float,
     gamma: Scalar,
     dampening: float,
     weight_decay: float,
     maximize: bool,
 ) -> None:
-    undo = gamma * prev_lr
     step_c = -(1 + gamma) * lr
     for i, param in enumerate(params):
         grad = grads[i] if not maximize else -grads[i]
@@ -299,7 +304,7 @@ def _multi_tensor_sgdo(
     momentum_buffer_list: list[Tensor | None],
     *,
     lr: Scalar,
-    prev_lr: Scalar,
+    undo: Scalar,
     momentum: float,
     gamma: Scalar,
     dampening: float,
@@ -308,8 +313,7 @@ def _multi_tensor_sgdo(
 ) -> None:
     if not params:
         return
-    lr, prev_lr, gamma = float(lr), float(prev_lr), float(gamma)
-    undo = gamma * prev_lr
+    lr, undo, gamma = float(lr), float(undo), float(gamma)
     step_c = -(1 + gamma) * lr
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, momentum_buffer_list],  # type: ignore[list-item]
@@ -348,7 +352,7 @@ def _fused_sgdo(
     momentum_buffer_list: list[Tensor | None],
     *,
     lr: Scalar,
-    prev_lr: Scalar,
+    undo: Scalar,
     momentum: float,
     gamma: Scalar,
     dampening: float,
@@ -357,7 +361,7 @@ def _fused_sgdo(
 ) -> None:
     if not params:
         return
-    lr, prev_lr, gamma = float(lr), float(prev_lr), float(gamma)
+    lr, undo, gamma = float(lr), float(undo), float(gamma)
     for i, b in enumerate(momentum_buffer_list):
         if b is None and not grads[i].is_contiguous():
             raise ValueError("fused SGDO needs contiguous gradients")
@@ -385,7 +389,7 @@ def _fused_sgdo(
                 [dev_grads[i] for i in idx],
                 bs,
                 first=first,
-                undo=gamma * prev_lr,
+                undo=undo,
                 momentum=momentum,
                 damp1=1 - dampening,
                 step_c=-(1 + gamma) * lr,
