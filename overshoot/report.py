@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from overshoot import metrics as M
 from overshoot.store import Run, atomic_write_text, find_runs, method_name
@@ -722,9 +723,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not a.no_figures:
             from overshoot.figures import write_all
 
-            write_all(report.records, report.savings, out / "figures", window=a.window)
-    except (ReportError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"overshoot-bench-report: {e}", file=sys.stderr)
+            write_all(report.records, report.savings, out / "figures", a.window, a.reduction / 100)
+    except (ReportError, OSError, ValueError, yaml.YAMLError) as e:
+        # Unusable input (paths, arguments, unreadable run files): one line on stderr, no traceback.
+        print("overshoot-bench-report: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
     print(md)
     return 0

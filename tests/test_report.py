@@ -19,17 +19,17 @@ from overshoot.store import STEP_COLUMNS, RunWriter, find_runs, run_path
 TASKS = {"digits": ("accuracy", 1.0), "housing": ("loss", 100.0)}
 # (optimizer, gamma, time constant of the synthetic loss: smaller = faster)
 METHODS = [
-    ("sgd", 0.0, 400.0),
-    ("nesterov", 0.0, 360.0),
-    ("sgd_os", 3.0, 320.0),
-    ("sgd_os", 5.0, 300.0),
-    ("adam", 0.0, 300.0),
-    ("nadam", 0.0, 280.0),
-    ("adam_os", 3.0, 250.0),
-    ("adam_os", 5.0, 240.0),
+    ("sgd", 0.0, 200.0),
+    ("nesterov", 0.0, 180.0),
+    ("sgd_os", 3.0, 160.0),
+    ("sgd_os", 5.0, 150.0),
+    ("adam", 0.0, 150.0),
+    ("nadam", 0.0, 140.0),
+    ("adam_os", 3.0, 125.0),
+    ("adam_os", 5.0, 120.0),
 ]
 SEEDS = (10, 20, 100)
-N_STEPS, N_EPOCHS = 1500, 5
+N_STEPS, N_EPOCHS = 800, 4
 WINDOW = 100
 FIGURES = ("loss_grid", "saving_vs_gamma", "gamma_mu_plane", "distance_vs_gamma")
 TABLES = (
@@ -78,8 +78,8 @@ def write_run(
         }
     )
     ep = np.arange(N_EPOCHS)
-    test_loss = 0.5 * np.exp(-ep / (tau / 300)) + 0.1 + 0.01 * rng.random(N_EPOCHS)
-    acc = 0.8 + 0.1 * (1 - np.exp(-ep)) * (400 / tau) / 2 + 0.005 * rng.random(N_EPOCHS)
+    test_loss = 0.5 * np.exp(-ep / (tau / 150)) + 0.1 + 0.01 * rng.random(N_EPOCHS)
+    acc = 0.8 + 0.1 * (1 - np.exp(-ep)) * (200 / tau) / 2 + 0.005 * rng.random(N_EPOCHS)
     acc_col = [repr(float(a)) if metric == "accuracy" else "" for a in acc]
     w.append_epochs(
         {
@@ -212,6 +212,7 @@ def test_bad_input_exits_2_with_one_line(
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_console_script_bad_input_has_no_traceback(tmp_path: Path) -> None:
     exe = shutil.which("overshoot-bench-report") or str(
         Path(sys.executable).with_name("overshoot-bench-report")
