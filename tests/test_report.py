@@ -44,7 +44,15 @@ TABLES = (
 
 
 def write_run(
-    out: Path, task: str, opt: str, gamma: float, tau: float, seed: int, status: str = "completed"
+    out: Path,
+    task: str,
+    opt: str,
+    gamma: float,
+    tau: float,
+    seed: int,
+    status: str = "completed",
+    ended: str = "2026-01-01T00:00:00",
+    lr: float = 1e-3,
 ) -> Path:
     metric, scale = TASKS[task]
     family = M.FAMILY_OF[opt]
@@ -54,7 +62,7 @@ def write_run(
         "family": family,
         "gamma": gamma,
         "seed": seed,
-        "hparams": {"lr": 1e-3, "momentum": 0.9, "batch_size": 64, "epochs": N_EPOCHS},
+        "hparams": {"lr": lr, "momentum": 0.9, "batch_size": 64, "epochs": N_EPOCHS},
     }
     rng = np.random.default_rng(seed * 1000 + int(tau))
     t = np.arange(N_STEPS)
@@ -89,7 +97,7 @@ def write_run(
             "accuracy": np.repeat(acc_col, 2),
         }
     )
-    w.write_info(status=status, metric=metric, metric_scale=scale, ended=f"2026-01-01T00:00:{seed % 60:02d}")
+    w.write_info(status=status, metric=metric, metric_scale=scale, ended=ended)
     return w.path
 
 
@@ -187,6 +195,14 @@ def test_not_reached_renders_as_text(tmp_path: Path) -> None:
     assert M.NOT_REACHED in md
     row = rep.savings.iloc[0]
     assert row["seed_not_reached"] == 2 and np.isnan(row["paper_saving"])
+
+
+def test_duplicates_keep_the_latest_run(tmp_path: Path) -> None:
+    old = write_run(tmp_path, "digits", "adam", 0.0, 150.0, 1, ended="2026-01-01T00:00:00")
+    new = write_run(tmp_path, "digits", "adam", 0.0, 150.0, 1, ended="2026-01-02T00:00:00", lr=2e-3)
+    records, left_out = R.load_records(reversed(find_runs([tmp_path])))
+    assert [r.path for r in records] == [new]
+    assert list(left_out["path"]) == [str(old)] and "duplicate" in left_out["reason"].iloc[0]
 
 
 @pytest.mark.parametrize(
