@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any, Literal
 
 import torch
@@ -14,6 +15,23 @@ from torch.optim import Optimizer
 Mode = Literal["overshoot", "base"]
 MODE_KEY = "overshoot_mode"
 SAVED_KEY = "overshoot_weights"
+
+
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def fused_kernels() -> ModuleType:
+    """The Triton kernel module, imported on first use (keeps ``import overshoot`` free of triton)."""
+    from overshoot.optim import _triton
+
+    return _triton
+
+
+def default_to_fused(params: list[Tensor]) -> bool:
+    """For fused=None, foreach=None: True when every parameter is a CUDA tensor the fused kernels support."""
+    if not params or not all(p.device.type == "cuda" and p.dtype in FUSED_DTYPES for p in params):
+        return False
+    return bool(fused_kernels().fused_available(params[0].device))
 
 
 def resolve_gamma(gamma: float | None, overshoot: float | None, default: float) -> float:

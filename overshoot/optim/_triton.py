@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from overshoot.optim._base import FUSED_DTYPES
+
 try:  # triton is optional: without it the fused path is simply unavailable
     import triton
     import triton.language as tl
@@ -27,7 +29,6 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 BLOCK = 2048
 NUM_WARPS = 8
-FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def interpret_enabled() -> bool:

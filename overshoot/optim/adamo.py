@@ -9,8 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from overshoot.optim import _triton
-from overshoot.optim._base import OvershootOptimizer, is_zero, resolve_gamma
+from overshoot.optim._base import OvershootOptimizer, default_to_fused, fused_kernels, is_zero, resolve_gamma
 
 __all__ = ["AdamO", "adamo", "ramp"]
 
@@ -110,7 +109,9 @@ class AdamO(OvershootOptimizer):
         _check_group(defaults)
         super().__init__(params, defaults)
         if fused:
-            _triton.check_fused_supported([p for g in self.param_groups for p in g["params"]], "AdamO")
+            fused_kernels().check_fused_supported(
+                [p for g in self.param_groups for p in g["params"]], "AdamO"
+            )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group (``overshoot=`` accepted as an alias of ``gamma=``) after checking its values."""
@@ -306,19 +307,14 @@ def adamo(
         if tensor_args:
             fused, foreach = False, False
         else:
-            fused = bool(params) and all(
-                _triton.fused_available(p.device)
-                and p.dtype in _triton.FUSED_DTYPES
-                and p.device.type == "cuda"
-                for p in params
-            )
+            fused = default_to_fused(params)
             foreach = not fused
     if (fused or foreach) and tensor_args:
         raise ValueError(
             "tensor lr/gamma/prev_lr/prev_gamma need the single-tensor path: pass foreach=False, fused=False"
         )
     if fused:
-        _triton.check_fused_supported(params, "AdamO")
+        fused_kernels().check_fused_supported(params, "AdamO")
     impl = _fused_adamo if fused else _multi_tensor_adamo if foreach else _single_tensor_adamo
     impl(
         params,
@@ -535,7 +531,7 @@ def _fused_adamo(
             step, lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma, delay=delay,
             beta1=beta1, beta2=beta2, exact=exact,
         )  # fmt: skip
-        _triton.adamo_fused_update(
+        fused_kernels().adamo_fused_update(
             [params[i] for i in idx],
             [grads[i] for i in idx],
             [exp_avgs[i] for i in idx],

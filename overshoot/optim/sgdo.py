@@ -9,8 +9,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from overshoot.optim import _triton
-from overshoot.optim._base import OvershootOptimizer, is_zero, resolve_gamma
+from overshoot.optim._base import OvershootOptimizer, default_to_fused, fused_kernels, is_zero, resolve_gamma
 
 __all__ = ["SGDO", "sgdo"]
 
@@ -76,7 +75,8 @@ class SGDO(OvershootOptimizer):
         _check_group(defaults)
         super().__init__(params, defaults)
         if fused:
-            _triton.check_fused_supported([p for g in self.param_groups for p in g["params"]], "SGDO")
+            all_params = [p for g in self.param_groups for p in g["params"]]
+            fused_kernels().check_fused_supported(all_params, "SGDO")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group (``overshoot=`` accepted as an alias of ``gamma=``) after checking its values."""
@@ -222,19 +222,14 @@ def sgdo(
         if tensor_args:
             fused, foreach = False, False
         else:
-            fused = bool(params) and all(
-                _triton.fused_available(p.device)
-                and p.dtype in _triton.FUSED_DTYPES
-                and p.device.type == "cuda"
-                for p in params
-            )
+            fused = default_to_fused(params)
             foreach = not fused
     if (fused or foreach) and tensor_args:
         raise ValueError(
             "tensor lr/gamma/prev_lr/prev_gamma need the single-tensor path: pass foreach=False, fused=False"
         )
     if fused:
-        _triton.check_fused_supported(params, "SGDO")
+        fused_kernels().check_fused_supported(params, "SGDO")
         impl = _fused_sgdo
     elif foreach:
         impl = _multi_tensor_sgdo
@@ -384,7 +379,7 @@ def _fused_sgdo(
                     b = torch.empty_like(dev_params[i], memory_format=torch.contiguous_format)
                     momentum_buffer_list[indices[i]] = b
                 bs.append(b)
-            _triton.sgdo_fused_update(
+            fused_kernels().sgdo_fused_update(
                 [dev_params[i] for i in idx],
                 [dev_grads[i] for i in idx],
                 bs,
