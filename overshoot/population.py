@@ -150,6 +150,10 @@ class Population:
         # Evaluation is at the base weights for overshoot optimizers, at the weights held (NAG's iterate)
         # otherwise, exactly as a single run's `with opt.base_weights()` does.
         self.eval_gamma = {k: _per_member(gamma * is_os, p.dim()) for k, p in self.params.items()}
+        # NAG (torch's nesterov=True) is SGDO at gamma = mu with the undo term at the current lr: equal to
+        # SGDO for a constant lr, different under a schedule, so NAG members undo with the current lr.
+        nag = torch.tensor([r["optimizer"] == "nesterov" for r in runs], device=device, dtype=dtype)
+        self.nag = {k: _per_member(nag, p.dim()) for k, p in self.params.items()} if bool(nag.any()) else None
         self.log_base = is_os & (gamma > 0) & bool(runs[0]["log"]["base_loss"])
         self.any_log_base = bool(self.log_base.any())
         self.n = n
@@ -215,8 +219,11 @@ class Population:
             assert g is not None
             if self.family == "sgd":
                 bufs: list[Tensor | None] = [st["buf"][k]]
+                prev_lr: float | Tensor = st["prev_lr"]
+                if self.nag is not None and lr != prev_lr:
+                    prev_lr = self.nag[k] * lr + (1 - self.nag[k]) * prev_lr
                 sgdo(
-                    [p], [g], bufs, lr=lr, prev_lr=st["prev_lr"], momentum=hp["momentum"],
+                    [p], [g], bufs, lr=lr, prev_lr=prev_lr, momentum=hp["momentum"],
                     gamma=self.gamma[k], weight_decay=hp["weight_decay"], foreach=False, fused=False,
                 )  # fmt: skip
                 st["buf"][k] = bufs[0]
@@ -341,6 +348,7 @@ def train_population(
         if hp["schedule"] == "cosine"
         else None
     )
+    lr_holder.step()  # a no-op (no gradient) that tells the scheduler the optimizer steps first
     ckpt_file = population_dir(runs) / "checkpoint.pt"
     step, epoch_rows = 0, [0] * n
     diverged: list[str | None] = [None] * n
@@ -551,7 +559,7 @@ def run_population(runs: Sequence[dict[str, Any]]) -> list[int]:
         try:
             shared, diverged = train_population(members, task, mwriters, device, should_stop)
         except Interrupted as e:
-            status, code, reason = "failed", 143, f"interrupted: {e}"
+            status, code, reason = "failed", should_stop.exit_code, f"interrupted: {e}"
         except Exception as e:
             status, code, reason = "failed", 1, f"{type(e).__name__}: {e}"
             for w in mwriters:
@@ -602,7 +610,7 @@ def run_sweep(cfgs: Sequence[Any], max_size: int = MAX_SIZE) -> list[int]:
     for members in populations:
         member_codes = run_population(members)
         codes.extend(member_codes)
-        if 143 in member_codes:
+        if 130 in member_codes or 143 in member_codes:
             raise KeyboardInterrupt
     for run in alone:
         codes.append(cli.run_one(todo_cfg[id(run)]))

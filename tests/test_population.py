@@ -1,0 +1,173 @@
+"""Population mode: members reproduce their single runs' curves; grouping; resume; the switch."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from fixtures import write_housing_csv, write_mnist_like
+
+import overshoot.population as population
+from overshoot.cli import run_one
+from overshoot.config import compose, resolve
+from overshoot.population import plan_populations, run_population
+from overshoot.store import load_run, run_path
+
+SGD_MEMBERS = [["optimizer=sgd", "seed=1"], ["optimizer=nesterov", "seed=2"], ["+method=sgd_os_g3", "seed=1"]]
+ADAM_MEMBERS = [["optimizer=adam", "seed=1"], ["+method=adam_os_g5", "seed=2"]]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    r = tmp_path_factory.mktemp("data")
+    write_housing_csv(r / "california-housing" / "cal_housing.csv")
+    write_mnist_like(r / "fashion-mnist", seed=1)
+    return r
+
+
+def _common(task: str, root: Path, out: Path) -> list[str]:
+    return [
+        f"task={task}",
+        "precision=fp64",
+        "device=cpu",
+        "max_steps=100",
+        f"batch_size={16 if task == 'housing' else 4}",  # small conv batches: fp64 on a shared CPU
+        "delay=5",  # AdamO's overshoot starts within the 100 steps
+        "progress=none",
+        "checkpoint_every=1e9",
+        f"data.root={root}",
+        f"out={out}",
+    ]
+
+
+def _runs(task: str, members: list[list[str]], root: Path, out: Path) -> list[dict]:
+    return [resolve(compose(_common(task, root, out) + m)) for m in members]
+
+
+@pytest.mark.parametrize(
+    ("task", "members"),
+    [
+        ("housing", SGD_MEMBERS),
+        ("housing", ADAM_MEMBERS),
+        ("fmnist", SGD_MEMBERS),
+        ("vae_fmnist", ADAM_MEMBERS),
+    ],
+    ids=["mlp-sgd", "mlp-adam", "conv-sgd", "vae-adam"],
+)
+def test_member_curves_equal_single_runs(
+    task: str, members: list[list[str]], root: Path, tmp_path: Path
+) -> None:
+    pop_runs = _runs(task, members, root, tmp_path / "pop")
+    assert run_population(pop_runs) == [0] * len(members)
+    for m in members:
+        assert run_one(compose(_common(task, root, tmp_path / "single") + m)) == 0
+    for r in pop_runs:
+        p = load_run(run_path(r["out"], r))
+        s = load_run(run_path(tmp_path / "single", r))
+        ps, ss = p.steps(), s.steps()
+        assert len(ps) == len(ss) == 100
+        assert list(ps.columns) == list(ss.columns)
+        for col in ("base_loss", "train_loss", "grad_norm"):
+            assert np.abs(ps[col].to_numpy() - ss[col].to_numpy()).max() <= 1e-10, (r["optimizer"], col)
+        assert (ps["lr"].to_numpy() == ss["lr"].to_numpy()).all()
+        pe, se = p.epochs(), s.epochs()
+        assert list(pe["split"]) == list(se["split"]) and list(pe["epoch"]) == list(se["epoch"])
+        assert np.abs(pe["loss"].to_numpy() - se["loss"].to_numpy()).max() <= 1e-10
+        np.testing.assert_allclose(pe["accuracy"].to_numpy(float), se["accuracy"].to_numpy(float), atol=1e-12)
+        assert p.status == s.status == "completed"
+        assert set(p.info) - {"population"} == set(s.info)
+        assert p.info["config_hash"] == s.info["config_hash"] and p.info["population"]["size"] == len(members)
+        assert {k: v for k, v in p.config.items() if k not in ("out", "population")} == {
+            k: v for k, v in s.config.items() if k not in ("out", "population")
+        }
+        assert not (p.path / "checkpoint.pt").exists()
+
+
+def test_members_with_overshoot_differ_from_their_baseline(root: Path, tmp_path: Path) -> None:
+    runs = _runs("housing", [["optimizer=sgd", "seed=1"], ["+method=sgd_os_g3", "seed=1"]], root, tmp_path)
+    assert run_population(runs) == [0, 0]
+    cm, os_ = (load_run(run_path(tmp_path, r)).steps() for r in runs)
+    assert cm["base_loss"].iloc[0] == os_["base_loss"].iloc[0]  # same seed: same init, same first batch
+    assert np.abs(cm["base_loss"].to_numpy() - os_["base_loss"].to_numpy()).max() > 1e-3
+    assert (os_["base_loss"] != os_["train_loss"]).iloc[1:].all()  # logged at the base weights
+
+
+def test_plan_populations_groups_by_family_and_hyperparameters(root: Path, tmp_path: Path) -> None:
+    methods = ["sgd", "nesterov", "sgd_os_g3", "sgd_os_g5", "sgd_os_g7", "adam", "nadam", "adam_os_g3"]
+    base = [f"out={tmp_path}", f"data.root={root}", "task=fmnist"]
+    runs = [resolve(compose([*base, f"+method={m}", f"seed={s}"])) for m in methods for s in (10, 20)]
+    runs.append(resolve(compose([*base, "+method=sgd", "seed=30", "lr=0.5"])))  # other hyperparameters
+    runs.append(runs[0])  # a duplicate is trained once
+    pops, alone = plan_populations(runs)
+    assert sorted(len(p) for p in pops) == [4, 10]
+    sgd = next(p for p in pops if len(p) == 10)
+    assert {(r["optimizer"], r["gamma"], r["seed"]) for r in sgd} == {
+        (m, g, s) for m, g in [("sgd", 0), ("nesterov", 0), ("sgd_os", 3), ("sgd_os", 5), ("sgd_os", 7)]
+        for s in (10, 20)
+    }  # fmt: skip
+    assert sorted((r["optimizer"], r["seed"]) for r in alone) == [("nadam", 10), ("nadam", 20), ("sgd", 30)]
+    pops, alone = plan_populations(runs, max_size=3)
+    assert max(map(len, pops)) == 3 and sum(map(len, pops)) + len(alone) == len(runs) - 1
+    bn = resolve(compose([f"out={tmp_path}", "task=cifar100", "optimizer=sgd"]))
+    assert plan_populations([bn, {**bn, "seed": 1}]) == ([], [bn, {**bn, "seed": 1}])
+    assert population.member_gamma(runs[2]) == 0.9  # NAG is SGDO at gamma = mu
+
+
+def _stop_after(n_checks: int):
+    calls = {"n": 0}
+
+    @contextlib.contextmanager
+    def requests() -> Iterator:
+        def should_stop() -> bool:
+            calls["n"] += 1
+            return calls["n"] > n_checks
+
+        yield should_stop
+
+    return requests
+
+
+def test_interrupted_population_resumes_to_the_same_curves(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = [*SGD_MEMBERS[:1], *SGD_MEMBERS[2:]]
+    whole = _runs("housing", members, root, tmp_path / "whole")
+    assert run_population(whole) == [0, 0]
+    runs = _runs("housing", members, root, tmp_path / "cut")
+    monkeypatch.setattr(population, "stop_requests", _stop_after(40))
+    assert run_population(runs) == [143, 143]
+    assert all(load_run(run_path(r["out"], r)).status == "failed" for r in runs)
+    assert (population.population_dir(runs) / "checkpoint.pt").exists()
+    monkeypatch.undo()
+    assert run_population(runs) == [0, 0]
+    for a, b in zip(whole, runs, strict=True):
+        sa, sb = load_run(run_path(a["out"], a)).steps(), load_run(run_path(b["out"], b)).steps()
+        pd.testing.assert_frame_equal(sa, sb)
+        assert load_run(run_path(b["out"], b)).status == "completed"
+    assert not population.population_dir(runs).exists()
+    assert run_population(runs) == [0, 0]  # completed: skipped
+
+
+def test_population_switch_on_the_command_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-c", "from overshoot.cli import main; main()", "-m", "population=true"]
+    args = ["+method=sgd,sgd_os_g3", "seed=1", "max_steps=20", f"out={tmp_path / 'runs'}", "progress=none"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "2 runs in 1 populations" in r.stdout
+    infos = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("run.json")]
+    assert sorted(i["method"] for i in infos) == ["sgd", "sgd_os-g3"]
+    assert all(i["status"] == "completed" and i["population"]["size"] == 2 for i in infos)
+    cfgs = [yaml.safe_load(p.read_text()) for p in (tmp_path / "runs").rglob("config.yaml")]
+    assert all(c["population"] for c in cfgs)
+    r = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert r.returncode == 0 and r.stdout.count("skipped, already completed") == 2, r.stdout
