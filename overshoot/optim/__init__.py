@@ -1,6 +1,18 @@
 """SGDO and AdamO: momentum optimizers with overshoot (arXiv 2501.09556), plus two-model references.
 
 Functional updates live in their modules: ``overshoot.optim.sgdo.sgdo`` and ``overshoot.optim.adamo.adamo``.
+
+Typical loop (gradients are taken at the overshoot weights the model holds; evaluate the base weights)::
+
+    opt = AdamO(model.parameters(), lr=1e-3, gamma=5)  # or SGDO(..., lr=0.1, momentum=0.9, gamma=5)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps)
+    for x, y in loader:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad(), opt.base_weights():  # parameters hold the base weights inside
+            val_loss = evaluate(model)
 """
 
 from overshoot.optim import adamo, reference, sgdo

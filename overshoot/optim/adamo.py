@@ -135,9 +135,12 @@ class AdamO(OvershootOptimizer):
         for group, params in zip(self.param_groups, params_by_group, strict=True):
             beta1, beta2 = group["betas"]
             buckets: dict[tuple[float, float, float], tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
-            for p in params:
+            if not params:
+                continue
+            steps = torch.stack([self.state[p]["step"] for p in params]).tolist()  # CPU: no device sync
+            for p, step in zip(params, steps, strict=True):
                 st = self.state[p]
-                key = (float(st["step"]), st["last_lr"], st["last_gamma"])
+                key = (step, st["last_lr"], st["last_gamma"])
                 ps, ms, vs = buckets.setdefault(key, ([], [], []))
                 ps.append(p)
                 ms.append(st["exp_avg"])
