@@ -27,9 +27,13 @@ def fused_kernels() -> ModuleType:
     return _triton
 
 
-def default_to_fused(params: list[Tensor]) -> bool:
-    """For fused=None, foreach=None: True when every parameter is a CUDA tensor the fused kernels support."""
-    if not params or not all(p.device.type == "cuda" and p.dtype in FUSED_DTYPES for p in params):
+def default_to_fused(params: list[Tensor], grads: list[Tensor]) -> bool:
+    """For fused=None, foreach=None: True when every parameter is a contiguous CUDA tensor the fused kernels
+    support (and so is its gradient)."""
+    if not params or not all(
+        p.device.type == "cuda" and p.dtype in FUSED_DTYPES and p.is_contiguous() and g.is_contiguous()
+        for p, g in zip(params, grads, strict=True)
+    ):
         return False
     return bool(fused_kernels().fused_available(params[0].device))
 

@@ -310,7 +310,7 @@ def adamo(
         if tensor_args:
             fused, foreach = False, False
         else:
-            fused = default_to_fused(params)
+            fused = default_to_fused(params, grads)
             foreach = not fused
     if (fused or foreach) and tensor_args:
         raise ValueError(

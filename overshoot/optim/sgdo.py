@@ -222,7 +222,7 @@ def sgdo(
         if tensor_args:
             fused, foreach = False, False
         else:
-            fused = default_to_fused(params)
+            fused = default_to_fused(params, grads)
             foreach = not fused
     if (fused or foreach) and tensor_args:
         raise ValueError(
