@@ -151,13 +151,14 @@ def run_one(cfg: DictConfig) -> int:
         except Diverged as e:
             status, code, reason = "diverged", 1, str(e)
         except Interrupted as e:
-            status, code, reason = "failed", 143, f"interrupted: {e}"
+            status, code, reason = "failed", should_stop.exit_code, f"interrupted: {e}"
         except Exception as e:
             status, code, reason = "failed", 1, f"{type(e).__name__}: {e}"
             (writer.path / "error.log").write_text(traceback.format_exc())
 
     finish_run(run, writer, prior, task, status, code, reason, result)
-    if code == 143:
+    if code in (130, 143):
+        _exit_codes.append(code)
         raise KeyboardInterrupt
     return code
 
@@ -269,7 +270,7 @@ def main() -> None:
             _exit_codes.extend(run_sweep(_population_jobs))
     except KeyboardInterrupt:
         print("overshoot-bench: interrupted; relaunch the same command to resume", file=sys.stderr)
-        sys.exit(143 if 143 in _exit_codes else 130)
+        sys.exit(143 if 143 in _exit_codes else 130)  # a SIGINT during setup gives 130 too
     sys.exit(max(_exit_codes, default=0))
 
 

@@ -127,15 +127,30 @@ class Progress:
             self.bar.close()
 
 
+class StopRequest:
+    """Callable flag, true once SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __call__(self) -> bool:
+        return self.signum != 0
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's exit code for the signal: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + (self.signum or signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def stop_requests() -> Iterator[Callable[[], bool]]:
+def stop_requests() -> Iterator[StopRequest]:
     """SIGINT/SIGTERM set a flag the loop checks between steps (a second SIGINT stops at once)."""
-    flag = {"stop": False}
+    flag = StopRequest()
 
     def handler(signum: int, frame: Any) -> None:
-        if flag["stop"] and signum == signal.SIGINT:
+        if flag.signum and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        flag["stop"] = True
+        flag.signum = signum
 
     old = {}
     try:
@@ -144,7 +159,7 @@ def stop_requests() -> Iterator[Callable[[], bool]]:
     except ValueError:  # not the main thread: leave the handlers alone
         pass
     try:
-        yield lambda: flag["stop"]
+        yield flag
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -116,7 +116,7 @@ def test_resume_after_interruption_reproduces_the_curve(tmp_path: Path) -> None:
 
 def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    args = [f"out={out}", "optimizer=sgd_os", "gamma=5", "max_steps=3000", "checkpoint_every=0"]
+    args = [f"out={out}", "optimizer=sgd_os", "gamma=5", "max_steps=1000", "checkpoint_every=0"]
     args.append("progress=none")
     proc = subprocess.Popen([*BENCH, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -134,7 +134,7 @@ def test_killed_run_resumes_from_checkpoint(tmp_path: Path) -> None:
 
 def test_sigterm_marks_failed_and_relaunch_completes(tmp_path: Path) -> None:
     out = tmp_path / "runs"
-    args = [f"out={out}", "optimizer=sgd", "max_steps=3000", "checkpoint_every=0", "progress=none"]
+    args = [f"out={out}", "optimizer=sgd", "max_steps=1000", "checkpoint_every=0", "progress=none"]
     proc = subprocess.Popen([*BENCH, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.rglob("steps.csv")):
@@ -148,7 +148,7 @@ def test_sigterm_marks_failed_and_relaunch_completes(tmp_path: Path) -> None:
     assert info["status"] == "failed" and info["reason"].startswith("interrupted")
     r = bench(*args, cwd=tmp_path)
     assert r.returncode == 0 and "resuming" in r.stdout, r.stdout + r.stderr
-    assert len(load_run(only_run(out)).steps()) == 3000
+    assert len(load_run(only_run(out)).steps()) == 1000
 
 
 def test_diverged_run_keeps_partial_curve(tmp_path: Path) -> None:
