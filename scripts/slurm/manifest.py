@@ -107,7 +107,7 @@ def _expand_and_compose(overrides: Sequence[str], compose: bool = True) -> list[
         bases: dict[tuple[str, ...], DictConfig] = {}
         out: list[tuple[list[str], Any]] = []
         for job in jobs:
-            parsed = parser.parse_overrides(list(job))
+            parsed = parser.parse_overrides([o for o in job if not _is_hydra_override(o)])
             picks = tuple(
                 o.input_line
                 for o in parsed

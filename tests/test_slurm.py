@@ -1,0 +1,109 @@
+"""SLURM end to end: a small digits sweep through the submitit launcher and through the sbatch job array.
+
+Needs a running cluster (``scripts/slurm/local_cluster.sh start``). Without one these tests are skipped with
+the reason; with OVERSHOOT_REQUIRE_SLURM=1 (set by .ci/run) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from overshoot.report import main as report_main
+from overshoot.store import find_runs
+
+SLURM = Path(__file__).resolve().parents[1] / "scripts" / "slurm"
+sys.path.insert(0, str(SLURM))
+import manifest  # noqa: E402
+import submit_array  # noqa: E402
+
+pytestmark = pytest.mark.slurm
+
+BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+SMALL = ["task=digits", "seed=10", "max_steps=20", "progress=lines"]
+TIMEOUT_S = 240
+
+
+def _cluster_problem() -> str | None:
+    """Why SLURM cannot take jobs here, or None when a node is up."""
+    if shutil.which("sinfo") is None:
+        return "sinfo not found: install SLURM or run scripts/slurm/local_cluster.sh start"
+    r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    states = {s.strip("*~#$@ ") for s in r.stdout.split()}
+    if r.returncode != 0 or not states & {"idle", "mix", "alloc"}:
+        detail = (r.stderr or r.stdout).strip().splitlines()
+        return (
+            f"no SLURM node takes jobs ({detail[0] if detail else 'no nodes'}): "
+            "run scripts/slurm/local_cluster.sh start"
+        )
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    problem = _cluster_problem()
+    if problem is None:
+        return
+    if os.environ.get("OVERSHOOT_REQUIRE_SLURM") == "1":
+        pytest.fail(f"OVERSHOOT_REQUIRE_SLURM=1 but {problem}")
+    pytest.skip(problem)
+
+
+def test_sweep_through_submitit_and_job_array(
+    cluster: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs"
+    name = f"overshoot-test-{os.getpid()}"  # both paths' jobs carry it, so cleanup cancels only these
+    launcher_sweep = ["-m", "hydra/launcher=slurm_local", f"hydra.launcher.name={name}", *SMALL]
+    launcher_sweep += ["optimizer=sgd,sgd_os", f"out={out}"]
+    array_sweep = [*SMALL, "optimizer=adam,adam_os", f"out={out}"]
+    array_opts = ["--pack", "2", "--gpus", "0", "--cpus", "1", "--mem-gb", "0", "--time-min", "10"]
+    array_opts += ["--job-name", name]
+
+    # Both paths at once: the launcher blocks until its array ends; the script submits, then --wait waits.
+    launcher = subprocess.Popen(
+        [*BENCH, *launcher_sweep], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    submit = [sys.executable, str(SLURM / "submit_array.py")]
+    try:
+        array = subprocess.run(
+            [*submit, "--wait", *array_opts, *array_sweep],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+        launcher_log, _ = launcher.communicate(timeout=TIMEOUT_S)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        subprocess.run(["scancel", f"--name={name}"], check=False, timeout=30)
+    assert array.returncode == 0, array.stdout + array.stderr
+    assert "2 runs: 2 to do (missing 2), 0 skipped (none)" in array.stdout
+    assert re.search(r"submitted job \d+: 2 runs in 1 array tasks \(2 per task\)", array.stdout)
+    assert launcher.returncode == 0, launcher_log
+
+    runs = find_runs([out])
+    assert sorted((r.info["optimizer"], r.status, r.info["steps"]) for r in runs) == [
+        ("adam", "completed", 20),
+        ("adam_os", "completed", 20),
+        ("sgd", "completed", 20),
+        ("sgd_os", "completed", 20),
+    ]
+    for sweep in (launcher_sweep[1:], array_sweep):
+        assert manifest.summary(manifest.plan(sweep)) == "2 runs: 0 to do (none), 2 skipped (completed 2)"
+
+    # Relaunching submits nothing and says why; the report sees all four runs.
+    capsys.readouterr()
+    assert submit_array.main([*array_opts, *array_sweep]) == 0
+    again = capsys.readouterr().out
+    assert "2 skipped (completed 2)" in again and "nothing to submit" in again
+    assert report_main([str(out), "--no-figures", "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "report.md").read_text()
+    assert "digits" in table
