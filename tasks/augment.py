@@ -100,19 +100,14 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 
 
 def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of `rgb_to_hsv`."""
+    """Inverse of `rgb_to_hsv`: f(n) = v - v*s*clamp(min(k, 4-k), 0, 1) with k = (n + 6h) mod 6."""
     h, s, v = x.unbind(dim=1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    sel = (i.unsqueeze(-1) == torch.arange(6, device=x.device)).to(x.dtype)  # [B,H,W,6], no host sync
-    r = (torch.stack((v, q, p, p, t, v), dim=-1) * sel).sum(-1)
-    g = (torch.stack((t, v, v, q, p, p), dim=-1) * sel).sum(-1)
-    b = (torch.stack((p, p, t, v, v, q), dim=-1) * sel).sum(-1)
-    return torch.stack((r, g, b), dim=1)
+    h6 = h * 6.0
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(h6 + n, 6.0)
+        out.append(v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
+    return torch.stack(out, dim=1)
 
 
 def adjust_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
