@@ -8,6 +8,8 @@
 # manifest, waits for all, and exits non-zero when any run did not complete. On SIGUSR2 (sent by SLURM before
 # the time limit: sbatch --signal=B:USR2@SECONDS), SIGTERM (preemption, scancel) or SIGINT it forwards
 # SIGTERM to the runs, which checkpoint and mark themselves interrupted; relaunching the sweep resumes them.
+# With OVERSHOOT_REQUEUE=1 (submit_array.py --requeue) a task stopped by SIGUSR2 then requeues itself, and its
+# runs resume when it starts again (completed ones are skipped).
 set -uo pipefail
 
 MANIFEST=${1:?usage: array_task.sh MANIFEST PACK [BIN]}
@@ -27,7 +29,9 @@ if ((first > last)); then
 fi
 
 pids=()
+caught=""
 stop() {
+	caught=$1
 	echo "array task $TASK: caught $1, asking ${#pids[@]} runs to checkpoint and stop" >&2
 	kill -TERM "${pids[@]}" 2>/dev/null
 }
@@ -39,7 +43,7 @@ for ((i = first; i <= last; i++)); do
 	eval "args=(${LINES[i]})"
 	log="$LOGS/${SLURM_ARRAY_JOB_ID:-job}_${TASK}-$i.log"
 	echo "array task $TASK: line $i: $BIN ${LINES[i]} > $log"
-	"$BIN" "${args[@]}" >"$log" 2>&1 &
+	"$BIN" "${args[@]}" >>"$log" 2>&1 &
 	pids+=($!)
 done
 
@@ -55,4 +59,8 @@ for idx in "${!pids[@]}"; do
 	echo "array task $TASK: line $line exited $code"
 	((code != 0)) && rc=1
 done
+if [[ $caught == USR2 && ${OVERSHOOT_REQUEUE:-0} == 1 && -n ${SLURM_ARRAY_JOB_ID:-} ]]; then
+	echo "array task $TASK: time limit near: requeueing ${SLURM_ARRAY_JOB_ID}_${TASK}"
+	scontrol requeue "${SLURM_ARRAY_JOB_ID}_${TASK}"
+fi
 exit $rc

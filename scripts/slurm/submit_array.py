@@ -47,6 +47,7 @@ def sbatch_script(args: argparse.Namespace, folder: Path, n_tasks: int, bench: s
         f"--job-name={args.job_name}",
         f"--array=0-{n_tasks - 1}%{args.parallelism}",
         f"--output={folder}/logs/%A_%a.out",
+        "--open-mode=append",
         f"--chdir={Path.cwd()}",
         "--nodes=1",
         "--ntasks=1",
@@ -64,8 +65,12 @@ def sbatch_script(args: argparse.Namespace, folder: Path, n_tasks: int, bench: s
         opts.append(f"--account={args.account}")
     if args.qos:
         opts.append(f"--qos={args.qos}")
+    if args.requeue:
+        opts.append("--requeue")
     opts += args.sbatch_arg
     lines = ["#!/bin/bash", *(f"#SBATCH {o}" for o in opts)]
+    if args.requeue:
+        lines.append("export OVERSHOOT_REQUEUE=1")
     run = [str(HERE / "array_task.sh"), str(folder / "manifest.txt"), str(args.pack), bench]
     lines += [
         "# Written by scripts/slurm/submit_array.py; resubmitting the same overrides finishes what is left.",
@@ -89,6 +94,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--time-min", type=int, default=240, help="time limit per array task in minutes (240)")
     p.add_argument("--parallelism", type=int, default=64, help="array tasks running at once (64)")
     p.add_argument("--signal-s", type=int, default=120, help="SIGUSR2 this long before the time limit (120)")
+    p.add_argument(
+        "--requeue", action="store_true", help="a task stopped by its time limit requeues itself and resumes"
+    )
     p.add_argument("--job-name", default="overshoot-bench")
     p.add_argument("--sbatch-arg", action="append", default=[], help="extra sbatch option, e.g. --exclude=n1")
     p.add_argument("--stale-after", type=float, default=manifest.STALE_AFTER_S, help="see manifest.py")
