@@ -138,12 +138,14 @@ def test_submit_array_dry_run_packs_runs(tmp_path: Path, capsys: pytest.CaptureF
         "gpu",
         "--dir",
         str(folder),
+        "--requeue",
     ]
     assert submit_array.main([*args, "optimizer=sgd_os", "gamma=3,5,7", "seed=10", f"out={tmp_path}"]) == 0
     assert "3 runs in 2 array tasks" in capsys.readouterr().out
     script = (folder / "array.sbatch").read_text()
     assert "#SBATCH --array=0-1%64" in script and "#SBATCH --partition=gpu" in script
     assert "--gres" not in script and "--mem" not in script
+    assert "#SBATCH --requeue" in script and "export OVERSHOOT_REQUEUE=1" in script
     assert len((folder / "manifest.txt").read_text().splitlines()) == 3
 
 
@@ -206,3 +208,62 @@ def test_multirun_killed_midway_resumes_only_the_rest(tmp_path: Path) -> None:
         assert json.loads((e.path / "run.json").read_text())["steps"] == 60
     assert manifest.summary(final) == "4 runs: 0 to do (none), 4 skipped (completed 2, diverged 2)"
     assert report_main([str(out), "--no-figures", "--out", str(tmp_path / "report2")]) == 0
+
+
+FAKE_BENCH = """#!/usr/bin/env bash
+echo "$$ $*" >> "$(dirname "$0")/calls"
+trap 'echo "$$ TERM" >> "$(dirname "$0")/calls"; exit 143' TERM
+[[ $1 == fail ]] && exit 1
+[[ $1 == slow ]] && { sleep 30 & wait; }
+exit 0
+"""
+
+
+def _array_task(tmp_path: Path, lines: list[str], task: int, pack: int) -> subprocess.Popen[str]:
+    (tmp_path / "manifest.txt").write_text("".join(line + "\n" for line in lines))
+    fake = tmp_path / "fake-bench"
+    fake.write_text(FAKE_BENCH)
+    fake.chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "slurm" / "array_task.sh"
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_JOB_ID": "7"}
+    return subprocess.Popen(
+        [str(script), str(tmp_path / "manifest.txt"), str(pack), str(fake)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _calls(tmp_path: Path) -> list[str]:
+    return sorted(line.split(" ", 1)[1] for line in (tmp_path / "calls").read_text().splitlines())
+
+
+def test_array_task_runs_its_packed_slice_with_quoting(tmp_path: Path) -> None:
+    lines = ["ok a=1", "ok 'b=two words'", "fail c=3", "ok d=4", "ok e=5"]
+    p = _array_task(tmp_path, lines, task=1, pack=2)
+    log, _ = p.communicate(timeout=30)
+    assert p.returncode == 1, log  # line 2 failed
+    assert _calls(tmp_path) == ["fail c=3", "ok d=4"]
+    assert "line 2 exited 1" in log and "line 3 exited 0" in log
+    assert (tmp_path / "logs" / "7_1-3.log").exists()
+    (tmp_path / "calls").unlink()
+    p = _array_task(tmp_path, lines, task=0, pack=2)
+    assert p.wait(timeout=30) == 0
+    assert _calls(tmp_path) == ["ok a=1", "ok b=two words"]
+    p = _array_task(tmp_path, lines, task=3, pack=2)
+    assert p.wait(timeout=30) == 1  # past the end of the manifest: an error, not a silent success
+
+
+def test_array_task_forwards_the_time_limit_signal(tmp_path: Path) -> None:
+    p = _array_task(tmp_path, ["slow x=1", "slow x=2"], task=0, pack=2)
+    deadline = time.time() + 20
+    while not (tmp_path / "calls").exists() or len(_calls(tmp_path)) < 2:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)  # both fake runs have set their TERM traps
+    p.send_signal(signal.SIGUSR2)
+    log, _ = p.communicate(timeout=20)
+    assert p.returncode == 1
+    assert "caught USR2" in log and log.count("exited 143") == 2, log
+    assert _calls(tmp_path).count("TERM") == 2
