@@ -90,7 +90,7 @@ write_conf() {
 	cat >"$CONF.tmp" <<EOF
 # Written by scripts/slurm/local_cluster.sh: a one-node cluster for trying overshoot-bench sweeps.
 ClusterName=overshoot
-SlurmctldHost=$HOST
+SlurmctldHost=$HOST(127.0.0.1)
 AuthType=auth/munge
 CryptoType=crypto/munge
 ProctrackType=proctrack/linuxproc
@@ -117,7 +117,7 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-NodeName=$HOST CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=local Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 	mv "$CONF.tmp" "$CONF"
