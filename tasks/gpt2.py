@@ -22,6 +22,7 @@ from .base import (
     read_options,
     steps_per_epoch,
 )
+from .data import cache_dir
 
 # -- local Hugging Face files -------------------------------------------------------------------------
 
@@ -98,7 +99,7 @@ def load_qqp(task: str, d: Path) -> Any:
         return load_from_disk(str(d))
     files = {s: sorted(str(p) for p in d.rglob(f"{s}-*.parquet")) for s in ("train", "validation")}
     if d.is_dir() and all(files.values()):
-        return load_dataset("parquet", data_files=files)
+        return load_dataset("parquet", data_files=files, cache_dir=str(cache_dir() / "hf-datasets"))
     raise DataMissingError(
         f"{task}: missing {d / 'dataset_dict.json'}; put GLUE QQP in {d}/ (DatasetDict.save_to_disk of "
         f"load_dataset('glue', 'qqp'), or its train-*/validation-*.parquet files) {DATA_HINT}"
@@ -168,7 +169,7 @@ class QQPTask:
         model = GPT2ForSequenceClassification.from_pretrained(
             str(self.model_dir), num_labels=2, local_files_only=True
         )
-        model.config.pad_token_id = model.config.eos_token_id
+        model.config.pad_token_id = model.config.eos_token_id  # type: ignore[assignment]
         lora = LoraConfig(
             task_type=TaskType.SEQ_CLS,
             r=int(self.opts["lora_r"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,12 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tasks(root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Task]:
+def tasks(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Task]]:
     """Every task built once from its shipped config on the fixture root (gpt2_text with shorter windows)."""
-    os.environ["OVERSHOOT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     small = {"gpt2_text": {"seq_len": 32}}
-    return {name: build_task(cfg(name, **small.get(name, {})), root, CPU, torch.float32) for name in TASKS}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OVERSHOOT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield {name: build_task(cfg(name, **small.get(name, {})), root, CPU, torch.float32) for name in TASKS}
 
 
 # -- models -----------------------------------------------------------------------------------------
@@ -260,6 +262,19 @@ def test_qqp_batches_are_padded_per_batch(tasks: dict[str, Task], root: Path) ->
     trainable = [n for n, p in task.build_model().named_parameters() if p.requires_grad]
     assert any("lora_" in n for n in trainable) and any("score" in n for n in trainable)
     assert all("lora_" in n or "score" in n for n in trainable)
+
+
+def test_qqp_reads_the_hub_parquet_files(tmp_path: Path, root: Path, tasks: dict[str, Task]) -> None:
+    from datasets import load_from_disk
+
+    saved = load_from_disk(str(root / "glue-qqp"))
+    for split in ("train", "validation"):
+        saved[split].to_parquet(str(tmp_path / "glue-qqp" / "qqp" / f"{split}-00000-of-00001.parquet"))
+    opts = {"path": str(tmp_path / "glue-qqp"), "model_dir": str(root / "gpt2")}
+    task = build_task(cfg("gpt2_qqp", **opts), tmp_path, CPU, torch.float32)
+    assert task.n_train == 48
+    disk = tasks["gpt2_qqp"]
+    assert _same(task.train_batch(task.epoch_plan(0, 0, 8), 2), disk.train_batch(disk.epoch_plan(0, 0, 8), 2))
 
 
 def test_gpt2_text_windows_and_bpe_tokenizer(tasks: dict[str, Task], root: Path) -> None:
