@@ -1,0 +1,262 @@
+"""Training throughput on the current device: single runs vs populations, and the paper grid's cost.
+
+    python scripts/bench_throughput.py           # housing, fmnist, vae_fmnist, cifar; sizes 1, 10, 50
+    python scripts/bench_throughput.py --quick   # tiny step counts (a smoke test, e.g. on a CPU)
+    python scripts/bench_throughput.py --tasks fmnist --sizes 1,50 --steps 2000
+
+Each rate is measured inside the real training loop (``overshoot.loop.train`` for a single run,
+``overshoot.population.train_population`` for a population) with base-loss logging on (SGDO gamma 3 for
+single runs; populations mix CM, NAG and SGDO 3/5/7 over seeds): the wall time of steps W+1..W+N, the device
+synchronised at both ends, so start-up, data loading and compilation are left out while per-step logging,
+the periodic flushes and any epoch-end evaluation inside the window are in. The paper grid estimate uses the
+preset's batch sizes and epochs and counts per task 10 seeds x (CM, NAG, SGDO 3/5/7) with the SGD preset and
+10 seeds x (Adam, NAdam, AdamO 3/5/7) with the Adam preset, NAdam as single runs and every population at the
+size-50 rate (the SGD family's rate is used for the Adam family too). Writes
+results/bench_throughput/<device>.md and .json (``-quick`` appended to the name for --quick runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from overshoot.cli import _git_rev, _versions
+from overshoot.config import compose, resolve
+from overshoot.loop import pick_device, train
+from overshoot.population import train_population
+from overshoot.store import RunWriter, run_path
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = ("housing", "fmnist", "vae_fmnist", "cifar")
+SGD_METHODS = (("sgd", 0.0), ("nesterov", 0.0), ("sgd_os", 3.0), ("sgd_os", 5.0), ("sgd_os", 7.0))
+SEEDS = tuple(range(10, 101, 10))
+
+
+def data_root() -> Path:
+    env = os.environ.get("OVERSHOOT_DATA")
+    if env:
+        return Path(env)
+    shared = Path("/work/shared/data")
+    return shared if shared.is_dir() else ROOT / "data"
+
+
+def base_run(task: str, device: str, precision: str, root: Path, batch_size: int | None) -> dict[str, Any]:
+    overrides = [
+        f"task={task}",
+        "+method=sgd_os_g3",
+        "seed=10",
+        f"device={device}",
+        f"precision={precision}",
+        f"data.root={root}",
+        "progress=none",
+        "checkpoint_every=1e9",
+    ]
+    if batch_size is not None:
+        overrides.append(f"batch_size={batch_size}")
+    return resolve(compose(overrides))
+
+
+def members(run: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """n members of the SGD family: methods cycle fastest, then seeds (more than 50 repeat the grid's seeds
+    with new seeds beyond 100)."""
+    out = []
+    for i in range(n):
+        opt, gamma = SGD_METHODS[i % len(SGD_METHODS)]
+        seed = SEEDS[i // len(SGD_METHODS)] if i // len(SGD_METHODS) < len(SEEDS) else 100 + i
+        out.append({**run, "optimizer": opt, "gamma": gamma, "seed": seed})
+    return out
+
+
+class StepClock:
+    """A ``should_stop`` hook (the loops call it once per step) that times steps ``start``..``stop``."""
+
+    def __init__(self, start: int, stop: int, device: torch.device) -> None:
+        self.start, self.stop, self.device = start, stop, device
+        self.calls = 0
+        self.times: dict[int, float] = {}
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        if self.calls in (self.start, self.stop):
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.times[self.calls] = time.perf_counter()
+        return False
+
+    def seconds(self) -> float:
+        return self.times[self.stop] - self.times[self.start]
+
+
+def member_rate(run: dict[str, Any], task: Any, device: torch.device, size: int, warm: int, n: int) -> float:
+    """Member-steps per second of ``size`` members (1: the single-run loop) over steps warm+1..warm+n."""
+    clock = StepClock(warm, warm + n, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = {**run, "out": tmp, "max_steps": warm + n + 1}  # the final evaluation comes after the window
+        if size == 1:
+            train(r, task, RunWriter(run_path(tmp, r)), device, clock)
+        else:
+            runs = members(r, size)
+            train_population(runs, task, [RunWriter(run_path(tmp, m)) for m in runs], device, clock)
+    return size * n / max(clock.seconds(), 1e-9)
+
+
+def grid_steps(task: str, n_train: int, preset: dict[str, Any]) -> dict[str, int]:
+    """Optimizer steps of the paper grid for ``task``: {"sgd": per run, "adam": per run}."""
+    out = {}
+    for fam in ("sgd", "adam"):
+        hp = {**preset["common"], **preset["tasks"][task].get(fam, {})}
+        out[fam] = int(hp["epochs"]) * (n_train // int(hp["batch_size"]))
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names")
+    p.add_argument("--sizes", default=None, help="population sizes (1 = single run); default 1,10,50")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 1000)")
+    p.add_argument("--warmup", type=int, default=None, help="steps of the subtracted short run (default 200)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default=None, help="fp32 | bf16 (default: bf16 on CUDA, as the paper)")
+    p.add_argument("--quick", action="store_true", help="tiny step counts and sizes 1,2: a smoke test")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "bench_throughput")
+    a = p.parse_args(argv)
+    device = pick_device(a.device)
+    precision = a.precision or ("bf16" if device.type == "cuda" else "fp32")
+    sizes = [int(s) for s in (a.sizes or ("1,2" if a.quick else "1,10,50")).split(",")]
+    steps = a.steps or (5 if a.quick else 1000)
+    warm = a.warmup or (3 if a.quick else 200)
+    root = data_root()
+    from omegaconf import OmegaConf
+    from overshoot_tasks import DataMissingError, build_task
+
+    preset_dict: dict[str, Any] = OmegaConf.to_container(compose([]).preset, resolve=True)  # type: ignore[assignment]
+    rows: list[dict[str, Any]] = []
+    missing: list[str] = []
+    cases: list[tuple[str, int | None]] = [(t, None) for t in a.tasks.split(",")]
+    if "fmnist" in a.tasks.split(","):
+        cases.insert(cases.index(("fmnist", None)), ("fmnist", 32))  # the issue's single-run target: batch 32
+    tasks_built: dict[str, Any] = {}
+    for task_name, bs in cases:
+        try:
+            run = base_run(task_name, str(device), precision, root, bs)
+            if task_name not in tasks_built:
+                dtype = torch.float32
+                tasks_built[task_name] = build_task(run["task_options"], root, device, dtype)
+        except DataMissingError as e:
+            missing.append(str(e))
+            print(f"skipping {task_name}: {e}", flush=True)
+            continue
+        task = tasks_built[task_name]
+        row: dict[str, Any] = {
+            "task": task_name,
+            "batch_size": run["hparams"]["batch_size"],
+            "n_train": task.n_train,
+            "rates": {},
+        }
+        for size in sizes:
+            rate = member_rate(run, task, device, size, warm, steps)
+            row["rates"][size] = rate
+            print(
+                f"{task_name} batch {row['batch_size']} size {size}: {rate:,.0f} member-steps/s", flush=True
+            )
+        if bs is None:
+            row["grid_steps"] = grid_steps(task_name, task.n_train, preset_dict)
+        rows.append(row)
+
+    big = max(sizes)
+    total_single = total_pop = 0.0
+    for row in rows:
+        if "grid_steps" not in row:
+            continue
+        g = row["grid_steps"]
+        single = row["rates"].get(1)
+        pop = row["rates"][big]
+        runs_sgd, runs_adam_pop, runs_nadam = 5 * len(SEEDS), 4 * len(SEEDS), len(SEEDS)
+        steps_all = runs_sgd * g["sgd"] + (runs_adam_pop + runs_nadam) * g["adam"]
+        row["grid_member_steps"] = steps_all
+        if single:
+            row["grid_hours_single"] = steps_all / single / 3600
+            total_single += row["grid_hours_single"]
+        pop_s = (runs_sgd * g["sgd"] + runs_adam_pop * g["adam"]) / pop
+        nadam_s = runs_nadam * g["adam"] / (single or pop / big)
+        row["grid_hours_population"] = (pop_s + nadam_s) / 3600
+        total_pop += row["grid_hours_population"]
+
+    name = device_name(device)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ("-quick" if a.quick else "")
+    report = {
+        "device": name,
+        "precision": precision,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "git_rev": _git_rev(),
+        "quick": a.quick,
+        "steps": steps,
+        "warmup": warm,
+        "sizes": sizes,
+        "preset": preset_dict["name"],
+        "data_root": str(root),
+        "missing_data": missing,
+        "tasks": rows,
+        "grid_hours_single": total_single,
+        "grid_hours_population": total_pop,
+    }
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"{slug}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (a.out / f"{slug}.md").write_text(markdown(report, big))
+    print(markdown(report, big))
+    print(f"wrote {a.out / slug}.md and .json")
+    return 0
+
+
+def markdown(r: dict[str, Any], big: int) -> str:
+    lines = [
+        f"# Training throughput on {r['device']}",
+        "",
+        f"{r['date']}, precision {r['precision']}, git {r['git_rev']}, "
+        + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
+        f"Rates: {r['steps']} timed steps after {r['warmup']} warm-up steps, inside the training loop."
+        + (" QUICK RUN: tiny step counts, a smoke test, not a measurement." if r["quick"] else ""),
+        "",
+        "| task | batch | " + " | ".join(f"size {s} (member-steps/s)" for s in r["sizes"]) + " | "
+        "paper grid member-steps | GPU-hours single | GPU-hours population |",
+        "|---|---|" + "---|" * len(r["sizes"]) + "---|---|---|",
+    ]
+    for t in r["tasks"]:
+        rates = " | ".join(f"{t['rates'][s]:,.0f}" for s in r["sizes"])
+        grid = (
+            f"{t['grid_member_steps']:,} | {t.get('grid_hours_single', float('nan')):.3g} | "
+            f"{t['grid_hours_population']:.3g}"
+            if "grid_member_steps" in t
+            else "(single-run target row) | | "
+        )
+        lines.append(f"| {t['task']} | {t['batch_size']} | {rates} | {grid} |")
+    lines += [
+        "",
+        f"Paper grid on these tasks: {r['grid_hours_single']:.3g} device-hours as single runs, "
+        f"{r['grid_hours_population']:.3g} with populations (size-{big} rate; NAdam alone).",
+    ]
+    if r["missing_data"]:
+        lines += ["", "Missing data (tasks skipped):", *[f"- {m}" for m in r["missing_data"]]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
