@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -208,6 +209,7 @@ def test_multirun_killed_midway_resumes_only_the_rest(tmp_path: Path) -> None:
         assert json.loads((e.path / "run.json").read_text())["steps"] == 60
     assert manifest.summary(final) == "4 runs: 0 to do (none), 4 skipped (completed 2, diverged 2)"
     assert report_main([str(out), "--no-figures", "--out", str(tmp_path / "report2")]) == 0
+    assert re.search(r"\b2 completed runs\b", (tmp_path / "report2" / "report.md").read_text())
 
 
 FAKE_BENCH = """#!/usr/bin/env bash
