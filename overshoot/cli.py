@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,15 @@ from overshoot.loop import Diverged, Interrupted, pick_device, stop_requests, tr
 from overshoot.store import STEP_COLUMNS, RunWriter, config_hash, load_run, method_name, run_path
 
 _exit_codes: list[int] = []
+_outcomes: Counter[str] = Counter()  # per status (and "skipped", "bad input") over this process's runs
+FINISHED = ("completed", "diverged")  # results: a relaunch skips them (a diverged run would diverge again)
+
+
+def finished(info: dict[str, Any]) -> bool:
+    """Whether a run.json says the run is a result that a relaunch must not train again."""
+    return info.get("status") in FINISHED
+
+
 _population_jobs: list[DictConfig] = []
 
 
@@ -127,8 +137,9 @@ def run_one(cfg: DictConfig) -> int:
         writer = RunWriter(run_path(run["out"], run), step_columns=STEP_COLUMNS + distance_cols)
         prior = writer.read_info()
         label = f"{run['task']}/{method_name(run['optimizer'], run['gamma'])}/seed{run['seed']}"
-        if prior.get("status") == "completed":
-            print(f"{label}: skipped, already completed in {writer.path}", flush=True)
+        if finished(prior):
+            print(f"{label}: skipped, already {prior['status']} in {writer.path}", flush=True)
+            _outcomes["skipped"] += 1
             return 0
         device = pick_device(run["device"])
         from overshoot_tasks import build_task
@@ -137,6 +148,7 @@ def run_one(cfg: DictConfig) -> int:
         task = build_task(run["task_options"], Path(run["data"]["root"]), device, dtype)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"overshoot-bench: error: {e}", file=sys.stderr, flush=True)
+        _outcomes["bad input"] += 1
         return 2
 
     resumed = writer.checkpoint_file.exists()
@@ -204,6 +216,7 @@ def finish_run(
 ) -> None:
     """Write the final run.json (metrics, steps to 95%), drop a completed checkpoint, print a summary."""
     label = f"{run['task']}/{method_name(run['optimizer'], run['gamma'])}/seed{run['seed']}"
+    _outcomes[status] += 1
     window = run["log"]["window"]
     final = _final_metrics(writer, task.metric, task.metric_scale, window)
     curve = load_run(writer.path).steps()["base_loss"].to_numpy()
@@ -271,6 +284,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("overshoot-bench: interrupted; relaunch the same command to resume", file=sys.stderr)
         sys.exit(143 if 143 in _exit_codes else 130)  # a SIGINT during setup gives 130 too
+    finally:
+        if sum(_outcomes.values()) > 1:
+            counts = ", ".join(f"{n} {k}" for k, n in sorted(_outcomes.items()))
+            print(f"overshoot-bench: {sum(_outcomes.values())} runs: {counts}", flush=True)
     sys.exit(max(_exit_codes, default=0))
 
 

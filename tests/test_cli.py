@@ -162,6 +162,8 @@ def test_diverged_run_keeps_partial_curve(tmp_path: Path) -> None:
     steps = pd.read_csv(path / "steps.csv")
     assert 0 < len(steps) < 400 and not np.isfinite(steps["base_loss"].iloc[-1])
     assert np.isfinite(steps["base_loss"].iloc[:-1]).all()
+    again = bench(f"out={out}", "optimizer=sgd", "lr=1e6", "max_steps=400", "progress=none", cwd=tmp_path)
+    assert again.returncode == 0 and "skipped, already diverged" in again.stdout  # a result, not redone
 
 
 @pytest.mark.parametrize(
