@@ -236,26 +236,30 @@ def markdown(r: dict[str, Any], big: int) -> str:
         + (" QUICK RUN: tiny step counts, a smoke test, not a measurement." if r["quick"] else ""),
         "",
         "| task | batch | " + " | ".join(f"size {s} (member-steps/s)" for s in r["sizes"]) + " | "
-        "paper grid member-steps | GPU-hours single | GPU-hours population |",
+        "paper grid member-steps | device-hours single | device-hours population |",
         "|---|---|" + "---|" * len(r["sizes"]) + "---|---|---|",
     ]
     for t in r["tasks"]:
-        rates = " | ".join(f"{t['rates'][s]:,.0f}" for s in r["sizes"])
+        rates = " | ".join(_num(t["rates"][s]) for s in r["sizes"])
         grid = (
-            f"{t['grid_member_steps']:,} | {t.get('grid_hours_single', float('nan')):.3g} | "
-            f"{t['grid_hours_population']:.3g}"
+            f"{t['grid_member_steps']:,} | {_num(t.get('grid_hours_single', float('nan')))} | "
+            f"{_num(t['grid_hours_population'])}"
             if "grid_member_steps" in t
             else "(single-run target row) | | "
         )
         lines.append(f"| {t['task']} | {t['batch_size']} | {rates} | {grid} |")
     lines += [
         "",
-        f"Paper grid on these tasks: {r['grid_hours_single']:.3g} device-hours as single runs, "
-        f"{r['grid_hours_population']:.3g} with populations (size-{big} rate; NAdam alone).",
+        f"Paper grid on these tasks: {_num(r['grid_hours_single'])} device-hours as single runs, "
+        f"{_num(r['grid_hours_population'])} with populations (size-{big} rate; NAdam alone).",
     ]
     if r["missing_data"]:
         lines += ["", "Missing data (tasks skipped):", *[f"- {m}" for m in r["missing_data"]]]
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
 
 
 if __name__ == "__main__":
