@@ -527,9 +527,9 @@ def run_population(runs: Sequence[dict[str, Any]]) -> list[int]:
     writers = [RunWriter(run_path(r["out"], r), step_columns=STEP_COLUMNS) for r in runs]
     priors = [w.read_info() for w in writers]
     codes = [0] * len(runs)
-    todo = [j for j, p in enumerate(priors) if p.get("status") != "completed"]
-    for j in set(range(len(runs))) - set(todo):
-        print(f"{_label(runs[j])}: skipped, already completed in {writers[j].path}", flush=True)
+    todo = [j for j, p in enumerate(priors) if not cli.finished(p)]
+    for j in sorted(set(range(len(runs))) - set(todo)):
+        print(f"{_label(runs[j])}: skipped, already {priors[j]['status']} in {writers[j].path}", flush=True)
     if not todo:
         return codes
     members = [runs[j] for j in todo]
@@ -596,7 +596,7 @@ def run_sweep(cfgs: Sequence[Any], max_size: int = MAX_SIZE) -> list[int]:
         except ConfigError:
             codes.append(cli.run_one(cfg))  # reports the error
             continue
-        if RunWriter(run_path(run["out"], run)).read_info().get("status") == "completed":
+        if cli.finished(RunWriter(run_path(run["out"], run)).read_info()):
             codes.append(cli.run_one(cfg))  # says it skipped
             continue
         todo[id(run)] = run
