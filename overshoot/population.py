@@ -32,7 +32,15 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from overshoot.loop import FLUSH_EVERY, Interrupted, Progress, pick_device, seed_everything, stop_requests
+from overshoot.loop import (
+    FLUSH_EVERY,
+    Interrupted,
+    Progress,
+    pick_device,
+    seed_everything,
+    set_cpu_threads,
+    stop_requests,
+)
 from overshoot.optim.adamo import adamo, ramp
 from overshoot.optim.sgdo import sgdo
 from overshoot.store import STEP_COLUMNS, RunWriter, atomic_torch_save, config_hash, method_name, run_path
@@ -133,6 +141,7 @@ class Population:
             raise ValueError(f"task {runs[0]['task']} uses {', '.join(bad)}: run it without population mode")
         self.model = models[0]
         self.model.train()
+        set_cpu_threads(runs[0]["threads"], self.model, device)  # per-member size decides, as in a single run
         names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = {
             n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_()
