@@ -196,3 +196,65 @@ def test_resolve_rejects_gamma_on_baselines() -> None:
     assert resolve(compose(["task=fmnist", "optimizer=adam"]))["hparams"]["epochs"] == 10
     tuned = resolve(compose(["task=fmnist", "optimizer=sgd", "preset=tuned"]))
     assert tuned["hparams"]["batch_size"] == 32 and tuned["task_options"]["width"] == "tuned"
+
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding a small file of every dataset in its real on-disk format."""
+    from fixtures import (
+        write_cifar10_jpeg,
+        write_cifar_pickles,
+        write_gpt2,
+        write_housing_csv,
+        write_mnist_like,
+        write_qqp,
+        write_text,
+    )
+
+    r = tmp_path_factory.mktemp("data")
+    write_housing_csv(r / "california-housing" / "cal_housing.csv")
+    write_mnist_like(r / "fashion-mnist", seed=1)
+    write_mnist_like(r / "mnist", seed=2)
+    write_cifar10_jpeg(r)
+    write_cifar_pickles(r, 100)
+    write_qqp(r / "glue-qqp")
+    write_gpt2(r / "gpt2")
+    write_text(r / "tinyshakespeare" / "input.txt")
+    return r
+
+
+TASK_NAMES = [
+    *("digits", "housing", "vae_fmnist", "vae_mnist", "fmnist"),
+    *("cifar", "cifar100", "gpt2_qqp", "gpt2_text"),
+]
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_every_task_runs_through_the_cli(
+    name: str, fixture_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OVERSHOOT_CACHE", str(tmp_path / "cache"))
+    extra = ["task.seq_len=32"] if name == "gpt2_text" else []
+    out = tmp_path / "runs"
+    args = [f"task={name}", f"data.root={fixture_root}", "optimizer=adam_os", "delay=0", "batch_size=4"]
+    assert run_one(compose([*args, "max_steps=3", f"out={out}", "progress=none", *extra])) == 0
+    run = load_run(only_run(out))
+    assert run.status == "completed" and len(run.steps()) == 3
+    assert np.isfinite(run.steps()[["base_loss", "train_loss", "grad_norm"]].to_numpy()).all()
+    assert "test" in set(run.epochs()["split"])
+
+
+@pytest.mark.parametrize("name", ["cifar100", "gpt2_qqp"])  # BatchNorm statistics; dropout
+def test_base_loss_logging_leaves_stateful_models_unchanged(
+    name: str, fixture_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OVERSHOOT_CACHE", str(tmp_path / "cache"))
+    args = [f"task={name}", f"data.root={fixture_root}", "optimizer=sgd_os", "gamma=3", "batch_size=4"]
+    args += ["max_steps=4", "progress=none", "lr=0.01"]
+    on = _curve(tmp_path / "on", *args, "log.base_loss=true")
+    off = _curve(tmp_path / "off", *args, "log.base_loss=false")
+    np.testing.assert_array_equal(on["train_loss"].to_numpy(), off["train_loss"].to_numpy())
+    assert (on["base_loss"] != on["train_loss"]).any()
+    # Evaluation uses the BatchNorm running statistics: equal test losses mean they were left untouched.
+    on_eval, off_eval = (load_run(only_run(tmp_path / d)).epochs() for d in ("on", "off"))
+    pd.testing.assert_frame_equal(on_eval, off_eval)
