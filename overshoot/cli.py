@@ -79,7 +79,7 @@ def _versions() -> dict[str, str]:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} ({device})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def _saving_line(run: dict[str, Any], own_curve: np.ndarray) -> str | None:
@@ -231,6 +231,7 @@ def finish_run(
         steps_per_s=result.get("steps_per_s"),
         final=final,
         steps_to_95=k95,
+        cpu_threads=torch.get_num_threads(),  # as set for training (threads=auto picks 1 for small models)
         heartbeat=time.time(),
     )
     if status == "completed":

@@ -10,6 +10,7 @@ to ``--out`` (default ``<first RUNS path>/report``) once per format, the figures
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -528,6 +529,33 @@ def headline_table(head: pd.DataFrame, paper: bool) -> Table:
     return Table("headline", title, head, disp)
 
 
+def provenance_table(records: Sequence[RunRecord]) -> Table:
+    """Where and with which versions the runs used ran: one row per (device, versions, git revision)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in records:
+        info = json.loads((r.path / "run.json").read_text())
+        v = info.get("versions") or {}
+        fields = (info.get("device"), v.get("torch"), v.get("python"), v.get("overshoot"), info.get("git_rev"))
+        key = tuple(str(x or "?") for x in fields)
+        groups.setdefault(key, []).append(info)
+    rows = [
+        {
+            "Device": k[0],
+            "torch": k[1],
+            "Python": k[2],
+            "overshoot-bench": k[3],
+            "git revision": k[4][:12] + ("-dirty" if k[4].endswith("-dirty") else ""),
+            "Runs": len(infos),
+            "From": min(str(i.get("started", "?")) for i in infos)[:16],
+            "To": max(str(i.get("ended", "?")) for i in infos)[:16],
+        }
+        for k, infos in sorted(groups.items())
+    ]
+    df = pd.DataFrame(rows)
+    title = "Provenance: the devices and versions the runs used ran on"
+    return Table("provenance", title, df, df.astype(str))
+
+
 def excluded_table(left_out: pd.DataFrame) -> Table:
     disp = left_out.rename(columns={"path": "Run", "status": "Status", "reason": "Reason"})
     return Table("excluded_runs", "Runs left out", left_out, disp)
@@ -653,6 +681,7 @@ def build_report(
         table1_table(table1_frame(records, alpha), records),
         *savings_tables(savings, reduction, window),
         headline_table(headline_frame(savings, paper), paper),
+        provenance_table(records),
         excluded_table(left_out),
     ]
     return Report(tables, records, savings, left_out)
