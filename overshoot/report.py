@@ -535,8 +535,8 @@ def provenance_table(records: Sequence[RunRecord]) -> Table:
     for r in records:
         info = json.loads((r.path / "run.json").read_text())
         v = info.get("versions") or {}
-        fields = (info.get("device"), v.get("torch"), v.get("python"), v.get("overshoot"))
-        fields += (info.get("git_rev"),)
+        fields = [info.get("device"), v.get("torch"), v.get("python"), v.get("overshoot")]
+        fields.append(info.get("git_rev"))
         key = tuple(str(x or "?") for x in fields)
         groups.setdefault(key, []).append(info)
     rows = [

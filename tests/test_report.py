@@ -39,6 +39,7 @@ TABLES = (
     "savings_vs_gamma",
     "savings_vs_gamma_per_seed",
     "headline",
+    "provenance",
     "excluded_runs",
 )
 
