@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 NOT_REACHED = "not reached"
 
@@ -179,6 +178,8 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> MeanCI:
     if n == 1:
         return MeanCI(float(a[0]), math.nan, 1)
     sem = float(np.std(a, ddof=1)) / math.sqrt(n)
+    from scipy import stats  # imported here: the training CLI needs metrics but not scipy's 2 s import
+
     return MeanCI(float(a.mean()), float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sem, n)
 
 
@@ -278,6 +279,8 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[float, 
     diff = float(np.mean(x - y))
     if len(seeds) < 2 or np.allclose(x - y, (x - y)[0], rtol=0.0, atol=0.0):
         return diff, math.nan, len(seeds)
+    from scipy import stats
+
     return diff, float(stats.ttest_rel(x, y).pvalue), len(seeds)
 
 
