@@ -190,3 +190,16 @@ def write_qqp(folder: Path, n_train: int = 48, n_val: int = 16, seed: int = 0) -
         {"train": split(n_train, True), "validation": split(n_val, True), "test": split(8, False)}
     ).save_to_disk(str(folder))
     return folder
+
+
+def write_every_dataset(root: Path) -> Path:
+    """A small file of every dataset under `root`, in the layouts the README and torchvision use."""
+    write_housing_csv(root / "california-housing" / "cal_housing.csv")
+    write_mnist_like(root / "fashion-mnist", seed=1)  # the layout of the shared data folder
+    write_mnist_like(root / "MNIST" / "raw", seed=2)  # torchvision's layout
+    write_cifar10_jpeg(root)
+    write_cifar_pickles(root, 100)
+    write_qqp(root / "glue-qqp")
+    write_gpt2(root / "gpt2")
+    write_text(root / "tinyshakespeare" / "input.txt")
+    return root

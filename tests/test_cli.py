@@ -201,26 +201,9 @@ def test_resolve_rejects_gamma_on_baselines() -> None:
 @pytest.fixture(scope="module")
 def fixture_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root holding a small file of every dataset in its real on-disk format."""
-    from fixtures import (
-        write_cifar10_jpeg,
-        write_cifar_pickles,
-        write_gpt2,
-        write_housing_csv,
-        write_mnist_like,
-        write_qqp,
-        write_text,
-    )
+    from fixtures import write_every_dataset
 
-    r = tmp_path_factory.mktemp("data")
-    write_housing_csv(r / "california-housing" / "cal_housing.csv")
-    write_mnist_like(r / "fashion-mnist", seed=1)
-    write_mnist_like(r / "mnist", seed=2)
-    write_cifar10_jpeg(r)
-    write_cifar_pickles(r, 100)
-    write_qqp(r / "glue-qqp")
-    write_gpt2(r / "gpt2")
-    write_text(r / "tinyshakespeare" / "input.txt")
-    return r
+    return write_every_dataset(tmp_path_factory.mktemp("data"))
 
 
 TASK_NAMES = [

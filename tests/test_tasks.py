@@ -10,15 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from fixtures import (
-    write_cifar10_jpeg,
-    write_cifar_pickles,
-    write_gpt2,
-    write_housing_csv,
-    write_mnist_like,
-    write_qqp,
-    write_text,
-)
+from fixtures import write_cifar10_jpeg, write_cifar_pickles, write_every_dataset
 from omegaconf import OmegaConf
 from overshoot_tasks import TASKS, DataMissingError, Task, build_task
 from overshoot_tasks import augment as A
@@ -42,16 +34,7 @@ def cfg(name: str, **overrides: object) -> dict:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root with a small file of every dataset, in the layouts the README and torchvision use."""
-    r = tmp_path_factory.mktemp("data")
-    write_housing_csv(r / "california-housing" / "cal_housing.csv")
-    write_mnist_like(r / "fashion-mnist", seed=1)  # the layout of /work/shared/data
-    write_mnist_like(r / "MNIST" / "raw", seed=2)  # torchvision's layout
-    write_cifar10_jpeg(r)
-    write_cifar_pickles(r, 100)
-    write_qqp(r / "glue-qqp")
-    write_gpt2(r / "gpt2")
-    write_text(r / "tinyshakespeare" / "input.txt")
-    return r
+    return write_every_dataset(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
