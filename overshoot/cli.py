@@ -11,6 +11,7 @@ Exit status: 0 when every run completed (or was already complete), 1 when a run 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import platform
 import socket
@@ -46,7 +47,9 @@ def finished(info: dict[str, Any]) -> bool:
 _population_jobs: list[DictConfig] = []
 
 
+@functools.lru_cache(maxsize=1)
 def _git_rev() -> str | None:
+    """The checkout's revision when this process first asks (main() asks at start), ``-dirty`` if modified."""
     root = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(
@@ -95,21 +98,17 @@ def _saving_line(run: dict[str, Any], own_curve: np.ndarray) -> str | None:
     b = load_run(path)
     if b.status != "completed":
         return None
-    window = run["log"]["window"]
-    base_curve = b.steps()["base_loss"].to_numpy()
-    if len(base_curve) < window:
-        return None
-    smooth = metrics.trailing_mean(base_curve, window)
-    threshold = smooth[0] - 0.95 * (smooth[0] - smooth[-1])
-    k_base = metrics.steps_to_reduction(base_curve, window=window, threshold=threshold)
-    k_own = metrics.steps_to_reduction(own_curve, window=window, threshold=threshold)
-    if k_base is None or k_own is None:
+    seed = run["seed"]
+    paired = metrics.per_seed_saving(
+        {seed: b.steps()["base_loss"].to_numpy()}, {seed: own_curve}, window=run["log"]["window"]
+    )
+    saving = paired.savings[0]
+    if saving is None:
         return f"saving vs {base['optimizer']}: not reached (threshold from {path})"
-    saving = 100.0 * (k_base - k_own) / k_base
     return f"saving vs {base['optimizer']}: {saving:.1f}% of the steps to 95% loss reduction"
 
 
-def _final_metrics(writer: RunWriter, metric: str, scale: float, window: int) -> dict[str, Any]:
+def _final_metrics(writer: RunWriter, metric: str, scale: float) -> dict[str, Any]:
     run = load_run(writer.path)
     steps, epochs = run.steps(), run.epochs()
     out: dict[str, Any] = {}
@@ -122,10 +121,8 @@ def _final_metrics(writer: RunWriter, metric: str, scale: float, window: int) ->
             out[f"{split}_loss"] = float(e["loss"].iloc[-1])
             if e["accuracy"].notna().any():
                 out[f"{split}_accuracy"] = float(e["accuracy"].iloc[-1])
-    test = epochs[epochs["split"] == "test"]
-    if len(test):
-        best = test["accuracy"].max() if metric == "accuracy" else test["loss"].min()
-        out["best_test_" + metric] = float(best) * scale
+    if (epochs["split"] == "test").any():
+        out["best_test_" + metric] = metrics.best_over_epochs(epochs, metric, scale)
     return out
 
 
@@ -218,7 +215,7 @@ def finish_run(
     label = f"{run['task']}/{method_name(run['optimizer'], run['gamma'])}/seed{run['seed']}"
     _outcomes[status] += 1
     window = run["log"]["window"]
-    final = _final_metrics(writer, task.metric, task.metric_scale, window)
+    final = _final_metrics(writer, task.metric, task.metric_scale)
     curve = load_run(writer.path).steps()["base_loss"].to_numpy()
     k95 = metrics.steps_to_reduction(curve, reduction=0.95, window=window) if status == "completed" else None
     wall = float(prior.get("wall_time_s") or 0.0) + float(result.get("train_time_s", 0.0))
@@ -276,6 +273,7 @@ def _population_job(cfg: DictConfig) -> bool:
 def main() -> None:
     """Console entry point of ``overshoot-bench``."""
     assert CONFIG_DIR.is_dir(), f"config tree missing at {CONFIG_DIR}: install with pip install -e ."
+    _git_rev()  # the revision of the code this process loaded, even if the checkout moves during a sweep
     try:
         _hydra_main()
         if _population_jobs:

@@ -75,19 +75,35 @@ def base_weights(opt: torch.optim.Optimizer) -> contextlib.AbstractContextManage
     return ctx() if ctx is not None else contextlib.nullcontext()
 
 
+class ForwardState:
+    """The buffers a training-mode forward pass updates (BatchNorm running statistics), with a copy to put
+    them back; found once, saved and restored with one foreach copy each."""
+
+    def __init__(self, model: nn.Module) -> None:
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+        self.live = [b for m in norms for b in m.buffers()]
+        self.saved = [b.clone() for b in self.live]
+
+    def save(self) -> None:
+        if self.live:
+            torch._foreach_copy_(self.saved, self.live)
+
+    def restore(self) -> None:
+        if self.live:
+            torch._foreach_copy_(self.live, self.saved)
+
+
 @contextlib.contextmanager
-def side_effect_free(model: nn.Module, device: torch.device, replay_rng: bool) -> Iterator[None]:
-    """Run a forward pass that leaves no trace: buffers (BatchNorm statistics) and, when asked, the RNG
-    (so that the next forward draws the same dropout mask) are restored afterwards."""
-    buffers = [b for b in model.buffers() if b.is_floating_point() or b.dtype == torch.long]
-    saved = [b.clone() for b in buffers]
+def side_effect_free(state: ForwardState, device: torch.device, replay_rng: bool) -> Iterator[None]:
+    """Run a forward pass that leaves no trace: BatchNorm statistics and, when asked, the RNG (so that the
+    next forward draws the same dropout mask) are restored afterwards."""
+    state.save()
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if replay_rng else None
     try:
         with rng if rng is not None else contextlib.nullcontext():
             yield
     finally:
-        for b, s in zip(buffers, saved, strict=True):
-            b.copy_(s)
+        state.restore()
 
 
 class Progress:
@@ -250,6 +266,7 @@ def train(
     overshoot = run["optimizer"].endswith("_os") and run["gamma"] > 0
     log_base = overshoot and run["log"]["base_loss"]
     replay_rng = any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
+    forward_state = ForwardState(model)
     dist = DistanceLog(params, hp["momentum"]) if run["log_distance"] else None
     columns = writer.step_columns
 
@@ -339,7 +356,7 @@ def train(
                 with (
                     torch.no_grad(),
                     base_weights(opt),
-                    side_effect_free(model, device, replay_rng),
+                    side_effect_free(forward_state, device, replay_rng),
                     autocast(),
                 ):
                     base_loss, _ = task.criterion(model(*inputs), b)
