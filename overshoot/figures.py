@@ -9,9 +9,8 @@
 
 from __future__ import annotations
 
+import functools
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from overshoot import metrics as M
+from overshoot.store import atomic_write
 
 if TYPE_CHECKING:
     from overshoot.report import RunRecord
@@ -57,14 +57,7 @@ def save(fig: Figure, stem: Path) -> list[Path]:
     paths = []
     for fmt in FIGURE_FORMATS:
         path = stem.with_suffix(f".{fmt}")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format=fmt, bbox_inches="tight")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, functools.partial(fig.savefig, format=fmt, bbox_inches="tight"), "wb")
         paths.append(path)
     plt.close(fig)
     return paths
@@ -88,6 +81,9 @@ def _grid(n: int, max_cols: int = 4, size: tuple[float, float] = (3.0, 2.5)) -> 
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()
+
+
+MAX_POINTS = 1000  # points per plotted training curve
 
 
 def _band(ax: Any, x: np.ndarray, ys: np.ndarray, style: dict[str, Any], label: str) -> None:
@@ -155,7 +151,9 @@ def loss_grid(records: Sequence[RunRecord], stem: Path, window: int = 400) -> li
             w = max(1, min(window, n // 5))
             smoothed = np.stack([M.trailing_mean(r.base_loss[:n], w) for r in runs])
             if smoothed.shape[1]:
-                _band(top, np.arange(smoothed.shape[1]) + w, smoothed, style, label)
+                # a smoothed curve needs no more than MAX_POINTS points: keeps long runs' PDFs small
+                keep = slice(None, None, -(-smoothed.shape[1] // MAX_POINTS))
+                _band(top, (np.arange(smoothed.shape[1]) + w)[keep], smoothed[:, keep], style, label)
             test = _test_curves(runs)
             if test is not None:
                 x, ys, test_split = test

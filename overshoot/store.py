@@ -13,10 +13,10 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 import torch
@@ -25,6 +25,8 @@ import yaml
 STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
 EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
 STATUSES = ("running", "completed", "failed", "diverged")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 # Config keys that say where and how a run is stored or watched, not what it computes: left out of the hash.
 UNHASHED_KEYS = (
@@ -40,7 +42,10 @@ UNHASHED_KEYS = (
 )
 
 
-def _atomic(path: Path, write: Any, mode: str) -> None:
+def atomic_write(path: Path, write: Callable[[IO[Any]], object], mode: str = "w") -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then move it into place: readers see the old
+    file or the new one, never a part. The file gets the usual permissions (0666 less the umask)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -48,6 +53,7 @@ def _atomic(path: Path, write: Any, mode: str) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -56,12 +62,12 @@ def _atomic(path: Path, write: Any, mode: str) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
-    _atomic(Path(path), lambda f: f.write(text), "w")
+    atomic_write(path, lambda f: f.write(text), "w")
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically."""
-    _atomic(Path(path), lambda f: torch.save(obj, f), "wb")
+    atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
