@@ -78,6 +78,19 @@ class OvershootOptimizer(Optimizer):
         self._any_offset = False
         super().__init__(params, defaults)
 
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Raise ValueError for a param group's invalid hyperparameter (each optimizer's own rules)."""
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group (``overshoot=`` accepted as an alias of ``gamma=``) after checking its values."""
+        if "overshoot" in param_group:
+            param_group = dict(param_group)
+            alias = param_group.pop("overshoot")
+            param_group["gamma"] = resolve_gamma(param_group.get("gamma"), alias, default=alias)
+        super().add_param_group(param_group)
+        self._check_group(self.param_groups[-1])
+
     # ----------------------------------------------------------------- mode
     @property
     def mode(self) -> Mode:

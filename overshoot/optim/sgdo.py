@@ -78,14 +78,8 @@ class SGDO(OvershootOptimizer):
             all_params = [p for g in self.param_groups for p in g["params"]]
             fused_kernels().check_fused_supported(all_params, "SGDO")
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group (``overshoot=`` accepted as an alias of ``gamma=``) after checking its values."""
-        if "overshoot" in param_group:
-            param_group = dict(param_group)
-            alias = param_group.pop("overshoot")
-            param_group["gamma"] = resolve_gamma(param_group.get("gamma"), alias, default=alias)
-        super().add_param_group(param_group)
-        _check_group(self.param_groups[-1])
+    def _check_group(self, group: dict[str, Any]) -> None:
+        _check_group(group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
