@@ -201,6 +201,29 @@ def evaluate(task: Any, model: nn.Module, split: str, batch_size: int, autocast:
     return float(loss_sum) / total, acc
 
 
+def step_rows(
+    vals: np.ndarray, start: int, steps_per_epoch: int, lrs: list[float]
+) -> tuple[dict[str, list[Any]], str | None]:
+    """The steps.csv rows of one run's block of records (columns base_loss, train_loss, grad_norm
+    [, distance]) from step ``start``, cut after the first non-finite loss, and that divergence described
+    (None when every loss is finite)."""
+    bad = ~np.isfinite(vals[:, :2]).all(axis=1)
+    keep = int(np.argmax(bad)) + 1 if bad.any() else len(vals)
+    idx = np.arange(start, start + keep)
+    rows: dict[str, list[Any]] = {
+        "step": idx.tolist(),
+        "epoch": (idx // steps_per_epoch).tolist(),
+        "base_loss": vals[:keep, 0].tolist(),
+        "train_loss": vals[:keep, 1].tolist(),
+        "lr": lrs[:keep],
+        "grad_norm": vals[:keep, 2].tolist(),
+    }
+    if vals.shape[1] > 3:
+        rows["distance"] = vals[:keep, 3].tolist()
+    diverged = f"loss became {vals[keep - 1, 0]:g} at step {start + keep - 1}" if bad.any() else None
+    return rows, diverged
+
+
 class DistanceLog:
     """Per step, sum_{i<50} ||theta_t - theta'_{t-i}|| * b1^i: the distance between the base weights and the
     last 50 points where gradients were taken (paper figure 2). Keeps 50 flat copies of the weights."""
@@ -318,24 +341,11 @@ def train(
         n = step - block_start
         if n == 0:
             return
-        vals = rec[:n].cpu().numpy()
-        bad = ~np.isfinite(vals[:, :2]).all(axis=1)
-        keep = int(np.argmax(bad)) + 1 if bad.any() else n
-        idx = np.arange(block_start, block_start + keep)
-        block: dict[str, Any] = {
-            "step": idx.tolist(),
-            "epoch": (idx // steps_per_epoch).tolist(),
-            "base_loss": vals[:keep, 0].tolist(),
-            "train_loss": vals[:keep, 1].tolist(),
-            "lr": lrs[:keep],
-            "grad_norm": vals[:keep, 2].tolist(),
-        }
-        if dist is not None:
-            block["distance"] = vals[:keep, 3].tolist()
-        writer.append_steps({c: block[c] for c in columns})
-        last_loss = float(vals[keep - 1, 0])
-        if bad.any():
-            raise Diverged(f"loss became {last_loss:g} at step {int(idx[-1])}")
+        rows, diverged = step_rows(rec[:n].cpu().numpy(), block_start, steps_per_epoch, lrs)
+        writer.append_steps({c: rows[c] for c in columns})
+        last_loss = rows["base_loss"][-1]
+        if diverged:
+            raise Diverged(diverged)
         lrs.clear()
         block_start = step
 

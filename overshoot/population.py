@@ -39,6 +39,7 @@ from overshoot.loop import (
     pick_device,
     seed_everything,
     set_cpu_threads,
+    step_rows,
     stop_requests,
 )
 from overshoot.optim.adamo import adamo, ramp
@@ -401,28 +402,16 @@ def train_population(
         if m == 0:
             return
         vals = rec[:m].cpu().numpy()
-        idx = np.arange(block_start, block_start + m)
         finals = []
         for j, w in enumerate(writers):
             if not alive[j]:
                 continue
-            v = vals[:, :, j]
-            bad = ~np.isfinite(v[:, :2]).all(axis=1)
-            keep = int(np.argmax(bad)) + 1 if bad.any() else m
-            block = {
-                "step": idx[:keep].tolist(),
-                "epoch": (idx[:keep] // steps_per_epoch).tolist(),
-                "base_loss": v[:keep, 0].tolist(),
-                "train_loss": v[:keep, 1].tolist(),
-                "lr": lrs[:keep],
-                "grad_norm": v[:keep, 2].tolist(),
-            }
-            w.append_steps({c: block[c] for c in w.step_columns})
-            if bad.any():
-                alive[j] = False
-                diverged[j] = f"loss became {float(v[keep - 1, 0]):g} at step {int(idx[keep - 1])}"
+            rows, reason = step_rows(vals[:, :, j], block_start, steps_per_epoch, lrs)
+            w.append_steps({c: rows[c] for c in w.step_columns})
+            if reason:
+                alive[j], diverged[j] = False, reason
             else:
-                finals.append(float(v[-1, 0]))
+                finals.append(rows["base_loss"][-1])
         last_loss = float(np.mean(finals)) if finals else math.nan
         lrs.clear()
         block_start = step
