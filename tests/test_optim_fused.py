@@ -83,7 +83,7 @@ def test_fused_kernels_compile_for_sm90_with_vector_loads() -> None:
         ),
     ]
     for fn, sig, flags in cases:
-        consts = dict(DTYPE=tl.float32, ALIGNED=True, BLOCK=kt.BLOCK, **flags)
+        consts = dict(DTYPE=tl.float32, ALIGNED=True, BLOCK=kt.BLOCK, ITERS=kt.ITERS, **flags)
         src = ASTSource(fn=fn, signature=sig | dict.fromkeys(consts, "constexpr"), constexprs=consts)
         ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": kt.NUM_WARPS}).asm[
             "ptx"

@@ -27,7 +27,8 @@ try:  # triton is optional: without it the fused path is simply unavailable
 except ImportError:  # pragma: no cover - depends on the installation
     HAS_TRITON = False
 
-BLOCK = 2048
+BLOCK = 2048  # elements per vectorised access group (NUM_WARPS * 32 threads, 16 bytes each, several times)
+ITERS = 4  # BLOCKs per program: more loads in flight and fewer table look-ups per byte
 NUM_WARPS = 8
 
 
@@ -47,17 +48,22 @@ def fused_available(device: torch.device) -> bool:
 
 def check_fused_supported(params: list[Tensor], name: str) -> None:
     """Raise RuntimeError naming the fix when ``fused=True`` cannot run on these parameters."""
-    for p in params:
-        if not fused_available(p.device):
-            raise RuntimeError(
-                f"{name}(fused=True) needs a CUDA device and triton (got a parameter on {p.device}, "
-                f"triton {'installed' if HAS_TRITON else 'missing'}): use foreach=True or leave fused=None"
-            )
-        if p.dtype not in FUSED_DTYPES:
-            raise RuntimeError(
-                f"{name}(fused=True) supports float32, float16 and bfloat16 parameters (got {p.dtype}): "
-                "use foreach=True or leave fused=None"
-            )
+    for device, dtype in {(p.device, p.dtype) for p in params}:
+        check_fused_supported_kind(device, dtype, name)
+
+
+def check_fused_supported_kind(device: torch.device, dtype: torch.dtype, name: str) -> None:
+    """Raise RuntimeError naming the fix when ``fused=True`` cannot run on ``dtype`` tensors on ``device``."""
+    if not fused_available(device):
+        raise RuntimeError(
+            f"{name}(fused=True) needs a CUDA device and triton (got a parameter on {device}, "
+            f"triton {'installed' if HAS_TRITON else 'missing'}): use foreach=True or leave fused=None"
+        )
+    if dtype not in FUSED_DTYPES:
+        raise RuntimeError(
+            f"{name}(fused=True) supports float32, float16 and bfloat16 parameters (got {dtype}): "
+            "use foreach=True or leave fused=None"
+        )
 
 
 _TL_DTYPES: dict[torch.dtype, Any] = {}
@@ -88,16 +94,19 @@ def _cached(cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], make
 
 
 def _tables(lists: list[list[Tensor]]) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
-    """(addresses [K*T], numels [T], block->tensor [B], block->start [B], all 16-byte aligned)."""
+    """(addresses [K*T], numels [T], program->tensor [B], program->start [B], all 16-byte aligned);
+    each program updates BLOCK*ITERS elements."""
     first = lists[0]
     device = first[0].device
     numels = tuple(t.numel() for t in first)
+
+    chunk = BLOCK * ITERS
 
     def make_blocks() -> tuple[Tensor, Tensor, Tensor]:
         blk_t: list[int] = []
         blk_s: list[int] = []
         for i, n in enumerate(numels):
-            starts = range(0, n, BLOCK)
+            starts = range(0, n, chunk)
             blk_t.extend([i] * len(starts))
             blk_s.extend(starts)
         return (
@@ -106,7 +115,7 @@ def _tables(lists: list[list[Tensor]]) -> tuple[Tensor, Tensor, Tensor, Tensor, 
             _to_device(torch.tensor(blk_s, dtype=torch.int64), device),
         )
 
-    numel_t, blk_t, blk_s = _cached(_BLOCK_CACHE, (device, numels), make_blocks)
+    numel_t, blk_t, blk_s = _cached(_BLOCK_CACHE, (device, numels, chunk), make_blocks)
     ptrs = tuple(t.data_ptr() for lst in lists for t in lst)
 
     def make_addr() -> tuple[Tensor, bool]:
@@ -168,6 +177,7 @@ if HAS_TRITON:
         UNDO: tl.constexpr,
         ALIGNED: tl.constexpr,
         BLOCK: tl.constexpr,
+        ITERS: tl.constexpr,
     ):
         pid = tl.program_id(0)
         t = tl.load(blk_t + pid)
@@ -180,29 +190,30 @@ if HAS_TRITON:
             pp = tl.multiple_of(pp, 16)
             gp = tl.multiple_of(gp, 16)
             bp = tl.multiple_of(bp, 16)
-            s = tl.multiple_of(s, BLOCK)
-        offs = s + tl.arange(0, BLOCK)
-        if s + BLOCK <= n:
-            p = tl.load(pp + offs)
-            g = tl.load(gp + offs)
-            if FIRST:  # noqa: SIM108 (constexpr branch, kept as a statement for triton)
-                b = g
-            else:
-                b = tl.load(bp + offs)
-            p, b = _sgdo_math(p, g, b, undo, mom, damp1, step_c, wd, FIRST, MAXIMIZE, HAS_WD, UNDO)
-            tl.store(pp + offs, p.to(DTYPE))
-            tl.store(bp + offs, b.to(DTYPE))
-        else:
-            mask = offs < n
-            p = tl.load(pp + offs, mask=mask)
-            g = tl.load(gp + offs, mask=mask)
-            if FIRST:  # noqa: SIM108 (constexpr branch, kept as a statement for triton)
-                b = g
-            else:
-                b = tl.load(bp + offs, mask=mask)
-            p, b = _sgdo_math(p, g, b, undo, mom, damp1, step_c, wd, FIRST, MAXIMIZE, HAS_WD, UNDO)
-            tl.store(pp + offs, p.to(DTYPE), mask=mask)
-            tl.store(bp + offs, b.to(DTYPE), mask=mask)
+            s = tl.multiple_of(s, BLOCK * ITERS)
+        for j in tl.static_range(ITERS):
+            offs = s + j * BLOCK + tl.arange(0, BLOCK)
+            if s + (j + 1) * BLOCK <= n:
+                p = tl.load(pp + offs)
+                g = tl.load(gp + offs)
+                if FIRST:  # noqa: SIM108 (constexpr branch, kept as a statement for triton)
+                    b = g
+                else:
+                    b = tl.load(bp + offs)
+                p, b = _sgdo_math(p, g, b, undo, mom, damp1, step_c, wd, FIRST, MAXIMIZE, HAS_WD, UNDO)
+                tl.store(pp + offs, p.to(DTYPE))
+                tl.store(bp + offs, b.to(DTYPE))
+            elif s + j * BLOCK < n:
+                mask = offs < n
+                p = tl.load(pp + offs, mask=mask)
+                g = tl.load(gp + offs, mask=mask)
+                if FIRST:  # noqa: SIM108 (constexpr branch, kept as a statement for triton)
+                    b = g
+                else:
+                    b = tl.load(bp + offs, mask=mask)
+                p, b = _sgdo_math(p, g, b, undo, mom, damp1, step_c, wd, FIRST, MAXIMIZE, HAS_WD, UNDO)
+                tl.store(pp + offs, p.to(DTYPE), mask=mask)
+                tl.store(bp + offs, b.to(DTYPE), mask=mask)
 
     @triton.jit
     def _adamo_math(
@@ -279,6 +290,7 @@ if HAS_TRITON:
         HAS_CG: tl.constexpr,
         ALIGNED: tl.constexpr,
         BLOCK: tl.constexpr,
+        ITERS: tl.constexpr,
     ):
         pid = tl.program_id(0)
         t = tl.load(blk_t + pid)
@@ -297,45 +309,46 @@ if HAS_TRITON:
             mp = tl.multiple_of(mp, 16)
             vp = tl.multiple_of(vp, 16)
             xp = tl.multiple_of(xp, 16)
-            s = tl.multiple_of(s, BLOCK)
-        offs = s + tl.arange(0, BLOCK)
-        if s + BLOCK <= n:
-            p = tl.load(pp + offs)
-            g = tl.load(gp + offs)
-            m = tl.load(mp + offs)
-            v = tl.load(vp + offs)
-            if AMSGRAD:  # noqa: SIM108
-                x = tl.load(xp + offs)
-            else:
-                x = v
-            p, m, v, x = _adamo_math(
-                p, g, m, v, x, wd_factor, beta1, beta2, bc2_sqrt, eps, cm, cg, undo, bc2p_sqrt,
-                MAXIMIZE, HAS_WD, AMSGRAD, UNDO, HAS_CG,
-            )  # fmt: skip
-            tl.store(pp + offs, p.to(DTYPE))
-            tl.store(mp + offs, m.to(DTYPE))
-            tl.store(vp + offs, v.to(DTYPE))
-            if AMSGRAD:
-                tl.store(xp + offs, x.to(DTYPE))
-        else:
-            mask = offs < n
-            p = tl.load(pp + offs, mask=mask)
-            g = tl.load(gp + offs, mask=mask)
-            m = tl.load(mp + offs, mask=mask)
-            v = tl.load(vp + offs, mask=mask)
-            if AMSGRAD:  # noqa: SIM108
-                x = tl.load(xp + offs, mask=mask)
-            else:
-                x = v
-            p, m, v, x = _adamo_math(
-                p, g, m, v, x, wd_factor, beta1, beta2, bc2_sqrt, eps, cm, cg, undo, bc2p_sqrt,
-                MAXIMIZE, HAS_WD, AMSGRAD, UNDO, HAS_CG,
-            )  # fmt: skip
-            tl.store(pp + offs, p.to(DTYPE), mask=mask)
-            tl.store(mp + offs, m.to(DTYPE), mask=mask)
-            tl.store(vp + offs, v.to(DTYPE), mask=mask)
-            if AMSGRAD:
-                tl.store(xp + offs, x.to(DTYPE), mask=mask)
+            s = tl.multiple_of(s, BLOCK * ITERS)
+        for j in tl.static_range(ITERS):
+            offs = s + j * BLOCK + tl.arange(0, BLOCK)
+            if s + (j + 1) * BLOCK <= n:
+                p = tl.load(pp + offs)
+                g = tl.load(gp + offs)
+                m = tl.load(mp + offs)
+                v = tl.load(vp + offs)
+                if AMSGRAD:  # noqa: SIM108
+                    x = tl.load(xp + offs)
+                else:
+                    x = v
+                p, m, v, x = _adamo_math(
+                    p, g, m, v, x, wd_factor, beta1, beta2, bc2_sqrt, eps, cm, cg, undo, bc2p_sqrt,
+                    MAXIMIZE, HAS_WD, AMSGRAD, UNDO, HAS_CG,
+                )  # fmt: skip
+                tl.store(pp + offs, p.to(DTYPE))
+                tl.store(mp + offs, m.to(DTYPE))
+                tl.store(vp + offs, v.to(DTYPE))
+                if AMSGRAD:
+                    tl.store(xp + offs, x.to(DTYPE))
+            elif s + j * BLOCK < n:
+                mask = offs < n
+                p = tl.load(pp + offs, mask=mask)
+                g = tl.load(gp + offs, mask=mask)
+                m = tl.load(mp + offs, mask=mask)
+                v = tl.load(vp + offs, mask=mask)
+                if AMSGRAD:  # noqa: SIM108
+                    x = tl.load(xp + offs, mask=mask)
+                else:
+                    x = v
+                p, m, v, x = _adamo_math(
+                    p, g, m, v, x, wd_factor, beta1, beta2, bc2_sqrt, eps, cm, cg, undo, bc2p_sqrt,
+                    MAXIMIZE, HAS_WD, AMSGRAD, UNDO, HAS_CG,
+                )  # fmt: skip
+                tl.store(pp + offs, p.to(DTYPE), mask=mask)
+                tl.store(mp + offs, m.to(DTYPE), mask=mask)
+                tl.store(vp + offs, v.to(DTYPE), mask=mask)
+                if AMSGRAD:
+                    tl.store(xp + offs, x.to(DTYPE), mask=mask)
 
 
 def sgdo_fused_update(
@@ -363,7 +376,7 @@ def sgdo_fused_update(
         addr, numel_t, blk_t, blk_s, len(params),
         float(undo), float(momentum), float(damp1), float(step_c), float(weight_decay),
         DTYPE=_TL_DTYPES[params[0].dtype], FIRST=first, MAXIMIZE=maximize, HAS_WD=weight_decay != 0,
-        UNDO=undo != 0, ALIGNED=aligned, BLOCK=BLOCK, num_warps=NUM_WARPS,
+        UNDO=undo != 0, ALIGNED=aligned, BLOCK=BLOCK, ITERS=ITERS, num_warps=NUM_WARPS,
     )  # fmt: skip
 
 
@@ -402,5 +415,5 @@ def adamo_fused_update(
         float(wd_factor), float(beta1), float(beta2), float(bc2_sqrt), float(eps),
         float(cm), float(cg), float(undo), float(bc2p_sqrt),
         DTYPE=_TL_DTYPES[params[0].dtype], MAXIMIZE=maximize, HAS_WD=wd_factor != 1.0, AMSGRAD=amsgrad,
-        UNDO=undo != 0, HAS_CG=cg != 0, ALIGNED=aligned, BLOCK=BLOCK, num_warps=NUM_WARPS,
+        UNDO=undo != 0, HAS_CG=cg != 0, ALIGNED=aligned, BLOCK=BLOCK, ITERS=ITERS, num_warps=NUM_WARPS,
     )  # fmt: skip

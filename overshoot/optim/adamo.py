@@ -158,14 +158,16 @@ class AdamO(OvershootOptimizer):
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, gamma, delay = group["lr"], group["gamma"], group["delay"]
-            Lists = tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor]]
-            buckets: dict[tuple[float, float], Lists] = {}
+            # Parameters are bucketed by the lr and gamma of their previous step (normally one bucket).
+            buckets: dict[tuple[float, float], tuple[list[Any], ...]] = {}
+            state = self.state
             for p in group["params"]:
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
-                if p.grad.is_sparse:
+                if grad.is_sparse:
                     raise RuntimeError("AdamO does not support sparse gradients")
-                st = self.state[p]
+                st = state[p]
                 if len(st) == 0:
                     st["step"] = torch.tensor(0.0, dtype=torch.float32)
                     st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -174,15 +176,19 @@ class AdamO(OvershootOptimizer):
                         st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     st["last_lr"] = 0.0
                     st["last_gamma"] = 0.0
-                lists = buckets.setdefault((st["last_lr"], st["last_gamma"]), ([], [], [], [], [], []))
+                key = (st["last_lr"], st["last_gamma"])
+                lists = buckets.get(key)
+                if lists is None:
+                    lists = buckets[key] = ([], [], [], [], [], [], [])
                 lists[0].append(p)
-                lists[1].append(p.grad)
+                lists[1].append(grad)
                 lists[2].append(st["exp_avg"])
                 lists[3].append(st["exp_avg_sq"])
                 if group["amsgrad"]:
                     lists[4].append(st["max_exp_avg_sq"])
                 lists[5].append(st["step"])
-            for (prev_lr, prev_gamma), (ps, gs, ms, vs, xs, steps) in buckets.items():
+                lists[6].append(st)
+            for (prev_lr, prev_gamma), (ps, gs, ms, vs, xs, steps, sts) in buckets.items():
                 adamo(
                     ps,
                     gs,
@@ -205,14 +211,15 @@ class AdamO(OvershootOptimizer):
                     foreach=group["foreach"],
                     fused=group["fused"],
                 )
+                lr_f = float(lr)
                 ramped: dict[float, float] = {}
-                for p, step in zip(ps, torch.stack(steps).tolist(), strict=True):
-                    if step not in ramped:
-                        ramped[step] = float(ramp(gamma, step, delay))
-                    st = self.state[p]
-                    st["last_lr"] = float(lr)
-                    st["last_gamma"] = ramped[step]
-                    any_offset |= ramped[step] != 0.0
+                for st, step in zip(sts, torch.stack(steps).tolist(), strict=True):
+                    r = ramped.get(step)
+                    if r is None:
+                        r = ramped[step] = float(ramp(gamma, step, delay))
+                        any_offset |= r != 0.0
+                    st["last_lr"] = lr_f
+                    st["last_gamma"] = r
         if any_offset:
             self._any_offset = True
         else:
@@ -310,8 +317,6 @@ def adamo(
         raise ValueError(
             "tensor lr/gamma/prev_lr/prev_gamma need the single-tensor path: pass foreach=False, fused=False"
         )
-    if fused:
-        fused_kernels().check_fused_supported(params, "AdamO")
     impl = _fused_adamo if fused else _multi_tensor_adamo if foreach else _single_tensor_adamo
     impl(
         params,
@@ -518,30 +523,44 @@ def _fused_adamo(
     if not params:
         return
     lr = float(lr)
-    # Bucket by (device, dtype, step count): each bucket is one kernel launch with scalar coefficients.
-    buckets: dict[tuple[torch.device, torch.dtype, float], list[int]] = {}
+    lists: list[list[Tensor]] = [params, grads, exp_avgs, exp_avg_sqs, state_steps]
+    if amsgrad:
+        lists.append(max_exp_avg_sqs)
+    grouped = Optimizer._group_tensors_by_device_and_dtype(lists, with_indices=False)  # type: ignore[arg-type]
+    for device, dtype in grouped:
+        fused_kernels().check_fused_supported_kind(device, dtype, "AdamO")
     torch._foreach_add_(state_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
-    for i, (p, step) in enumerate(zip(params, torch.stack(state_steps).tolist(), strict=True)):
-        buckets.setdefault((p.device, p.dtype, step), []).append(i)
-    for (_, _, step), idx in buckets.items():
-        cm, cg, undo, bc2_sqrt, bc2p_sqrt = _coefficients(
-            step, lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma, delay=delay,
-            beta1=beta1, beta2=beta2, exact=exact,
-        )  # fmt: skip
-        fused_kernels().adamo_fused_update(
-            [params[i] for i in idx],
-            [grads[i] for i in idx],
-            [exp_avgs[i] for i in idx],
-            [exp_avg_sqs[i] for i in idx],
-            [max_exp_avg_sqs[i] for i in idx] if amsgrad else None,
-            wd_factor=1 - lr * weight_decay,
-            beta1=beta1,
-            beta2=beta2,
-            bc2_sqrt=bc2_sqrt,
-            eps=eps,
-            cm=float(cm),
-            cg=float(cg),
-            undo=float(undo),
-            bc2p_sqrt=bc2p_sqrt,
-            maximize=maximize,
-        )
+    for group_lists, _ in grouped.values():
+        dev_params, dev_grads, dev_m, dev_v, dev_steps = (cast(list[Tensor], x) for x in group_lists[:5])
+        dev_vmax = cast(list[Tensor], group_lists[5]) if amsgrad else None
+        # one kernel launch per step count (normally one: every parameter stepped equally often)
+        values = torch.stack(dev_steps).tolist()
+        by_step: dict[float, list[int]] = {}
+        if values[0] == min(values) == max(values):
+            by_step[values[0]] = list(range(len(values)))
+        else:
+            for i, step in enumerate(values):
+                by_step.setdefault(step, []).append(i)
+        for step, idx in by_step.items():
+            cm, cg, undo, bc2_sqrt, bc2p_sqrt = _coefficients(
+                step, lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma, delay=delay,
+                beta1=beta1, beta2=beta2, exact=exact,
+            )  # fmt: skip
+            whole = len(idx) == len(values)
+            fused_kernels().adamo_fused_update(
+                dev_params if whole else [dev_params[i] for i in idx],
+                dev_grads if whole else [dev_grads[i] for i in idx],
+                dev_m if whole else [dev_m[i] for i in idx],
+                dev_v if whole else [dev_v[i] for i in idx],
+                None if dev_vmax is None else dev_vmax if whole else [dev_vmax[i] for i in idx],
+                wd_factor=1 - lr * weight_decay,
+                beta1=beta1,
+                beta2=beta2,
+                bc2_sqrt=bc2_sqrt,
+                eps=eps,
+                cm=float(cm),
+                cg=float(cg),
+                undo=float(undo),
+                bc2p_sqrt=bc2p_sqrt,
+                maximize=maximize,
+            )

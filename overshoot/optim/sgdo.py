@@ -222,8 +222,6 @@ def sgdo(
         raise ValueError(
             "tensor lr/gamma/prev_lr/prev_gamma need the single-tensor path: pass foreach=False, fused=False"
         )
-    if fused:
-        fused_kernels().check_fused_supported(params, "SGDO")
         impl = _fused_sgdo
     elif foreach:
         impl = _multi_tensor_sgdo
@@ -358,6 +356,8 @@ def _fused_sgdo(
         [params, grads, momentum_buffer_list],  # type: ignore[list-item]
         with_indices=True,
     )
+    for device, dtype in grouped:  # before any update, so an unsupported kind changes nothing
+        fused_kernels().check_fused_supported_kind(device, dtype, "SGDO")
     for (dev_params_, dev_grads_, dev_bufs_), indices in grouped.values():
         dev_params = cast(list[Tensor], dev_params_)
         dev_grads = cast(list[Tensor], dev_grads_)
