@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 import overshoot
 from overshoot import metrics
 from overshoot.config import CONFIG_DIR, ConfigError, baseline_of, resolve
-from overshoot.loop import Diverged, Interrupted, pick_device, stop_requests, train
+from overshoot.loop import Diverged, Interrupted, pick_device, stop_requests, train, use_graph
 from overshoot.store import STEP_COLUMNS, RunWriter, config_hash, load_run, method_name, run_path
 
 _exit_codes: list[int] = []
@@ -139,6 +139,7 @@ def run_one(cfg: DictConfig) -> int:
             _outcomes["skipped"] += 1
             return 0
         device = pick_device(run["device"])
+        use_graph(run, device)  # cuda_graph=true where no graph can be used: bad input, before any work
         from overshoot_tasks import build_task
 
         dtype = torch.float64 if run["precision"] == "fp64" else torch.float32

@@ -77,6 +77,9 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"schedule={hp['schedule']} is unknown: choose one of {', '.join(SCHEDULES)}")
     if c["precision"] not in PRECISIONS:
         raise ConfigError(f"precision={c['precision']} is unknown: choose one of {', '.join(PRECISIONS)}")
+    cuda_graph = c.get("cuda_graph", "auto")
+    if cuda_graph not in ("auto", True, False):
+        raise ConfigError(f"cuda_graph={cuda_graph} is unknown: choose auto, true or false")
     max_steps = c.get("max_steps")
     if max_steps is not None and int(max_steps) < 1:
         raise ConfigError(f"max_steps={max_steps} is invalid: it must be a positive integer or null")
@@ -101,6 +104,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         "threads": c["threads"],
         "checkpoint_every": float(c["checkpoint_every"]),
         "population": bool(c["population"]),
+        "cuda_graph": cuda_graph,
     }
 
 

@@ -11,6 +11,7 @@ dropout replays the same mask for the training forward.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import signal
@@ -181,6 +182,39 @@ def stop_requests() -> Iterator[StopRequest]:
             signal.signal(s, h)
 
 
+GRAPH_WARMUP = 3  # eager steps after (re)start before the step is captured as a CUDA graph
+# Steps a CUDA graph can replay: constant per-step coefficients (the SGD family) or step counts kept on the
+# device (torch's AdamW and NAdam with capturable=True). AdamO's bias corrections are host-side numbers.
+GRAPH_OPTIMIZERS = ("sgd", "nesterov", "sgd_os", "adam", "nadam")
+
+
+def graph_blocker(run: dict[str, Any], device: torch.device, model: nn.Module | None = None) -> str | None:
+    """Why this run's step cannot be replayed as a CUDA graph (None when it can); ``model`` None skips the
+    checks that need it."""
+    if device.type != "cuda":
+        return "CUDA graphs need device=cuda"
+    if run["optimizer"] not in GRAPH_OPTIMIZERS:
+        return f"optimizer={run['optimizer']} computes its bias corrections on the host every step"
+    if run["hparams"]["schedule"] != "constant":
+        return f"schedule={run['hparams']['schedule']} changes the lr every step"
+    if run["log_distance"]:
+        return "log.distance=true keeps a host-side step counter"
+    if run["task"].startswith("gpt2"):
+        return "Hugging Face models are not checked for graph capture"
+    if model is not None and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        return "dropout masks are replayed with a host-side RNG fork"
+    return None
+
+
+def use_graph(run: dict[str, Any], device: torch.device, model: nn.Module | None = None) -> bool:
+    """The ``cuda_graph`` setting resolved: auto = on where possible; true where impossible is an error."""
+    setting = run.get("cuda_graph", "auto")
+    blocker = graph_blocker(run, device, model)
+    if setting is True and blocker is not None:
+        raise ValueError(f"cuda_graph=true is impossible for this run: {blocker}; use cuda_graph=auto")
+    return setting is not False and blocker is None
+
+
 def evaluate(task: Any, model: nn.Module, split: str, batch_size: int, autocast: Any) -> tuple[float, float]:
     """Mean loss and accuracy (NaN for loss-only tasks) of ``model`` on ``split``, in eval mode."""
     was_training = model.training
@@ -251,6 +285,50 @@ class DistanceLog:
         return (d * weights).sum()
 
 
+@dataclasses.dataclass
+class CapturedStep:
+    """A training step captured as a CUDA graph. The graph gathers its batch from the one-batch plan
+    ``plan`` and writes its records to ``out``; ``tables`` keeps the fused kernels' address tables (captured
+    by pointer) alive as long as the graph."""
+
+    graph: torch.cuda.CUDAGraph
+    plan: Any
+    out: torch.Tensor
+    tables: Any
+
+    def replay(self, plan: Any, k: int) -> torch.Tensor:
+        """Train on batch ``k`` of ``plan``: copy its rows into the graph's plan, replay; returns ``out``."""
+        rows = plan.rows(k)
+        self.plan.index.copy_(plan.index[rows])
+        for key, v in self.plan.extra.items():
+            v.copy_(plan.extra[key][rows])
+        self.graph.replay()
+        return self.out
+
+
+def capture(
+    step_fn: Callable[[Any, torch.Tensor], None],
+    plan: Any,
+    k: int,
+    device: torch.device,
+    out_shape: tuple[int, ...] | torch.Size,
+) -> CapturedStep:
+    """``step_fn(one_batch_plan, out)`` (one training step on batch 0 of the plan, writing its records to
+    ``out``) captured as a CUDA graph, its plan a copy of batch ``k`` of ``plan``. Nothing runs now."""
+    from overshoot.optim import _triton
+
+    rows = plan.rows(k)
+    extra = {key: v[rows].clone() for key, v in plan.extra.items()}
+    one = dataclasses.replace(plan, steps=1, index=plan.index[rows].clone(), extra=extra)
+    out = torch.zeros(tuple(out_shape), device=device, dtype=torch.float64)
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step_fn(one, out)
+    tables = (list(_triton._ADDR_CACHE.values()), list(_triton._BLOCK_CACHE.values()))
+    return CapturedStep(graph, one, out, tables)
+
+
 def train(
     run: dict[str, Any],
     task: Any,
@@ -271,8 +349,8 @@ def train(
     total = epochs * steps_per_epoch
     last = min(total, run["max_steps"] or total)
     precision = run["precision"]
-    autocast: Callable[[], Any] = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+    autocast: Callable[[], Any] = (  # no weight-cast cache: each forward casts once, and graphs allow none
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False))
         if precision == "bf16"
         else contextlib.nullcontext
     )
@@ -282,7 +360,8 @@ def train(
     model.train()
     set_cpu_threads(run["threads"], model, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = build_optimizer(run, params)
+    graphed = use_graph(run, device, model)
+    opt = build_optimizer(run, params, capturable=graphed)
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total) if hp["schedule"] == "cosine" else None
     )
@@ -354,37 +433,54 @@ def train(
     steps_at_start = step
     plan = None
     eval_bs = max(4 * bs, 256)
+
+    def one_step(b: dict[str, torch.Tensor], inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        """One optimizer step on batch ``b``; writes base loss, train loss, grad norm [, distance] to ``out``.
+        Graph mode captures exactly this (grads are then kept allocated and zeroed in place)."""
+        if log_base:
+            with (
+                torch.no_grad(),
+                base_weights(opt),
+                side_effect_free(forward_state, device, replay_rng),
+                autocast(),
+            ):
+                base_loss, _ = task.criterion(model(*inputs), b)
+            out[0] = base_loss.detach()
+        with autocast():
+            loss, _ = task.criterion(model(*inputs), b)
+        loss.backward()
+        out[1] = loss.detach()
+        if not log_base:
+            out[0] = loss.detach()
+        out[2] = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if dist is not None:
+            dist.record_grad_point()
+            with torch.no_grad(), base_weights(opt):
+                out[3] = dist.distance()
+        opt.step()
+        opt.zero_grad(set_to_none=not graphed)
+
+    def graph_step(one: Any, out: torch.Tensor) -> None:
+        b = task.train_batch(one, 0)  # gathered and prepared inside the graph
+        one_step(b, task.inputs(b), out)
+
+    captured: CapturedStep | None = None
+    eager_steps = 0
     try:
         while step < last:
             epoch, k = divmod(step, steps_per_epoch)
             if plan is None or k == 0:
                 plan = task.epoch_plan(run["seed"], epoch, bs)
-            b = task.train_batch(plan, k)
-            inputs = task.inputs(b)
             i = step - block_start
-            if log_base:
-                with (
-                    torch.no_grad(),
-                    base_weights(opt),
-                    side_effect_free(forward_state, device, replay_rng),
-                    autocast(),
-                ):
-                    base_loss, _ = task.criterion(model(*inputs), b)
-                rec[i, 0] = base_loss.detach()
-            with autocast():
-                loss, _ = task.criterion(model(*inputs), b)
-            loss.backward()
-            rec[i, 1] = loss.detach()
-            if not log_base:
-                rec[i, 0] = loss.detach()
-            rec[i, 2] = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            if dist is not None:
-                dist.record_grad_point()
-                with torch.no_grad(), base_weights(opt):
-                    rec[i, 3] = dist.distance()
+            if graphed and captured is None and eager_steps >= GRAPH_WARMUP and not plan.meta:
+                captured = capture(graph_step, plan, k, device, (n_rec,))
+            if captured is not None:
+                rec[i].copy_(captured.replay(plan, k))
+            else:
+                b = task.train_batch(plan, k)
+                one_step(b, task.inputs(b), rec[i])
+                eager_steps += 1
             lrs.append(float(opt.param_groups[0]["lr"]))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
             if sched is not None:
                 sched.step()
             step += 1

@@ -12,8 +12,11 @@ from overshoot.optim import SGDO, AdamO
 NADAM_CONSTANT_MOMENTUM = 1e12  # momentum_decay so large that NAdam's mu_t == beta1 from the first step
 
 
-def build_optimizer(run: dict[str, Any], params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer ``run["optimizer"]`` with the run's hyperparameters."""
+def build_optimizer(
+    run: dict[str, Any], params: Iterable[torch.nn.Parameter], capturable: bool = False
+) -> torch.optim.Optimizer:
+    """The optimizer ``run["optimizer"]`` with the run's hyperparameters; ``capturable`` makes torch's AdamW
+    and NAdam keep their step counts on the device, so that a CUDA graph can replay their step."""
     hp, name, gamma = run["hparams"], run["optimizer"], float(run["gamma"])
     lr, mu, wd = hp["lr"], hp["momentum"], hp["weight_decay"]
     betas = (mu, hp["beta2"])
@@ -24,7 +27,9 @@ def build_optimizer(run: dict[str, Any], params: Iterable[torch.nn.Parameter]) -
     if name == "sgd_os":
         return SGDO(params, lr=lr, momentum=mu, gamma=gamma, weight_decay=wd)
     if name == "adam":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=hp["eps"], weight_decay=wd)
+        return torch.optim.AdamW(
+            params, lr=lr, betas=betas, eps=hp["eps"], weight_decay=wd, capturable=capturable
+        )
     if name == "nadam":
         return torch.optim.NAdam(
             params,
@@ -34,6 +39,7 @@ def build_optimizer(run: dict[str, Any], params: Iterable[torch.nn.Parameter]) -
             weight_decay=wd,
             momentum_decay=NADAM_CONSTANT_MOMENTUM,
             decoupled_weight_decay=True,
+            capturable=capturable,
         )
     if name == "adam_os":
         return AdamO(

@@ -34,13 +34,17 @@ from torch.func import functional_call, vmap
 
 from overshoot.loop import (
     FLUSH_EVERY,
+    GRAPH_WARMUP,
+    CapturedStep,
     Interrupted,
     Progress,
+    capture,
     pick_device,
     seed_everything,
     set_cpu_threads,
     step_rows,
     stop_requests,
+    use_graph,
 )
 from overshoot.optim.adamo import adamo, ramp
 from overshoot.optim.sgdo import sgdo
@@ -311,11 +315,13 @@ class _Batches:
             extra={k: merge([p.extra[k] for p in plans]) for k in p0.extra},
         )
 
-    def batch(self, k: int) -> dict[str, Tensor]:
+    def batch(self, k: int, plan: Any = None) -> dict[str, Tensor]:
+        """The members' batches of step ``k`` (of ``plan`` when given: a one-batch copy of ``self.plan``)."""
+        plan = self.plan if plan is None else plan
         if not self.batched:
-            return self.task.train_batch(self.plan, k)
-        if self.plan is not None:
-            b = self.task.train_batch(self.plan, k)
+            return self.task.train_batch(plan, k)
+        if plan is not None:
+            b = self.task.train_batch(plan, k)
             b = {key: v.reshape(len(self.unique), -1, *v.shape[1:]) for key, v in b.items()}
         else:
             parts = [self.task.train_batch(p, k) for p in self.plans]
@@ -345,8 +351,8 @@ def train_population(
         raise ValueError(f"batch_size={bs} exceeds the {task.n_train} training examples: lower batch_size")
     total = epochs * steps_per_epoch
     last = min(total, run0["max_steps"] or total)
-    autocast: Callable[[], Any] = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+    autocast: Callable[[], Any] = (  # no weight-cast cache, as in the single-run loop (graphs allow none)
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False))
         if run0["precision"] == "bf16"
         else contextlib.nullcontext
     )
@@ -416,6 +422,34 @@ def train_population(
         lrs.clear()
         block_start = step
 
+    def one_step(b: dict[str, Tensor], out: Tensor) -> None:
+        """One optimizer step of every member; writes [base loss, train loss, grad norm] x members to ``out``.
+        Graph mode captures exactly this."""
+        with autocast():
+            losses = pop.losses(pop.params, b, data.batched)
+        losses.sum().backward()
+        if pop.any_log_base:
+            with torch.no_grad(), autocast():
+                base = pop.losses(pop.base_params(pop.gamma), b, data.batched)
+            out[0] = torch.where(pop.log_base, base.detach().double(), losses.detach().double())
+        else:
+            out[0] = losses.detach()
+        out[1] = losses.detach()
+        norms = torch.stack(
+            [p.grad.flatten(1).norm(dim=1) for p in pop.params.values() if p.grad is not None]
+        )
+        out[2] = torch.linalg.vector_norm(norms, dim=0)
+        pop.update(float(lr_holder.param_groups[0]["lr"]))
+
+    graphed = (
+        use_graph(run0, device, pop.model) and pop.family == "sgd"
+    )  # AdamW/AdamO members: host-side steps
+
+    def graph_step(one: Any, out: Tensor) -> None:
+        one_step(data.batch(0, one), out)  # the batch is gathered inside the graph
+
+    captured: CapturedStep | None = None
+    eager_steps = 0
     progress = Progress(run0["progress"], last, step, f"{run0['task']}/population of {n}")
     t_start, t_ckpt = time.perf_counter(), time.perf_counter()
     steps_at_start = step
@@ -428,25 +462,17 @@ def train_population(
             if epoch != epoch_of_plan:
                 data.new_epoch(epoch, bs)
                 epoch_of_plan = epoch
-            b = data.batch(k)
             i = step - block_start
-            with autocast():
-                losses = pop.losses(pop.params, b, data.batched)
-            losses.sum().backward()
-            if pop.any_log_base:
-                with torch.no_grad(), autocast():
-                    base = pop.losses(pop.base_params(pop.gamma), b, data.batched)
-                rec[i, 0] = torch.where(pop.log_base, base.detach().double(), losses.detach().double())
-            else:
-                rec[i, 0] = losses.detach()
-            rec[i, 1] = losses.detach()
-            norms = torch.stack(
-                [p.grad.flatten(1).norm(dim=1) for p in pop.params.values() if p.grad is not None]
-            )
-            rec[i, 2] = torch.linalg.vector_norm(norms, dim=0)
+            if graphed and captured is None and eager_steps >= GRAPH_WARMUP and data.plan is not None:
+                captured = capture(graph_step, data.plan, k, device, rec.shape[1:])
             lr = float(lr_holder.param_groups[0]["lr"])
             lrs.append(lr)
-            pop.update(lr)
+            if captured is not None:
+                rec[i].copy_(captured.replay(data.plan, k))
+                pop.state["prev_lr"], pop.state["step"] = lr, pop.state["step"] + 1  # what update() does
+            else:
+                one_step(data.batch(k), rec[i])
+                eager_steps += 1
             if sched is not None:
                 sched.step()
             step += 1

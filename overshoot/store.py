@@ -37,6 +37,7 @@ UNHASHED_KEYS = (
     "progress",
     "checkpoint_every",
     "population",
+    "cuda_graph",
     "log",
     "preset",
 )

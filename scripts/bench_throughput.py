@@ -5,14 +5,17 @@
     python scripts/bench_throughput.py --tasks fmnist --sizes 1,50 --steps 2000
 
 Each rate is measured inside the real training loop (``overshoot.loop.train`` for a single run,
-``overshoot.population.train_population`` for a population) with base-loss logging on (SGDO gamma 3 for
-single runs; populations mix CM, NAG and SGDO 3/5/7 over seeds): the wall time of steps W+1..W+N, the device
-synchronised at both ends, so start-up, data loading and compilation are left out while per-step logging,
-the periodic flushes and any epoch-end evaluation inside the window are in. The paper grid estimate uses the
-preset's batch sizes and epochs and counts per task 10 seeds x (CM, NAG, SGDO 3/5/7) with the SGD preset and
-10 seeds x (Adam, NAdam, AdamO 3/5/7) with the Adam preset, NAdam as single runs and every population at the
-size-50 rate (the SGD family's rate is used for the Adam family too). Writes
-results/bench_throughput/<device>.md and .json (``-quick`` appended to the name for --quick runs).
+``overshoot.population.train_population`` for a population) with base-loss logging on: the wall time of
+steps W+1..W+N, the device synchronised at both ends, so start-up, data loading, graph capture and
+compilation are left out while per-step logging, the periodic flushes and any epoch-end evaluation inside
+the window are in. Both families are measured with the preset's hyperparameters: the SGD family (single
+run: SGDO gamma 3; populations cycle CM, NAG, SGDO 3/5/7 over seeds) at every size, and the Adam family
+(single run: AdamO gamma 3; populations cycle AdamW, AdamO 3/5/7) at size 1 and the largest size. On CUDA
+the single SGD run is also timed with ``cuda_graph=false`` (the eager loop). The paper grid estimate uses
+the preset's batch sizes and epochs and counts per task 10 seeds x (CM, NAG, SGDO 3/5/7) at the SGD
+family's largest-population rate, 10 seeds x (AdamW, AdamO 3/5/7) at the Adam family's, and 10 NAdam runs
+at the measured single NAdam rate. Writes results/bench_throughput/<device>.md and .json (``-quick``
+appended to the name for --quick runs).
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ from overshoot.store import RunWriter, run_path
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("housing", "fmnist", "vae_fmnist", "cifar")
-SGD_METHODS = (("sgd", 0.0), ("nesterov", 0.0), ("sgd_os", 3.0), ("sgd_os", 5.0), ("sgd_os", 7.0))
+FAMILIES = {
+    "sgd": (("sgd", 0.0), ("nesterov", 0.0), ("sgd_os", 3.0), ("sgd_os", 5.0), ("sgd_os", 7.0)),
+    "adam": (("adam", 0.0), ("adam_os", 3.0), ("adam_os", 5.0), ("adam_os", 7.0)),
+}
 SEEDS = tuple(range(10, 101, 10))
 
 
@@ -51,10 +57,12 @@ def data_root() -> Path:
     return shared if shared.is_dir() else ROOT / "data"
 
 
-def base_run(task: str, device: str, precision: str, root: Path, batch_size: int | None) -> dict[str, Any]:
+def base_run(
+    task: str, device: str, precision: str, root: Path, batch_size: int | None, family: str = "sgd"
+) -> dict[str, Any]:
     overrides = [
         f"task={task}",
-        "+method=sgd_os_g3",
+        f"+method={family}_os_g3",
         "seed=10",
         f"device={device}",
         f"precision={precision}",
@@ -67,13 +75,14 @@ def base_run(task: str, device: str, precision: str, root: Path, batch_size: int
     return resolve(compose(overrides))
 
 
-def members(run: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """n members of the SGD family: methods cycle fastest, then seeds (more than 50 repeat the grid's seeds
-    with new seeds beyond 100)."""
+def members(run: dict[str, Any], n: int, family: str = "sgd") -> list[dict[str, Any]]:
+    """n members of ``family``: methods cycle fastest, then seeds (more than the grid's seeds continue with
+    new seeds beyond 100)."""
+    methods = FAMILIES[family]
     out = []
     for i in range(n):
-        opt, gamma = SGD_METHODS[i % len(SGD_METHODS)]
-        seed = SEEDS[i // len(SGD_METHODS)] if i // len(SGD_METHODS) < len(SEEDS) else 100 + i
+        opt, gamma = methods[i % len(methods)]
+        seed = SEEDS[i // len(methods)] if i // len(methods) < len(SEEDS) else 100 + i
         out.append({**run, "optimizer": opt, "gamma": gamma, "seed": seed})
     return out
 
@@ -98,7 +107,9 @@ class StepClock:
         return self.times[self.stop] - self.times[self.start]
 
 
-def member_rate(run: dict[str, Any], task: Any, device: torch.device, size: int, warm: int, n: int) -> float:
+def member_rate(
+    run: dict[str, Any], task: Any, device: torch.device, size: int, warm: int, n: int, family: str = "sgd"
+) -> float:
     """Member-steps per second of ``size`` members (1: the single-run loop) over steps warm+1..warm+n."""
     clock = StepClock(warm, warm + n, device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,7 +117,7 @@ def member_rate(run: dict[str, Any], task: Any, device: torch.device, size: int,
         if size == 1:
             train(r, task, RunWriter(run_path(tmp, r)), device, clock)
         else:
-            runs = members(r, size)
+            runs = members(r, size, family)
             train_population(runs, task, [RunWriter(run_path(tmp, m)) for m in runs], device, clock)
     return size * n / max(clock.seconds(), 1e-9)
 
@@ -169,14 +180,29 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": run["hparams"]["batch_size"],
             "n_train": task.n_train,
             "rates": {},
+            "adam_rates": {},
         }
-        for size in sizes:
-            rate = member_rate(run, task, device, size, warm, steps)
-            row["rates"][size] = rate
+
+        def measure(key: str, r: dict[str, Any], size: int, family: str, task: Any = task) -> float:
+            rate = member_rate(r, task, device, size, warm, steps, family)
             print(
-                f"{task_name} batch {row['batch_size']} size {size}: {rate:,.0f} member-steps/s", flush=True
+                f"{r['task']} batch {r['hparams']['batch_size']} {key}: {rate:,.0f} member-steps/s",
+                flush=True,
             )
+            return rate
+
+        for size in sizes:
+            row["rates"][size] = measure(f"sgd size {size}", run, size, "sgd")
+        if device.type == "cuda" and 1 in sizes:
+            row["eager_single"] = measure("sgd size 1 eager", {**run, "cuda_graph": False}, 1, "sgd")
+            if bs is not None and precision != "fp32":  # the single-run target row: the other precision too
+                row["fp32_single"] = measure("sgd size 1 fp32", {**run, "precision": "fp32"}, 1, "sgd")
         if bs is None:
+            adam_run = base_run(task_name, str(device), precision, root, bs, family="adam")
+            for size in sorted({1, max(sizes)}):
+                row["adam_rates"][size] = measure(f"adam size {size}", adam_run, size, "adam")
+            nadam_run = {**adam_run, "optimizer": "nadam", "gamma": 0.0}
+            row["nadam_single"] = measure("nadam size 1", nadam_run, 1, "adam")
             row["grid_steps"] = grid_steps(task_name, task.n_train, preset_dict)
         rows.append(row)
 
@@ -186,16 +212,17 @@ def main(argv: list[str] | None = None) -> int:
         if "grid_steps" not in row:
             continue
         g = row["grid_steps"]
-        single = row["rates"].get(1)
-        pop = row["rates"][big]
-        runs_sgd, runs_adam_pop, runs_nadam = 5 * len(SEEDS), 4 * len(SEEDS), len(SEEDS)
-        steps_all = runs_sgd * g["sgd"] + (runs_adam_pop + runs_nadam) * g["adam"]
-        row["grid_member_steps"] = steps_all
-        if single:
-            row["grid_hours_single"] = steps_all / single / 3600
+        sgd1, sgd_pop = row["rates"].get(1), row["rates"][big]
+        adam1, adam_pop = row["adam_rates"][1], row["adam_rates"][big]
+        runs_sgd, runs_adam, runs_nadam = 5 * len(SEEDS), 4 * len(SEEDS), len(SEEDS)
+        row["grid_member_steps"] = runs_sgd * g["sgd"] + (runs_adam + runs_nadam) * g["adam"]
+        nadam_s = runs_nadam * g["adam"] / row["nadam_single"]
+        if sgd1:
+            row["grid_hours_single"] = (
+                runs_sgd * g["sgd"] / sgd1 + runs_adam * g["adam"] / adam1 + nadam_s
+            ) / 3600
             total_single += row["grid_hours_single"]
-        pop_s = (runs_sgd * g["sgd"] + runs_adam_pop * g["adam"]) / pop
-        nadam_s = runs_nadam * g["adam"] / (single or pop / big)
+        pop_s = runs_sgd * g["sgd"] / sgd_pop + runs_adam * g["adam"] / adam_pop
         row["grid_hours_population"] = (pop_s + nadam_s) / 3600
         total_pop += row["grid_hours_population"]
 
@@ -227,31 +254,51 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(r: dict[str, Any], big: int) -> str:
+    sizes = r["sizes"]
     lines = [
         f"# Training throughput on {r['device']}",
         "",
         f"{r['date']}, precision {r['precision']}, git {r['git_rev']}, "
         + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
-        f"Rates: {r['steps']} timed steps after {r['warmup']} warm-up steps, inside the training loop."
+        f"Rates in member-steps/s: {r['steps']} timed steps after {r['warmup']} warm-up steps, inside the "
+        "training loop, base-loss logging on. SGD = CM/NAG/SGDO members, Adam = AdamW/AdamO members; "
+        "'eager' = the single run with cuda_graph=false."
         + (" QUICK RUN: tiny step counts, a smoke test, not a measurement." if r["quick"] else ""),
         "",
-        "| task | batch | " + " | ".join(f"size {s} (member-steps/s)" for s in r["sizes"]) + " | "
-        "paper grid member-steps | device-hours single | device-hours population |",
-        "|---|---|" + "---|" * len(r["sizes"]) + "---|---|---|",
+        "| task | batch | "
+        + " | ".join(f"SGD size {s}" for s in sizes)
+        + " | SGD size 1 eager | Adam size 1 | "
+        + f"Adam size {big} | NAdam size 1 | paper grid member-steps | device-hours single | "
+        "device-hours population |",
+        "|---|---|" + "---:|" * (len(sizes) + 4) + "---:|---:|---:|",
     ]
+    nan = float("nan")
     for t in r["tasks"]:
-        rates = " | ".join(_num(t["rates"][s]) for s in r["sizes"])
+        rates = " | ".join(_num(t["rates"][s]) for s in sizes)
+        adam = t["adam_rates"]
+        extra = (
+            f"{_num(t.get('eager_single', nan))} | {_num(adam.get(1, nan))} | {_num(adam.get(big, nan))} | "
+            f"{_num(t.get('nadam_single', nan))}"
+            if adam
+            else f"{_num(t.get('eager_single', nan))} | | | "
+        )
         grid = (
-            f"{t['grid_member_steps']:,} | {_num(t.get('grid_hours_single', float('nan')))} | "
+            f"{t['grid_member_steps']:,} | {_num(t.get('grid_hours_single', nan))} | "
             f"{_num(t['grid_hours_population'])}"
             if "grid_member_steps" in t
             else "(single-run target row) | | "
         )
-        lines.append(f"| {t['task']} | {t['batch_size']} | {rates} | {grid} |")
+        lines.append(f"| {t['task']} | {t['batch_size']} | {rates} | {extra} | {grid} |")
+    lines += [
+        f"\nSingle run of {t['task']} at batch {t['batch_size']} in fp32 (TF32 convolutions): "
+        f"{_num(t['fp32_single'])} steps/s."
+        for t in r["tasks"]
+        if "fp32_single" in t
+    ]
     lines += [
         "",
         f"Paper grid on these tasks: {_num(r['grid_hours_single'])} device-hours as single runs, "
-        f"{_num(r['grid_hours_population'])} with populations (size-{big} rate; NAdam alone).",
+        f"{_num(r['grid_hours_population'])} with populations (size-{big} rates; NAdam as single runs).",
     ]
     if r["missing_data"]:
         lines += ["", "Missing data (tasks skipped):", *[f"- {m}" for m in r["missing_data"]]]
@@ -259,7 +306,7 @@ def markdown(r: dict[str, Any], big: int) -> str:
 
 
 def _num(v: float) -> str:
-    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+    return "" if v != v else f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
 
 
 if __name__ == "__main__":

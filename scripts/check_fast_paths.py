@@ -4,8 +4,8 @@
 Both paths start from the same GPT-2-small-shaped parameters and take --steps steps on the same random
 gradients; the relative difference ||fused - foreach|| / ||foreach||, worst over all parameters, base weights
 and optimizer state, must stay at fp32 rounding level (--tol, default 1e-4: Adam's 1/(sqrt(v)+eps) amplifies
-rounding where v is tiny; torch's own fused AdamW is 1.3e-5 from its foreach path on this test, H100). torch's own fused SGD and AdamW
-against their foreach paths are measured the same way, as the yardstick of that level.
+rounding where v is tiny). torch's own fused SGD and AdamW against their foreach paths are measured the same
+way, as the yardstick of that level (its AdamW: 1.3e-5 on this test, H100).
 
     python scripts/check_fast_paths.py                 # CUDA -> results/check_fast_paths/<device>.md/.json
     TRITON_INTERPRET=1 python scripts/check_fast_paths.py --device cpu --scale 0.005 --steps 3 --out /tmp/c.md

@@ -17,6 +17,18 @@ COMPARE = textwrap.dedent(
     """
     import torch
     from overshoot import AdamO, SGDO
+    from overshoot.optim import _triton
+
+    LAUNCHES = {"sgdo": 0, "adamo": 0}  # the fused runs must really go through the kernels
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            LAUNCHES[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    _triton.sgdo_fused_update = counted("sgdo", _triton.sgdo_fused_update)
+    _triton.adamo_fused_update = counted("adamo", _triton.adamo_fused_update)
 
     SHAPES = [(3,), (30, 20), (2049,), (1,)]
 
@@ -48,8 +60,9 @@ COMPARE = textwrap.dedent(
         a, b = run(cls, True, STEPS, **kw), run(cls, False, STEPS, **kw)
         for x, y in zip(a, b):
             worst = max(worst, ((x - y).abs().max() / y.abs().max().clamp_min(1e-30)).item())
-    print("worst relative difference", worst)
+    print("worst relative difference", worst, "fused launches", LAUNCHES)
     assert worst < TOL, worst
+    assert LAUNCHES["sgdo"] >= 2 * STEPS and LAUNCHES["adamo"] >= 2 * STEPS, LAUNCHES
     """
 )
 

@@ -222,6 +222,7 @@ def sgdo(
         raise ValueError(
             "tensor lr/gamma/prev_lr/prev_gamma need the single-tensor path: pass foreach=False, fused=False"
         )
+    if fused:
         impl = _fused_sgdo
     elif foreach:
         impl = _multi_tensor_sgdo
