@@ -10,6 +10,7 @@ tests use to check them against the foreach path.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import OrderedDict
 from typing import Any
@@ -98,7 +99,7 @@ def _tables(lists: list[list[Tensor]]) -> tuple[Tensor, Tensor, Tensor, Tensor, 
     each program updates BLOCK*ITERS elements."""
     first = lists[0]
     device = first[0].device
-    numels = tuple(t.numel() for t in first)
+    numels = tuple(map(Tensor.numel, first))
 
     chunk = BLOCK * ITERS
 
@@ -116,7 +117,9 @@ def _tables(lists: list[list[Tensor]]) -> tuple[Tensor, Tensor, Tensor, Tensor, 
         )
 
     numel_t, blk_t, blk_s = _cached(_BLOCK_CACHE, (device, numels, chunk), make_blocks)
-    ptrs = tuple(t.data_ptr() for lst in lists for t in lst)
+    ptrs = tuple(
+        itertools.chain.from_iterable(map(Tensor.data_ptr, lst) for lst in lists)
+    )  # per step: no genexpr
 
     def make_addr() -> tuple[Tensor, bool]:
         _check_lists(lists)  # validated once per distinct set of tensors
