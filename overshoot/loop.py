@@ -5,7 +5,9 @@ Per step it records, on the device, the loss at the BASE weights on the current 
 and the lr; the records are copied to the host in blocks, so the hot loop never waits for the device.
 Evaluating the base loss neither copies the model nor changes the trajectory: the optimizer swaps the base
 weights in and restores the overshoot weights bit-identically, BatchNorm statistics are restored, and
-dropout replays the same mask for the training forward.
+dropout replays the same mask for the training forward. On CUDA (``cuda_graph=auto``) the whole step is
+captured once as a CUDA graph after a few eager steps and replayed from then on (``capture``), where the run's
+step has no host-side per-step numbers (see ``graph_blocker``).
 """
 
 from __future__ import annotations
