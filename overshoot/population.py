@@ -441,9 +441,8 @@ def train_population(
         out[2] = torch.linalg.vector_norm(norms, dim=0)
         pop.update(float(lr_holder.param_groups[0]["lr"]))
 
-    graphed = (
-        use_graph(run0, device, pop.model) and pop.family == "sgd"
-    )  # AdamW/AdamO members: host-side steps
+    # Adam-family members' updates use host-side step counts and bias corrections: no graph for them
+    graphed = use_graph(run0, device, pop.model) and pop.family == "sgd"
 
     def graph_step(one: Any, out: Tensor) -> None:
         one_step(data.batch(0, one), out)  # the batch is gathered inside the graph
