@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import write_housing_csv, write_mnist_like
 
 from overshoot.cli import run_one
 from overshoot.config import ConfigError, compose, resolve
@@ -16,14 +15,6 @@ from overshoot.population import run_population
 from overshoot.store import load_run, run_path
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs)")
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    r = tmp_path_factory.mktemp("data")
-    write_housing_csv(r / "california-housing" / "cal_housing.csv")
-    write_mnist_like(r / "fashion-mnist", seed=1)
-    return r
 
 
 def _run(root: Path, out: Path, *extra: str) -> list[str]:

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fixtures import write_housing_csv, write_mnist_like
 
 import overshoot.population as population
 from overshoot.cli import run_one
@@ -26,14 +25,6 @@ from overshoot.store import load_run, run_path
 
 SGD_MEMBERS = [["optimizer=sgd", "seed=1"], ["optimizer=nesterov", "seed=2"], ["+method=sgd_os_g3", "seed=1"]]
 ADAM_MEMBERS = [["optimizer=adam", "seed=1"], ["+method=adam_os_g5", "seed=2"]]
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    r = tmp_path_factory.mktemp("data")
-    write_housing_csv(r / "california-housing" / "cal_housing.csv")
-    write_mnist_like(r / "fashion-mnist", seed=1)
-    return r
 
 
 def _common(task: str, root: Path, out: Path) -> list[str]:
