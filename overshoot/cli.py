@@ -227,6 +227,7 @@ def finish_run(
         wall_time_s=wall,
         steps=int(result.get("steps", len(curve))),
         steps_per_s=result.get("steps_per_s"),
+        cuda_graph=result.get("cuda_graph", False),  # whether the steps were replayed as a CUDA graph
         final=final,
         steps_to_95=k95,
         cpu_threads=torch.get_num_threads(),  # as set for training (threads=auto picks 1 for small models)

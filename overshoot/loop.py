@@ -509,4 +509,5 @@ def train(
     finally:
         progress.close()
     wall = time.perf_counter() - t_start
-    return {"steps": step, "train_time_s": wall, "steps_per_s": (step - steps_at_start) / max(wall, 1e-9)}
+    rate = (step - steps_at_start) / max(wall, 1e-9)
+    return {"steps": step, "train_time_s": wall, "steps_per_s": rate, "cuda_graph": captured is not None}

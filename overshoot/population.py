@@ -494,7 +494,13 @@ def train_population(
     ckpt_file.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         ckpt_file.parent.rmdir()
-    shared = {"steps": step, "train_time_s": wall, "steps_per_s": rate, "member_steps_per_s": rate * n}
+    shared = {
+        "steps": step,
+        "train_time_s": wall,
+        "steps_per_s": rate,
+        "member_steps_per_s": rate * n,
+        "cuda_graph": captured is not None,
+    }
     return shared, diverged
 
 

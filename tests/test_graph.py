@@ -55,6 +55,12 @@ def test_graph_applies_only_to_constant_coefficient_runs(root: Path, tmp_path: P
         resolve(compose(_run(root, tmp_path, "cuda_graph=sometimes")))
 
 
+def test_cpu_runs_record_that_they_ran_eagerly(root: Path, tmp_path: Path) -> None:
+    args = _run(root, tmp_path, "device=cpu", "optimizer=sgd", "max_steps=5")
+    assert run_one(compose(args)) == 0
+    assert load_run(run_path(tmp_path, resolve(compose(args)))).info["cuda_graph"] is False
+
+
 def test_impossible_graph_is_a_one_line_error(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -92,6 +98,8 @@ def test_graph_replay_reproduces_the_eager_run(
     cfg = resolve(compose(_run(root, tmp_path, *args)))
     (g_steps, g_eval), (e_steps, e_eval) = _curves(tmp_path / "true", cfg), _curves(tmp_path / "false", cfg)
     assert g_steps.shape == (40, 3)
+    assert load_run(run_path(tmp_path / "true", cfg)).info["cuda_graph"] is True
+    assert load_run(run_path(tmp_path / "false", cfg)).info["cuda_graph"] is False
     diffs = (_rel(g_steps, e_steps), _rel(g_eval, e_eval))
     print(f"graph vs eager, relative difference: steps {diffs[0]:.2e}, evaluation {diffs[1]:.2e}")
     assert max(diffs) <= tol, diffs
