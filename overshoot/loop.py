@@ -217,6 +217,16 @@ def use_graph(run: dict[str, Any], device: torch.device, model: nn.Module | None
     return setting is not False and blocker is None
 
 
+def autocast_for(
+    precision: str, device: torch.device
+) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """A factory of the forward passes' autocast context: bf16 autocast, or nothing for fp32/fp64. No
+    weight-cast cache: each forward casts every weight once anyway, and a CUDA graph capture allows none."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext
+
+
 def evaluate(task: Any, model: nn.Module, split: str, batch_size: int, autocast: Any) -> tuple[float, float]:
     """Mean loss and accuracy (NaN for loss-only tasks) of ``model`` on ``split``, in eval mode."""
     was_training = model.training
@@ -327,8 +337,7 @@ def capture(
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         step_fn(one, out)
-    tables = (list(_triton._ADDR_CACHE.values()), list(_triton._BLOCK_CACHE.values()))
-    return CapturedStep(graph, one, out, tables)
+    return CapturedStep(graph, one, out, _triton.live_tables())
 
 
 def train(
@@ -350,12 +359,7 @@ def train(
         raise ValueError(f"batch_size={bs} exceeds the {task.n_train} training examples: lower batch_size")
     total = epochs * steps_per_epoch
     last = min(total, run["max_steps"] or total)
-    precision = run["precision"]
-    autocast: Callable[[], Any] = (  # no weight-cast cache: each forward casts once, and graphs allow none
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False))
-        if precision == "bf16"
-        else contextlib.nullcontext
-    )
+    autocast = autocast_for(run["precision"], device)
 
     seed_everything(run["seed"])
     model = task.build_model()

@@ -38,6 +38,7 @@ from overshoot.loop import (
     CapturedStep,
     Interrupted,
     Progress,
+    autocast_for,
     capture,
     pick_device,
     seed_everything,
@@ -351,11 +352,7 @@ def train_population(
         raise ValueError(f"batch_size={bs} exceeds the {task.n_train} training examples: lower batch_size")
     total = epochs * steps_per_epoch
     last = min(total, run0["max_steps"] or total)
-    autocast: Callable[[], Any] = (  # no weight-cast cache, as in the single-run loop (graphs allow none)
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False))
-        if run0["precision"] == "bf16"
-        else contextlib.nullcontext
-    )
+    autocast = autocast_for(run0["precision"], device)
     pop = Population(runs, task, device)
     n = pop.n
     lr_holder = torch.optim.SGD([torch.zeros(1)], lr=hp["lr"])  # replays the single run's lr sequence

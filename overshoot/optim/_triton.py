@@ -94,6 +94,12 @@ def _cached(cache: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], make
     return hit
 
 
+def live_tables() -> list[Any]:
+    """Every cached device table. A CUDA graph that captured a fused launch holds these addresses: keep the
+    returned list as long as the graph (the cache may drop an entry meanwhile)."""
+    return [*_ADDR_CACHE.values(), *_BLOCK_CACHE.values()]
+
+
 def _tables(lists: list[list[Tensor]]) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
     """(addresses [K*T], numels [T], program->tensor [B], program->start [B], all 16-byte aligned);
     each program updates BLOCK*ITERS elements."""
