@@ -190,11 +190,16 @@ GRAPH_WARMUP = 3  # eager steps after (re)start before the step is captured as a
 GRAPH_OPTIMIZERS = ("sgd", "nesterov", "sgd_os", "adam", "nadam")
 
 
-def graph_blocker(run: dict[str, Any], device: torch.device, model: nn.Module | None = None) -> str | None:
+def graph_blocker(
+    run: dict[str, Any], device: torch.device, model: nn.Module | None = None, population: bool = False
+) -> str | None:
     """Why this run's step cannot be replayed as a CUDA graph (None when it can); ``model`` None skips the
-    checks that need it."""
+    checks that need it. ``population``: the run is a member of a population, whose updates keep their step
+    counts and lr on the device (any optimizer and schedule can be replayed)."""
     if device.type != "cuda":
         return "CUDA graphs need device=cuda"
+    if population:
+        return None
     if run["optimizer"] not in GRAPH_OPTIMIZERS:
         return f"optimizer={run['optimizer']} computes its bias corrections on the host every step"
     if run["hparams"]["schedule"] != "constant":
@@ -208,10 +213,12 @@ def graph_blocker(run: dict[str, Any], device: torch.device, model: nn.Module | 
     return None
 
 
-def use_graph(run: dict[str, Any], device: torch.device, model: nn.Module | None = None) -> bool:
+def use_graph(
+    run: dict[str, Any], device: torch.device, model: nn.Module | None = None, population: bool = False
+) -> bool:
     """The ``cuda_graph`` setting resolved: auto = on where possible; true where impossible is an error."""
     setting = run.get("cuda_graph", "auto")
-    blocker = graph_blocker(run, device, model)
+    blocker = graph_blocker(run, device, model, population)
     if setting is True and blocker is not None:
         raise ValueError(f"cuda_graph=true is impossible for this run: {blocker}; use cuda_graph=auto")
     return setting is not False and blocker is None

@@ -2,12 +2,14 @@
 
 A population is a set of runs that share a task and every hyperparameter and differ only in seed and in
 method within an optimizer family: the SGD family is SGDO with a per-member gamma (0 = CM, mu = NAG, 3/5/7 =
-SGDO), the Adam family is AdamO with a per-member gamma (0 = AdamW, 3/5/7 = AdamO). The members' weights are
-stacked along a leading dimension and trained with ``torch.func.functional_call`` under ``torch.func.vmap``;
-the functional SGDO/AdamO updates take gamma as a per-member tensor. Each member starts from the weights its
-single run would build (``seed_everything(seed)`` then ``task.build_model()``), sees its single run's data
-order (``task.epoch_plan(seed, epoch, batch_size)``) and writes its own run directory in the single-run
-format.
+SGDO), the Adam family is AdamO with a per-member gamma (0 = AdamW, 3/5/7 = AdamO) and NAdam (constant
+momentum, as the paper's). The members' weights are stacked along a leading dimension and trained with
+``torch.func.functional_call`` under ``torch.func.vmap`` (convolutions as batched GEMMs on CUDA, see
+``overshoot.matmul_conv``); the updates take per-member coefficient tensors computed on the device from a
+device step count and lr, so that the whole step can be replayed as one CUDA graph under any schedule.
+Each member starts from the weights its single run would build (``seed_everything(seed)`` then
+``task.build_model()``), sees its single run's data order (``task.epoch_plan(seed, epoch, batch_size)``)
+and writes its own run directory in the single-run format.
 
 Resume: the population as a whole is checkpointed under ``<out>/.populations/<key>/`` (key = the members'
 config hashes); relaunching the same set of runs resumes it and ends with the uninterrupted curves. A
@@ -47,14 +49,28 @@ from overshoot.loop import (
     stop_requests,
     use_graph,
 )
-from overshoot.optim.adamo import adamo, ramp
+from overshoot.matmul_conv import matmul_convs
 from overshoot.optim.sgdo import sgdo
 from overshoot.store import STEP_COLUMNS, RunWriter, atomic_torch_save, config_hash, method_name, run_path
 
 # Tasks whose models have no BatchNorm, dropout or other state that a vmapped functional call cannot carry.
 POPULATION_TASKS = frozenset({"digits", "housing", "vae_fmnist", "vae_mnist", "fmnist", "cifar"})
-# Optimizers a member may use, with the family whose functional update trains it (NAdam runs alone).
-MEMBER_FAMILY = {"sgd": "sgd", "nesterov": "sgd", "sgd_os": "sgd", "adam": "adam", "adam_os": "adam"}
+# Optimizers a member may use, with the family whose update trains it (NAdam: the Adam family's update with
+# NAdam's coefficients).
+MEMBER_FAMILY = {
+    "sgd": "sgd",
+    "nesterov": "sgd",
+    "sgd_os": "sgd",
+    "adam": "adam",
+    "adam_os": "adam",
+    "nadam": "adam",
+}
+# How a population's convolutions run: "grouped" (vmap's own rule: one grouped convolution, members as
+# groups), "matmul" (overshoot.matmul_conv: im2col and one batched GEMM per layer), "conv2d-matmul" (GEMMs
+# for Conv2d, grouped ConvTranspose2d). "auto": conv2d-matmul on CUDA, grouped elsewhere (measured on an H100,
+# results/gpu-notes.md: GEMMs +18 % for 2c2d and 3c3d; transposed convolutions as GEMM + col2im were 4x
+# slower than grouped in the VAE).
+CONV_MODES = ("auto", "grouped", "matmul", "conv2d-matmul")
 MAX_SIZE = 64  # members per population; larger groups are split
 # Keys in which the members of one population may differ.
 MEMBER_KEYS = ("seed", "optimizer", "gamma", "population")
@@ -129,7 +145,9 @@ def _per_member(values: Tensor, ndim: int) -> Tensor:
 class Population:
     """The stacked weights and optimizer state of N members, and their vectorised losses and updates."""
 
-    def __init__(self, runs: Sequence[dict[str, Any]], task: Any, device: torch.device) -> None:
+    def __init__(
+        self, runs: Sequence[dict[str, Any]], task: Any, device: torch.device, conv: str = "auto"
+    ) -> None:
         families = {MEMBER_FAMILY.get(r["optimizer"]) for r in runs}
         if len(families) != 1 or None in families or len({group_key(r) for r in runs}) != 1:
             raise ValueError(
@@ -147,6 +165,13 @@ class Population:
             raise ValueError(f"task {runs[0]['task']} uses {', '.join(bad)}: run it without population mode")
         self.model = models[0]
         self.model.train()
+        if conv not in CONV_MODES:
+            raise ValueError(f"conv={conv!r}: choose one of {', '.join(CONV_MODES)}")
+        if conv == "auto":
+            conv = "conv2d-matmul" if device.type == "cuda" else "grouped"
+        self.conv = conv
+        if conv != "grouped":  # the vmapped forward: convolutions as batched GEMMs
+            self.model = matmul_convs(self.model, transposed=conv == "matmul")
         set_cpu_threads(runs[0]["threads"], self.model, device)  # per-member size decides, as in a single run
         names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = {
@@ -159,27 +184,50 @@ class Population:
         }
         dtype = next(iter(self.params.values())).dtype
         n = len(runs)
-        gamma = torch.tensor([member_gamma(r) for r in runs], device=device, dtype=dtype)
+        gamma = torch.tensor([member_gamma(r) for r in runs], device=device, dtype=torch.float64)
         is_os = torch.tensor([r["optimizer"].endswith("_os") for r in runs], device=device)
-        self.gamma = {k: _per_member(gamma, p.dim()) for k, p in self.params.items()}
+        self.gamma = {k: _per_member(gamma.to(dtype), p.dim()) for k, p in self.params.items()}
         # Evaluation is at the base weights for overshoot optimizers, at the weights held (NAG's iterate)
         # otherwise, exactly as a single run's `with opt.base_weights()` does.
-        self.eval_gamma = {k: _per_member(gamma * is_os, p.dim()) for k, p in self.params.items()}
+        self.eval_gamma = {k: _per_member((gamma * is_os).to(dtype), p.dim()) for k, p in self.params.items()}
         # NAG (torch's nesterov=True) is SGDO at gamma = mu with the undo term at the current lr: equal to
         # SGDO for a constant lr, different under a schedule, so NAG members undo with the current lr.
         nag = torch.tensor([r["optimizer"] == "nesterov" for r in runs], device=device, dtype=dtype)
         self.nag = {k: _per_member(nag, p.dim()) for k, p in self.params.items()} if bool(nag.any()) else None
+        self.gamma64 = gamma
+        self.is_os = is_os.to(torch.float64)
+        self.is_nadam = torch.tensor([r["optimizer"] == "nadam" for r in runs], device=device)
+        if self.family == "adam" and bool((gamma > 0).any()) and self.hp["momentum"] == 0:
+            raise ValueError("AdamO members with gamma > 0 need momentum (beta1) > 0 in population mode")
         self.log_base = is_os & (gamma > 0) & bool(runs[0]["log"]["base_loss"])
         self.any_log_base = bool(self.log_base.any())
         self.n = n
+        self.dtype = dtype
+        # Host mirror of the step count and the previous lr (checkpointed); the update reads the device
+        # copies, so that a CUDA graph can replay it with a changing lr and step count.
         self.state: dict[str, Any] = {"prev_lr": 0.0, "step": 0}
+        self.t = torch.zeros((), device=device, dtype=torch.float64)  # steps done
+        self.lr = torch.zeros((), device=device, dtype=torch.float64)  # this step's lr (set_lr)
+        self.prev_lr = torch.zeros((), device=device, dtype=torch.float64)
+        self.mu_product = torch.ones((), device=device)  # NAdam members' beta1^t, float32 as torch's
+        self._lr_host = 0.0
         if self.family == "sgd":
             self.state["buf"] = {k: None for k in names}
         else:
             self.state["m"] = {k: torch.zeros_like(p) for k, p in self.params.items()}
             self.state["v"] = {k: torch.zeros_like(p) for k, p in self.params.items()}
-            self.state["steps"] = {k: torch.tensor(0.0) for k in names}
         self.has_correct = False
+
+    def set_lr(self, lr: float) -> None:
+        """The lr of the next update (one tiny device write when it changes)."""
+        if lr != self._lr_host:
+            self.lr.fill_(lr)
+            self._lr_host = lr
+
+    def _sync_device_scalars(self) -> None:
+        self.t.fill_(float(self.state["step"]))
+        self.prev_lr.fill_(float(self.state["prev_lr"]))
+        self.lr.fill_(self._lr_host)
 
     # ----------------------------------------------------------------------------------- losses
     def _loss(
@@ -206,57 +254,112 @@ class Population:
         return vmap(self._loss_correct, in_dims=(0, 0, None))(params, self.buffers, batch)
 
     # ------------------------------------------------------------------------------ base weights
+    def _ramp(self, t: Tensor) -> Tensor:
+        """[N] float64 effective overshoot factors after ``t`` steps (0 at t = 0): the paper's delay ramp."""
+        delay = self.hp["delay"]
+        g = self.gamma64 if delay is None else torch.minimum(self.gamma64, (t - delay).clamp(min=0.0))
+        return torch.where(t >= 1, g, torch.zeros_like(g))
+
+    def _members(self, v: Tensor) -> dict[int, Tensor]:
+        """[N] float64 -> {ndim: [N, 1, ..., 1] in the parameters' dtype} for every parameter rank."""
+        v = v.to(self.dtype)
+        return {d: _per_member(v, d) for d in {p.dim() for p in self.params.values()}}
+
+    def _adam_denom(self, v: Tensor, bc2_sqrt: Tensor) -> Tensor:
+        return (v.sqrt() / bc2_sqrt).add_(self.hp["eps"])
+
     @torch.no_grad()
-    def base_params(self, gammas: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The members' base weights, offset from the held weights with per-member factors ``gammas``."""
-        st, lr = self.state, self.state["prev_lr"]
+    def base_params(self, evaluation: bool = False) -> dict[str, Tensor]:
+        """The members' base weights: the held weights plus each member's overshoot offset (at evaluation,
+        only overshoot members are offset: NAG is evaluated at the weights it holds)."""
+        st = self.state
         if st["step"] == 0:
             return {k: p.detach() for k, p in self.params.items()}
         out = {}
+        if self.family == "sgd":
+            gammas = self.eval_gamma if evaluation else self.gamma
+            for k, p in self.params.items():
+                out[k] = p.detach() + st["buf"][k] * (gammas[k] * self.prev_lr)
+            return out
+        b1, b2 = self.hp["momentum"], self.hp["beta2"]
+        t = self.t
+        ramped = self._ramp(t) * self.is_os if evaluation else self._ramp(t)
+        offs = self._members(self.prev_lr * ramped / (1 - b1**t))
+        bc2_sqrt = torch.sqrt(1 - b2**t).to(self.dtype)
         for k, p in self.params.items():
-            if self.family == "sgd":
-                out[k] = p.detach() + st["buf"][k] * (gammas[k] * lr)
-            else:
-                b1, b2 = self.hp["momentum"], self.hp["beta2"]
-                t = float(st["steps"][k])
-                denom = (st["v"][k].sqrt() / (1 - b2**t) ** 0.5).add_(self.hp["eps"])
-                g_t = ramp(gammas[k], t, self.hp["delay"])
-                out[k] = p.detach() + (st["m"][k] / denom) * (g_t * lr / (1 - b1**t))
+            denom = self._adam_denom(st["v"][k], bc2_sqrt)
+            out[k] = p.detach() + (st["m"][k] / denom) * offs[p.dim()]
         return out
 
     # ------------------------------------------------------------------------------------ update
     @torch.no_grad()
-    def update(self, lr: float) -> None:
-        """One optimizer step of every member with the gradients in ``params[...].grad``."""
+    def update(self) -> None:
+        """One optimizer step of every member with the gradients in ``params[...].grad``, at the lr last
+        given to ``set_lr``; the step count and previous lr advance on the device (graph-safe)."""
         st, hp = self.state, self.hp
+        lr, prev_lr = self.lr, self.prev_lr
+        if self.family == "sgd":
+            for k, p in self.params.items():
+                g = p.grad
+                assert g is not None
+                bufs: list[Tensor | None] = [st["buf"][k]]
+                nag = self.nag
+                undo_lr = prev_lr if nag is None else nag[k] * lr + (1 - nag[k]) * prev_lr
+                sgdo(
+                    [p], [g], bufs, lr=lr.to(self.dtype), prev_lr=undo_lr.to(self.dtype),
+                    momentum=hp["momentum"], gamma=self.gamma[k], weight_decay=hp["weight_decay"],
+                    foreach=False, fused=False,
+                )  # fmt: skip
+                st["buf"][k] = bufs[0]
+                p.grad = None
+        else:
+            self._adam_update(lr, prev_lr)
+        self.t.add_(1)
+        self.prev_lr.copy_(lr)
+        st["prev_lr"] = self._lr_host
+        st["step"] += 1
+
+    def _adam_update(self, lr: Tensor, prev_lr: Tensor) -> None:
+        """AdamO's default form per member (gamma 0: AdamW) and NAdam (constant momentum), with per-member
+        coefficients ``p -= (cm*m + cg*g) / d`` computed on the device from the step count."""
+        hp = self.hp
+        b1, b2, wd = hp["momentum"], hp["beta2"], hp["weight_decay"]
+        t = self.t + 1
+        g_t, g_p = self._ramp(t), self._ramp(self.t)
+        bc1 = 1 - b1**t
+        if b1 > 0:
+            cm = (lr * (1 + g_t) - prev_lr * g_p / b1) / bc1
+            cg = prev_lr * g_p * (1 - b1) / b1 / bc1
+        else:  # no overshoot member (checked at construction): AdamW
+            cm, cg = (lr * (1 + g_t) / bc1).expand_as(g_t), torch.zeros_like(g_t)
+        # NAdam with mu_t = beta1: p -= lr*(1-b1)/(1-b1^t) * g/d + lr*b1/(1-b1^(t+1)) * m/d, with b1^t
+        # the float32 running product torch's NAdam keeps (its state "mu_product")
+        self.mu_product.mul_(b1)
+        mp = self.mu_product.double()
+        cm = torch.where(self.is_nadam, lr * b1 / (1 - mp * b1), cm)
+        cg = torch.where(self.is_nadam, lr * (1 - b1) / (1 - mp), cg)
+        cms, cgs = self._members(-cm), self._members(-cg)
+        bc2_sqrt = torch.sqrt(1 - b2**t).to(self.dtype)
+        wd_factor = (1 - lr * wd).to(self.dtype)
         for k, p in self.params.items():
             g = p.grad
             assert g is not None
-            if self.family == "sgd":
-                bufs: list[Tensor | None] = [st["buf"][k]]
-                prev_lr: float | Tensor = st["prev_lr"]
-                if self.nag is not None and lr != prev_lr:
-                    prev_lr = self.nag[k] * lr + (1 - self.nag[k]) * prev_lr
-                sgdo(
-                    [p], [g], bufs, lr=lr, prev_lr=prev_lr, momentum=hp["momentum"],
-                    gamma=self.gamma[k], weight_decay=hp["weight_decay"], foreach=False, fused=False,
-                )  # fmt: skip
-                st["buf"][k] = bufs[0]
-            else:
-                adamo(
-                    [p], [g], [st["m"][k]], [st["v"][k]], [], [st["steps"][k]], lr=lr,
-                    beta1=hp["momentum"], beta2=hp["beta2"], eps=hp["eps"], weight_decay=hp["weight_decay"],
-                    gamma=self.gamma[k], delay=hp["delay"], prev_lr=st["prev_lr"], foreach=False, fused=False,
-                )  # fmt: skip
+            m, v = self.state["m"][k], self.state["v"][k]
+            if wd != 0:
+                p.mul_(wd_factor)
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = self._adam_denom(v, bc2_sqrt)
+            p.addcmul_(m / denom, cms[p.dim()])
+            p.addcmul_(g / denom, cgs[p.dim()])
             p.grad = None
-        st["prev_lr"] = float(lr)
-        st["step"] += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "params": {k: p.detach() for k, p in self.params.items()},
             "buffers": self.buffers,
             "state": self.state,
+            "mu_product": self.mu_product,
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -273,6 +376,8 @@ class Population:
             return x
 
         self.state = move(sd["state"])
+        self.mu_product.copy_(sd["mu_product"])
+        self._sync_device_scalars()
 
 
 def _stateful(m: nn.Module) -> bool:
@@ -338,6 +443,7 @@ def train_population(
     writers: Sequence[RunWriter],
     device: torch.device,
     should_stop: Callable[[], bool] = lambda: False,
+    conv: str = "auto",
 ) -> tuple[dict[str, Any], list[str | None]]:
     """Train the members of ``runs`` together to the end (or max_steps), writing each member's logs.
 
@@ -353,7 +459,7 @@ def train_population(
     total = epochs * steps_per_epoch
     last = min(total, run0["max_steps"] or total)
     autocast = autocast_for(run0["precision"], device)
-    pop = Population(runs, task, device)
+    pop = Population(runs, task, device, conv)
     n = pop.n
     lr_holder = torch.optim.SGD([torch.zeros(1)], lr=hp["lr"])  # replays the single run's lr sequence
     sched = (
@@ -427,7 +533,7 @@ def train_population(
         losses.sum().backward()
         if pop.any_log_base:
             with torch.no_grad(), autocast():
-                base = pop.losses(pop.base_params(pop.gamma), b, data.batched)
+                base = pop.losses(pop.base_params(), b, data.batched)
             out[0] = torch.where(pop.log_base, base.detach().double(), losses.detach().double())
         else:
             out[0] = losses.detach()
@@ -436,10 +542,9 @@ def train_population(
             [p.grad.flatten(1).norm(dim=1) for p in pop.params.values() if p.grad is not None]
         )
         out[2] = torch.linalg.vector_norm(norms, dim=0)
-        pop.update(float(lr_holder.param_groups[0]["lr"]))
+        pop.update()
 
-    # Adam-family members' updates use host-side step counts and bias corrections: no graph for them
-    graphed = use_graph(run0, device, pop.model) and pop.family == "sgd"
+    graphed = use_graph(run0, device, pop.model, population=True)
 
     def graph_step(one: Any, out: Tensor) -> None:
         one_step(data.batch(0, one), out)  # the batch is gathered inside the graph
@@ -463,9 +568,10 @@ def train_population(
                 captured = capture(graph_step, data.plan, k, device, rec.shape[1:])
             lr = float(lr_holder.param_groups[0]["lr"])
             lrs.append(lr)
+            pop.set_lr(lr)
             if captured is not None:
                 rec[i].copy_(captured.replay(data.plan, k))
-                pop.state["prev_lr"], pop.state["step"] = lr, pop.state["step"] + 1  # what update() does
+                pop.state["prev_lr"], pop.state["step"] = lr, pop.state["step"] + 1  # update()'s host part
             else:
                 one_step(data.batch(k), rec[i])
                 eager_steps += 1
@@ -513,7 +619,7 @@ def _evaluate(
     epoch_rows: list[int],
 ) -> None:
     """Validation and test loss/accuracy of every live member at its base weights, appended to epochs.csv."""
-    params = pop.base_params(pop.eval_gamma)
+    params = pop.base_params(evaluation=True)
     pop.model.eval()
     rows: list[dict[str, list[Any]]] = [
         {"epoch": [], "split": [], "loss": [], "accuracy": []} for _ in writers

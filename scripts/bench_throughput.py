@@ -10,12 +10,13 @@ steps W+1..W+N, the device synchronised at both ends, so start-up, data loading,
 compilation are left out while per-step logging, the periodic flushes and any epoch-end evaluation inside
 the window are in. Both families are measured with the preset's hyperparameters: the SGD family (single
 run: SGDO gamma 3; populations cycle CM, NAG, SGDO 3/5/7 over seeds) at every size, and the Adam family
-(single run: AdamO gamma 3; populations cycle AdamW, AdamO 3/5/7) at size 1 and the largest size. On CUDA
-the single SGD run is also timed with ``cuda_graph=false`` (the eager loop). The paper grid estimate uses
-the preset's batch sizes and epochs and counts per task 10 seeds x (CM, NAG, SGDO 3/5/7) at the SGD
-family's largest-population rate, 10 seeds x (AdamW, AdamO 3/5/7) at the Adam family's, and 10 NAdam runs
-at the measured single NAdam rate. Writes results/bench_throughput/<device>.md and .json (``-quick``
-appended to the name for --quick runs).
+(single run: AdamO gamma 3; populations cycle AdamW, AdamO 3/5/7, NAdam) at size 1 and the largest size.
+On CUDA the single SGD run is also timed with ``cuda_graph=false`` (the eager loop). The paper grid
+estimate uses the preset's batch sizes and epochs and counts per task 10 seeds x (CM, NAG, SGDO 3/5/7)
+at the SGD family's largest-population rate and 10 seeds x (AdamW, AdamO 3/5/7, NAdam) at the Adam
+family's (the single-run estimate: NAdam at its own single-run rate). ``--conv`` picks how populations
+run their convolutions (``overshoot.population.CONV_MODES``). Writes results/bench_throughput/<device>.md
+and .json (``-quick`` appended to the name for --quick runs, ``-<conv>`` for a --conv other than auto).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("housing", "fmnist", "vae_fmnist", "cifar")
 FAMILIES = {
     "sgd": (("sgd", 0.0), ("nesterov", 0.0), ("sgd_os", 3.0), ("sgd_os", 5.0), ("sgd_os", 7.0)),
-    "adam": (("adam", 0.0), ("adam_os", 3.0), ("adam_os", 5.0), ("adam_os", 7.0)),
+    "adam": (("adam", 0.0), ("adam_os", 3.0), ("adam_os", 5.0), ("adam_os", 7.0), ("nadam", 0.0)),
 }
 SEEDS = tuple(range(10, 101, 10))
 
@@ -108,7 +109,14 @@ class StepClock:
 
 
 def member_rate(
-    run: dict[str, Any], task: Any, device: torch.device, size: int, warm: int, n: int, family: str = "sgd"
+    run: dict[str, Any],
+    task: Any,
+    device: torch.device,
+    size: int,
+    warm: int,
+    n: int,
+    family: str = "sgd",
+    conv: str = "auto",
 ) -> float:
     """Member-steps per second of ``size`` members (1: the single-run loop) over steps warm+1..warm+n."""
     clock = StepClock(warm, warm + n, device)
@@ -118,7 +126,8 @@ def member_rate(
             train(r, task, RunWriter(run_path(tmp, r)), device, clock)
         else:
             runs = members(r, size, family)
-            train_population(runs, task, [RunWriter(run_path(tmp, m)) for m in runs], device, clock)
+            writers = [RunWriter(run_path(tmp, m)) for m in runs]
+            train_population(runs, task, writers, device, clock, conv=conv)
     return size * n / max(clock.seconds(), 1e-9)
 
 
@@ -146,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default=None, help="fp32 | bf16 (default: bf16 on CUDA, as the paper)")
     p.add_argument("--quick", action="store_true", help="tiny step counts and sizes 1,2: a smoke test")
+    p.add_argument(
+        "--conv", default="auto", help="populations' convolutions: auto|grouped|matmul|conv2d-matmul"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bench_throughput")
     a = p.parse_args(argv)
     device = pick_device(a.device)
@@ -184,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         }
 
         def measure(key: str, r: dict[str, Any], size: int, family: str, task: Any = task) -> float:
-            rate = member_rate(r, task, device, size, warm, steps, family)
+            rate = member_rate(r, task, device, size, warm, steps, family, a.conv)
             print(
                 f"{r['task']} batch {r['hparams']['batch_size']} {key}: {rate:,.0f} member-steps/s",
                 flush=True,
@@ -216,18 +228,20 @@ def main(argv: list[str] | None = None) -> int:
         adam1, adam_pop = row["adam_rates"][1], row["adam_rates"][big]
         runs_sgd, runs_adam, runs_nadam = 5 * len(SEEDS), 4 * len(SEEDS), len(SEEDS)
         row["grid_member_steps"] = runs_sgd * g["sgd"] + (runs_adam + runs_nadam) * g["adam"]
-        nadam_s = runs_nadam * g["adam"] / row["nadam_single"]
         if sgd1:
             row["grid_hours_single"] = (
-                runs_sgd * g["sgd"] / sgd1 + runs_adam * g["adam"] / adam1 + nadam_s
+                runs_sgd * g["sgd"] / sgd1
+                + runs_adam * g["adam"] / adam1
+                + runs_nadam * g["adam"] / row["nadam_single"]
             ) / 3600
             total_single += row["grid_hours_single"]
-        pop_s = runs_sgd * g["sgd"] / sgd_pop + runs_adam * g["adam"] / adam_pop
-        row["grid_hours_population"] = (pop_s + nadam_s) / 3600
+        pop_s = runs_sgd * g["sgd"] / sgd_pop + (runs_adam + runs_nadam) * g["adam"] / adam_pop
+        row["grid_hours_population"] = pop_s / 3600
         total_pop += row["grid_hours_population"]
 
     name = device_name(device)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ("-quick" if a.quick else "")
+    slug += "" if a.conv == "auto" else f"-{a.conv}"
     report = {
         "device": name,
         "precision": precision,
@@ -238,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": steps,
         "warmup": warm,
         "sizes": sizes,
+        "conv": a.conv,
         "preset": preset_dict["name"],
         "data_root": str(root),
         "missing_data": missing,
@@ -261,7 +276,7 @@ def markdown(r: dict[str, Any], big: int) -> str:
         f"{r['date']}, precision {r['precision']}, git {r['git_rev']}, "
         + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
         f"Rates in member-steps/s: {r['steps']} timed steps after {r['warmup']} warm-up steps, inside the "
-        "training loop, base-loss logging on. SGD = CM/NAG/SGDO members, Adam = AdamW/AdamO members; "
+        "training loop, base-loss logging on. SGD = CM/NAG/SGDO members, Adam = AdamW/AdamO/NAdam members; "
         "'eager' = the single run with cuda_graph=false."
         + (" QUICK RUN: tiny step counts, a smoke test, not a measurement." if r["quick"] else ""),
         "",
@@ -298,7 +313,8 @@ def markdown(r: dict[str, Any], big: int) -> str:
     lines += [
         "",
         f"Paper grid on these tasks: {_num(r['grid_hours_single'])} device-hours as single runs, "
-        f"{_num(r['grid_hours_population'])} with populations (size-{big} rates; NAdam as single runs).",
+        f"{_num(r['grid_hours_population'])} with populations (size-{big} rates, NAdam in the Adam family's; "
+        f"population convolutions: {r.get('conv', 'auto')}).",
     ]
     if r["missing_data"]:
         lines += ["", "Missing data (tasks skipped):", *[f"- {m}" for m in r["missing_data"]]]

@@ -107,14 +107,26 @@ def test_graph_replay_reproduces_the_eager_run(
 
 @pytest.mark.cuda
 @CUDA
-def test_graph_replay_reproduces_the_eager_population(root: Path, tmp_path: Path) -> None:
-    members = [["optimizer=sgd", "seed=1"], ["optimizer=nesterov", "seed=2"], ["+method=sgd_os_g5", "seed=1"]]
+@pytest.mark.parametrize(
+    "members",
+    [
+        [["optimizer=sgd", "seed=1"], ["optimizer=nesterov", "seed=2"], ["+method=sgd_os_g5", "seed=1"]],
+        # the Adam family under a cosine schedule: lr, step counts and bias corrections live on the device
+        [["optimizer=adam", "seed=1"], ["+method=adam_os_g5", "seed=2"], ["optimizer=nadam", "seed=3"]],
+    ],
+    ids=["sgd-constant", "adam-cosine"],
+)
+def test_graph_replay_reproduces_the_eager_population(
+    root: Path, tmp_path: Path, members: list[list[str]]
+) -> None:
+    extra = ["device=cuda", "schedule=cosine", "delay=5"] if "adam" in members[0][0] else ["device=cuda"]
     for graph in ("true", "false"):
         out = tmp_path / graph
-        runs = [resolve(compose(_run(root, out, "device=cuda", f"cuda_graph={graph}", *m))) for m in members]
+        runs = [resolve(compose(_run(root, out, *extra, f"cuda_graph={graph}", *m))) for m in members]
         assert run_population(runs) == [0, 0, 0]
+        assert all(load_run(run_path(out, r)).info["cuda_graph"] is (graph == "true") for r in runs)
     for m in members:
-        cfg = resolve(compose(_run(root, tmp_path, "device=cuda", *m)))
+        cfg = resolve(compose(_run(root, tmp_path, *extra, *m)))
         (g_steps, g_eval), (e_steps, e_eval) = (
             _curves(tmp_path / "true", cfg),
             _curves(tmp_path / "false", cfg),
