@@ -64,7 +64,13 @@ class MatmulConv2d(nn.Module):
 
 
 class MatmulConvTranspose2d(nn.Module):
-    """``nn.ConvTranspose2d`` (one group, no dilation) as a GEMM and a col2im (``F.fold``)."""
+    """``nn.ConvTranspose2d`` (one group, no dilation) as one GEMM and a col2im written as shifted adds.
+
+    The GEMM maps every input pixel to its k x k block of output contributions; output pixels of one
+    stride phase (row mod s, column mod s) receive the taps of that phase shifted by whole input pixels, so
+    col2im is a sum of padded slices per phase and one interleave of the phases (no scatter, and plain ops
+    that vmap batches, unlike ``F.fold``). Input and output are channels-last in memory.
+    """
 
     def __init__(self, conv: nn.ConvTranspose2d) -> None:
         super().__init__()
@@ -79,17 +85,32 @@ class MatmulConvTranspose2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         w = self.weight
-        x = _compute_dtype(x)
-        b, c, h, wd = x.shape
+        x = _compute_dtype(x).permute(0, 2, 3, 1)  # NHWC
+        b, h, wd, c = x.shape
         ho = (h - 1) * sh - 2 * ph + kh + self.output_padding[0]
         wo = (wd - 1) * sw - 2 * pw + kw + self.output_padding[1]
-        rows = x.reshape(b, c, h * wd).transpose(1, 2).reshape(b * h * wd, c)
-        cols = rows @ w.reshape(c, -1).to(rows.dtype)  # [B*H*W, C_out*kh*kw]
-        cols = cols.view(b, h * wd, -1).transpose(1, 2)
-        out = F.fold(cols, (ho, wo), (kh, kw), padding=(ph, pw), stride=(sh, sw))
+        cols = (x.reshape(b * h * wd, c) @ w.reshape(c, -1).to(x.dtype)).view(b, h, wd, -1, kh, kw)
+        # the padded output (offset p) in phase planes of size u x v: out_p[s*i + r] = plane_r[i]
+        qh, qw = -(-kh // sh), -(-kw // sw)
+        u = max(h - 1 + qh, -(-(ph + ho) // sh))
+        v = max(wd - 1 + qw, -(-(pw + wo) // sw))
+        planes = []
+        for rh in range(sh):
+            row = []
+            for rw in range(sw):
+                plane = None
+                for a in range(rh, kh, sh):
+                    for bb in range(rw, kw, sw):
+                        i, j = a // sh, bb // sw  # the tap lands i, j input pixels further on
+                        part = F.pad(cols[..., a, bb], (0, 0, j, v - wd - j, i, u - h - i))
+                        plane = part if plane is None else plane + part
+                row.append(plane if plane is not None else cols.new_zeros(b, u, v, cols.shape[3]))
+            planes.append(torch.stack(row, dim=3))  # [B, u, v, s_w, C]
+        full = torch.stack(planes, dim=2)  # [B, u, s_h, v, s_w, C]
+        out = full.reshape(b, u * sh, v * sw, -1)[:, ph : ph + ho, pw : pw + wo]
         if self.bias is not None:
-            out = out + self.bias.to(out.dtype).view(1, -1, 1, 1)
-        return out
+            out = out + self.bias.to(out.dtype)
+        return out.permute(0, 3, 1, 2)
 
 
 def matmul_convs(model: nn.Module, transposed: bool = True) -> nn.Module:

@@ -67,9 +67,9 @@ MEMBER_FAMILY = {
 }
 # How a population's convolutions run: "grouped" (vmap's own rule: one grouped convolution, members as
 # groups), "matmul" (overshoot.matmul_conv: im2col and one batched GEMM per layer), "conv2d-matmul" (GEMMs
-# for Conv2d, grouped ConvTranspose2d). "auto": conv2d-matmul on CUDA, grouped elsewhere (measured on an H100,
-# results/gpu-notes.md: GEMMs +18 % for 2c2d and 3c3d; transposed convolutions as GEMM + col2im were 4x
-# slower than grouped in the VAE).
+# for Conv2d, grouped ConvTranspose2d). "auto": conv2d-matmul on CUDA, grouped elsewhere. Measured on an H100
+# (results/gpu-notes.md): Conv2d as GEMMs +18 % for 2c2d and 3c3d, +8 % for the VAE; transposed convolutions
+# as GEMMs were slower than cuDNN's grouped ones in the VAE (2,129 vs 3,957 member-steps/s).
 CONV_MODES = ("auto", "grouped", "matmul", "conv2d-matmul")
 MAX_SIZE = 64  # members per population; larger groups are split
 # Keys in which the members of one population may differ.
@@ -299,16 +299,15 @@ class Population:
         st, hp = self.state, self.hp
         lr, prev_lr = self.lr, self.prev_lr
         if self.family == "sgd":
+            lr_d, prev_d, nag = lr.to(self.dtype), prev_lr.to(self.dtype), self.nag
             for k, p in self.params.items():
                 g = p.grad
                 assert g is not None
                 bufs: list[Tensor | None] = [st["buf"][k]]
-                nag = self.nag
-                undo_lr = prev_lr if nag is None else nag[k] * lr + (1 - nag[k]) * prev_lr
+                undo_lr = prev_d if nag is None else nag[k] * lr_d + (1 - nag[k]) * prev_d
                 sgdo(
-                    [p], [g], bufs, lr=lr.to(self.dtype), prev_lr=undo_lr.to(self.dtype),
-                    momentum=hp["momentum"], gamma=self.gamma[k], weight_decay=hp["weight_decay"],
-                    foreach=False, fused=False,
+                    [p], [g], bufs, lr=lr_d, prev_lr=undo_lr, momentum=hp["momentum"], gamma=self.gamma[k],
+                    weight_decay=hp["weight_decay"], foreach=False, fused=False,
                 )  # fmt: skip
                 st["buf"][k] = bufs[0]
                 p.grad = None

@@ -22,6 +22,14 @@ LAYERS = [
         ),
         (5, 6, 4, 4),
     ),
+    (
+        lambda: nn.Sequential(
+            nn.ConvTranspose2d(3, 4, 5, 3, 2, output_padding=2),
+            nn.ConvTranspose2d(4, 2, 2, 2),
+            nn.ConvTranspose2d(2, 2, (3, 2), 1, (1, 0)),
+        ),
+        (2, 3, 3, 5),
+    ),
 ]
 
 
@@ -29,7 +37,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).detach().abs().max() / b.detach().abs().max())
 
 
-@pytest.mark.parametrize(("make", "shape"), LAYERS, ids=["conv", "strided-conv", "conv-transpose"])
+@pytest.mark.parametrize(
+    ("make", "shape"), LAYERS, ids=["conv", "strided-conv", "conv-transpose", "conv-transpose-shapes"]
+)
 def test_gemm_forms_match_torch_under_vmap(make, shape) -> None:
     torch.manual_seed(0)
     model = make().double()
