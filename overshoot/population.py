@@ -375,7 +375,14 @@ class Population:
             return x
 
         self.state = move(sd["state"])
-        self.mu_product.copy_(sd["mu_product"])
+        self.state.pop("steps", None)  # per-parameter host step counts of checkpoints before 2026-11-25
+        if "mu_product" in sd:
+            self.mu_product.copy_(sd["mu_product"])
+        else:  # an older checkpoint: rebuild torch's float32 running product beta1^t
+            mp = torch.ones(())
+            for _ in range(int(self.state["step"])):
+                mp.mul_(self.hp["momentum"])
+            self.mu_product.copy_(mp)
         self._sync_device_scalars()
 
 

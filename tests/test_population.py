@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 import overshoot.population as population
@@ -171,3 +172,27 @@ def test_population_switch_on_the_command_line(tmp_path: Path) -> None:
     assert all(c["population"] for c in cfgs)
     r = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert r.returncode == 0 and r.stdout.count("skipped, already completed") == 2, r.stdout
+
+
+def test_state_dict_round_trip_keeps_the_device_step_state(root: Path, tmp_path: Path) -> None:
+    from overshoot_tasks import build_task
+
+    runs = _runs("housing", ADAM_MEMBERS, root, tmp_path)
+    t = build_task(runs[0]["task_options"], root, torch.device("cpu"), torch.float64)
+    pop = population.Population(runs, t, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    for step in range(5):
+        pop.set_lr(1e-3 * (1 + step))
+        for p in pop.params.values():
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        pop.update()
+    for old_format in (False, True):  # True: a checkpoint written before mu_product was saved
+        sd = pop.state_dict()
+        if old_format:
+            sd = {k: v for k, v in sd.items() if k != "mu_product"}
+        again = population.Population(runs, t, torch.device("cpu"))
+        again.load_state_dict(sd)
+        assert float(again.t) == 5 and float(again.prev_lr) == 5e-3 and again.state["step"] == 5
+        assert torch.equal(again.mu_product, pop.mu_product)
+        for k, p in pop.params.items():
+            assert torch.equal(again.params[k], p) and torch.equal(again.state["v"][k], pop.state["v"][k])
