@@ -4,8 +4,9 @@ Under ``torch.func.vmap`` with per-member weights, ``nn.Conv2d`` becomes a group
 groups) with layout conversions around it; the modules here become one batched GEMM per layer instead
 (members as the batch of the GEMM, every member's images x output positions as its rows). They hold the
 same parameters under the same names as the modules they replace, so ``functional_call`` with the stacked
-population weights works unchanged. ``matmul_convs(model)`` returns a copy of a model with every
-``Conv2d`` / ``ConvTranspose2d`` replaced.
+population weights works unchanged. ``matmul_convs(model)`` returns a copy of a model with every ``Conv2d``
+(and optionally every ``ConvTranspose2d``) replaced; ``overshoot.population.CONV_MODES`` says which forms
+the populations use and why.
 """
 
 from __future__ import annotations
