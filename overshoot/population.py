@@ -224,10 +224,10 @@ class Population:
             self.lr.fill_(lr)
             self._lr_host = lr
 
-    def _sync_device_scalars(self) -> None:
-        self.t.fill_(float(self.state["step"]))
-        self.prev_lr.fill_(float(self.state["prev_lr"]))
-        self.lr.fill_(self._lr_host)
+    def advance_host(self) -> None:
+        """The host mirror's half of a step (``update`` does it; a graph replay of ``update`` does not)."""
+        self.state["prev_lr"] = self._lr_host
+        self.state["step"] += 1
 
     # ----------------------------------------------------------------------------------- losses
     def _loss(
@@ -315,8 +315,7 @@ class Population:
             self._adam_update(lr, prev_lr)
         self.t.add_(1)
         self.prev_lr.copy_(lr)
-        st["prev_lr"] = self._lr_host
-        st["step"] += 1
+        self.advance_host()
 
     def _adam_update(self, lr: Tensor, prev_lr: Tensor) -> None:
         """AdamO's default form per member (gamma 0: AdamW) and NAdam (constant momentum), with per-member
@@ -383,7 +382,8 @@ class Population:
             for _ in range(int(self.state["step"])):
                 mp.mul_(self.hp["momentum"])
             self.mu_product.copy_(mp)
-        self._sync_device_scalars()
+        self.t.fill_(float(self.state["step"]))
+        self.prev_lr.fill_(float(self.state["prev_lr"]))
 
 
 def _stateful(m: nn.Module) -> bool:
@@ -577,7 +577,7 @@ def train_population(
             pop.set_lr(lr)
             if captured is not None:
                 rec[i].copy_(captured.replay(data.plan, k))
-                pop.state["prev_lr"], pop.state["step"] = lr, pop.state["step"] + 1  # update()'s host part
+                pop.advance_host()
             else:
                 one_step(data.batch(k), rec[i])
                 eager_steps += 1
