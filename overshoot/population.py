@@ -68,8 +68,8 @@ MEMBER_FAMILY = {
 # How a population's convolutions run: "grouped" (vmap's own rule: one grouped convolution, members as
 # groups), "matmul" (overshoot.matmul_conv: im2col and one batched GEMM per layer), "conv2d-matmul" (GEMMs
 # for Conv2d, grouped ConvTranspose2d). "auto": conv2d-matmul on CUDA, grouped elsewhere. Measured on an H100
-# (results/gpu-notes.md): Conv2d as GEMMs +18 % for 2c2d and 3c3d, +8 % for the VAE; transposed convolutions
-# as GEMMs were slower than cuDNN's grouped ones in the VAE (2,129 vs 3,957 member-steps/s).
+# (results/population_experiments/): Conv2d as GEMMs +22 % for 2c2d and 3c3d, +11 % for the VAE; transposed
+# convolutions as GEMMs were slower than cuDNN's grouped ones in the VAE (2,144 vs 4,049 member-steps/s).
 CONV_MODES = ("auto", "grouped", "matmul", "conv2d-matmul")
 MAX_SIZE = 64  # members per population; larger groups are split
 # Keys in which the members of one population may differ.
