@@ -65,12 +65,13 @@ class MatmulConv2d(nn.Module):
 
 
 class MatmulConvTranspose2d(nn.Module):
-    """``nn.ConvTranspose2d`` (one group, no dilation) as one GEMM and a col2im written as shifted adds.
+    """``nn.ConvTranspose2d`` (one group, no dilation) as an NHWC im2col, one GEMM and a pixel shuffle.
 
-    The GEMM maps every input pixel to its k x k block of output contributions; output pixels of one
-    stride phase (row mod s, column mod s) receive the taps of that phase shifted by whole input pixels, so
-    col2im is a sum of padded slices per phase and one interleave of the phases (no scatter, and plain ops
-    that vmap batches, unlike ``F.fold``). Input and output are channels-last in memory.
+    Output pixels of one stride phase (row mod s, column mod s) are a plain stride-1 correlation of the
+    input with that phase's taps of the kernel (ceil(k/s) of them per axis), so the transposed convolution
+    is one convolution of the input to C_out x s_h x s_w channels, its phases interleaved and the padding
+    cropped off ("sub-pixel convolution"). It uses MatmulConv2d's im2col and costs the same arithmetic as
+    the transposed convolution when s divides k. Input and output are channels-last in memory.
     """
 
     def __init__(self, conv: nn.ConvTranspose2d) -> None:
@@ -82,36 +83,52 @@ class MatmulConvTranspose2d(nn.Module):
         self.kernel, self.stride = _pair(conv.kernel_size), _pair(conv.stride)
         self.padding = _pair(conv.padding)  # type: ignore[arg-type]
         self.output_padding = _pair(conv.output_padding)
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        self.taps = (-(-kh // sh), -(-kw // sw))  # window of the phase convolution
+        # Flat index into the kernel padded with one zero row and column: entry (rh, uh, rw, uw) is tap
+        # ((J_h-1-uh)*s_h + rh, (J_w-1-uw)*s_w + rw), or the zero where that lies outside the kernel.
+        jh, jw = self.taps
+        th = [[min((jh - 1 - u) * sh + r, kh) for u in range(jh)] for r in range(sh)]
+        tw = [[min((jw - 1 - u) * sw + r, kw) for u in range(jw)] for r in range(sw)]
+        flat = [th[rh][uh] * (kw + 1) + tw[rw][uw] for rh in range(sh) for uh in range(jh)
+                for rw in range(sw) for uw in range(jw)]  # fmt: skip
+        self._flat_taps = torch.tensor(flat)
+        self._taps_on: dict[torch.device, Tensor] = {}
+
+    def _phase_weight(self, dtype: torch.dtype) -> Tensor:
+        """The phase convolution's weight as the GEMM's [J_h*J_w*C_in, s_h*s_w*C_out] matrix."""
+        (jh, jw), (sh, sw) = self.taps, self.stride
+        w = self.weight
+        idx = self._taps_on.get(w.device)
+        if idx is None:  # made once per device, before any CUDA graph capture (the eager warm-up steps)
+            idx = self._taps_on.setdefault(w.device, self._flat_taps.to(w.device))
+        cin, cout = w.shape[0], w.shape[1]
+        taps = F.pad(w, (0, 1, 0, 1)).flatten(2).index_select(2, idx).view(cin, cout, sh, jh, sw, jw)
+        return taps.permute(3, 5, 0, 2, 4, 1).reshape(jh * jw * cin, sh * sw * cout).to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        w = self.weight
+        (kh, kw), (sh, sw), (ph, pw), (jh, jw) = self.kernel, self.stride, self.padding, self.taps
         x = _compute_dtype(x).permute(0, 2, 3, 1)  # NHWC
         b, h, wd, c = x.shape
         ho = (h - 1) * sh - 2 * ph + kh + self.output_padding[0]
         wo = (wd - 1) * sw - 2 * pw + kw + self.output_padding[1]
-        cols = (x.reshape(b * h * wd, c) @ w.reshape(c, -1).to(x.dtype)).view(b, h, wd, -1, kh, kw)
-        # the padded output (offset p) in phase planes of size u x v: out_p[s*i + r] = plane_r[i]
-        qh, qw = -(-kh // sh), -(-kw // sw)
-        u = max(h - 1 + qh, -(-(ph + ho) // sh))
-        v = max(wd - 1 + qw, -(-(pw + wo) // sw))
-        planes = []
-        for rh in range(sh):
-            row = []
-            for rw in range(sw):
-                plane = None
-                for a in range(rh, kh, sh):
-                    for bb in range(rw, kw, sw):
-                        i, j = a // sh, bb // sw  # the tap lands i, j input pixels further on
-                        part = F.pad(cols[..., a, bb], (0, 0, j, v - wd - j, i, u - h - i))
-                        plane = part if plane is None else plane + part
-                row.append(plane if plane is not None else cols.new_zeros(b, u, v, cols.shape[3]))
-            planes.append(torch.stack(row, dim=3))  # [B, u, v, s_w, C]
-        full = torch.stack(planes, dim=2)  # [B, u, s_h, v, s_w, C]
-        out = full.reshape(b, u * sh, v * sw, -1)[:, ph : ph + ho, pw : pw + wo]
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
-        return out.permute(0, 3, 1, 2)
+        # Phase positions m hold the uncropped output rows m*s + r; only those from m0 = p // s up to the
+        # last row kept are computed (the input is padded, or cut, to give exactly those windows).
+        m0h, m0w = ph // sh, pw // sw
+        mh, mw = -(-(ph + ho) // sh) - m0h, -(-(pw + wo) // sw) - m0w
+        lh, lw = jh - 1 - m0h, jw - 1 - m0w
+        x = F.pad(x, (0, 0, lw, mw + jw - 1 - lw - wd, lh, mh + jh - 1 - lh - h))
+        patches = x.unfold(1, jh, 1).unfold(2, jw, 1)  # [B, mh, mw, C, jh, jw], a view
+        cols = patches.permute(0, 1, 2, 4, 5, 3).reshape(b * mh * mw, jh * jw * c)
+        w2 = self._phase_weight(cols.dtype)
+        if self.bias is None:
+            out = cols @ w2
+        else:
+            out = torch.addmm(self.bias.to(cols.dtype).repeat(sh * sw), cols, w2)
+        cout = w2.shape[1] // (sh * sw)
+        full = out.view(b, mh, mw, sh, sw, cout).permute(0, 1, 3, 2, 4, 5).reshape(b, mh * sh, mw * sw, cout)
+        top, left = ph - m0h * sh, pw - m0w * sw
+        return full[:, top : top + ho, left : left + wo].permute(0, 3, 1, 2)
 
 
 def matmul_convs(model: nn.Module, transposed: bool = True) -> nn.Module:

@@ -69,7 +69,9 @@ MEMBER_FAMILY = {
 # groups), "matmul" (overshoot.matmul_conv: im2col and one batched GEMM per layer), "conv2d-matmul" (GEMMs
 # for Conv2d, grouped ConvTranspose2d). "auto": conv2d-matmul on CUDA, grouped elsewhere. Measured on an H100
 # (results/population_experiments/): Conv2d as GEMMs +22 % for 2c2d and 3c3d, +11 % for the VAE; transposed
-# convolutions as GEMMs were slower than cuDNN's grouped ones in the VAE (2,144 vs 4,049 member-steps/s).
+# convolutions as GEMM + col2im were slower than cuDNN's grouped ones in the VAE (2,144 vs 4,049
+# member-steps/s). The sub-pixel form that replaced that col2im form in "matmul" has not been timed on a GPU
+# yet; on a 2-core CPU its VAE decoder is 2.1x slower than grouped (population_experiments.py --parts convt).
 CONV_MODES = ("auto", "grouped", "matmul", "conv2d-matmul")
 MAX_SIZE = 64  # members per population; larger groups are split
 # Keys in which the members of one population may differ.

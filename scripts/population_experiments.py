@@ -5,12 +5,15 @@
     python scripts/population_experiments.py --parts single  # single 2c2d-FM, batch 32: cudnn.benchmark,
                                                              # channels-last, torch.compile
     python scripts/population_experiments.py --parts profile # graph-free profile of population steps
+    python scripts/population_experiments.py --parts convt --device cpu  # the VAE decoder's transposed
+                                                             # convolutions per form (CPU or CUDA)
 
 Rates come from ``bench_throughput.member_rate`` (the real training loop, base-loss logging on, bf16) over
 short windows: they compare variants measured in one process, they are not the committed throughput table.
 The profile leaves evaluation out and runs eagerly so that every kernel is visible. CIFAR-10 uses synthetic
 images of the real size (the pixel values do not change the work), so that this script needs only the
 Fashion-MNIST files. Appends each line to results/population_experiments/<device>.md as it is measured.
+Every part but ``convt`` needs a CUDA GPU.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.func import functional_call, vmap
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +40,7 @@ from overshoot_tasks import build_task
 
 import overshoot.population as population
 from overshoot.cli import _git_rev, _versions
+from overshoot.matmul_conv import matmul_convs
 from overshoot.optim import _triton
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,28 +139,96 @@ def profile_part(log: Log, root: Path, synthetic: Path) -> None:
         population._evaluate = evaluate
 
 
+def convt_part(log: Log, device: torch.device, members: int, reps: int = 5) -> None:
+    """The VAE decoder's three transposed convolutions, forward and backward under vmap, per form."""
+    batch = 64
+    log(
+        f"\n## VAE decoder's transposed convolutions, {members} members x batch {batch}, forward + backward\n"
+    )
+    torch.manual_seed(0)
+    dec = nn.Sequential(*list(build_vae_decoder()))
+    forms = {
+        "grouped (vmap of nn.ConvTranspose2d)": dec,
+        "sub-pixel GEMM (MatmulConvTranspose2d)": matmul_convs(dec),
+    }
+    dec.to(device)
+    forms = {k: m.to(device) for k, m in forms.items()}
+    params = {k: torch.stack([v.detach()] * members).requires_grad_() for k, v in dec.named_parameters()}
+    x = torch.randn(members, batch, 128, 4, 4, device=device)
+    autocast = (
+        torch.autocast("cuda", torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+
+    def step(m: nn.Module) -> None:
+        with autocast:
+            out = vmap(lambda p, xi: functional_call(m, p, (xi,)).float().pow(2).sum())(params, x).sum()
+        torch.autograd.grad(out, list(params.values()))
+
+    times: dict[str, list[float]] = {k: [] for k in forms}
+    n = 20 if device.type == "cuda" else 2
+    for _ in range(reps):
+        for k, m in forms.items():
+            step(m)
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(n):
+                step(m)
+            sync(device)
+            times[k].append((time.perf_counter() - t) / n * 1e3)
+    for k, v in times.items():
+        log(f"- {k}: {sorted(v)[len(v) // 2]:.2f} ms (median of {reps}; {min(v):.2f} to {max(v):.2f})")
+
+
+def build_vae_decoder() -> nn.Sequential:
+    """The transposed convolutions of tasks/vae.py's decoder, with their ReLUs."""
+    from overshoot_tasks.vae import ConvVAE
+
+    return nn.Sequential(*[m for m in ConvVAE().decoder if isinstance(m, nn.ConvTranspose2d | nn.ReLU)])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--parts", default="conv,single,profile")
+    p.add_argument("--parts", default="conv,single,profile", help="conv, single, profile (CUDA), convt")
+    p.add_argument("--device", default="cuda", help="cuda | cpu (cpu: the convt part only)")
+    p.add_argument("--members", type=int, default=None, help="convt: members (default 50 on CUDA, 10 on CPU)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "population_experiments")
     a = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        raise SystemExit("population_experiments.py needs a CUDA GPU")
-    name = device_name(DEV)
+    parts = a.parts.split(",")
+    device = torch.device(a.device)
+    cuda_parts = {"conv": conv_part, "single": single_part, "profile": profile_part}
+    unknown = [x for x in parts if x not in (*cuda_parts, "convt")]
+    if unknown:
+        raise SystemExit(f"--parts: unknown {', '.join(unknown)}; choose from conv, single, profile, convt")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU here: run the convt part with --device cpu")
+    if device.type != "cuda" and any(x in cuda_parts for x in parts):
+        raise SystemExit("the conv, single and profile parts need a CUDA GPU (--device cuda)")
+    name = device_name(device)
     log = Log(a.out / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".md"))
     log(f"# Population experiments on {name}\n")
     log(
-        f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}, bf16, git {_git_rev()}, "
+        f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}, "
+        f"{'bf16' if device.type == 'cuda' else 'fp32'}, git {_git_rev()}, "
         + ", ".join(f"{k} {v}" for k, v in _versions().items())
-        + f"; `python scripts/population_experiments.py --parts {a.parts}`"
+        + f"; `python scripts/population_experiments.py --parts {a.parts} --device {a.device}`"
     )
     with tempfile.TemporaryDirectory() as tmp:
         synthetic = Path(tmp)
-        fixtures.write_cifar_pickles(synthetic, 10, n_train=50000, n_test=1000)
-        parts = {"conv": conv_part, "single": single_part, "profile": profile_part}
-        for part in a.parts.split(","):
+        if any(x in cuda_parts for x in parts):
+            fixtures.write_cifar_pickles(synthetic, 10, n_train=50000, n_test=1000)
+        for part in parts:
             t = time.perf_counter()
-            parts[part](log, data_root(), synthetic)
+            if part == "convt":
+                convt_part(log, device, a.members or (50 if device.type == "cuda" else 10))
+            else:
+                cuda_parts[part](log, data_root(), synthetic)
             print(f"({part}: {time.perf_counter() - t:.0f} s)", flush=True)
     return 0
 

@@ -30,6 +30,13 @@ LAYERS = [
         ),
         (2, 3, 3, 5),
     ),
+    (
+        lambda: nn.Sequential(
+            nn.ConvTranspose2d(3, 4, 3, 2, 0, output_padding=1),  # output padding past the last tap
+            nn.ConvTranspose2d(4, 2, 5, (2, 3), (4, 1), output_padding=(1, 2), bias=False),  # cropped rows
+        ),
+        (2, 3, 5, 4),
+    ),
 ]
 
 
@@ -38,7 +45,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(
-    ("make", "shape"), LAYERS, ids=["conv", "strided-conv", "conv-transpose", "conv-transpose-shapes"]
+    ("make", "shape"),
+    LAYERS,
+    ids=["conv", "strided-conv", "conv-transpose", "conv-transpose-shapes", "conv-transpose-padding"],
 )
 def test_gemm_forms_match_torch_under_vmap(make, shape) -> None:
     torch.manual_seed(0)
