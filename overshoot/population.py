@@ -71,7 +71,7 @@ MEMBER_FAMILY = {
 # (results/population_experiments/): Conv2d as GEMMs +22 % for 2c2d and 3c3d, +11 % for the VAE; transposed
 # convolutions as GEMM + col2im were slower than cuDNN's grouped ones in the VAE (2,144 vs 4,049
 # member-steps/s). The sub-pixel form that replaced that col2im form in "matmul" has not been timed on a GPU
-# yet; on a 2-core CPU its VAE decoder is 2.1x slower than grouped (population_experiments.py --parts convt).
+# yet; on a 2-core CPU its VAE decoder is 2-3x slower than grouped (population_experiments.py --parts convt).
 CONV_MODES = ("auto", "grouped", "matmul", "conv2d-matmul")
 MAX_SIZE = 64  # members per population; larger groups are split
 # Keys in which the members of one population may differ.
