@@ -33,6 +33,17 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
+def _number(key: str, value: Any, kind: type[int] | type[float]) -> Any:
+    """``value`` as an int or float; ConfigError naming the setting when it is not one."""
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is int and isinstance(value, float) and value != out:
+        raise ConfigError(f"{key}={value!r} is not an integer")
+    return out
+
+
 def resolve(cfg: DictConfig) -> dict[str, Any]:
     """The resolved run config of a composed Hydra config; raises ConfigError on a bad setting."""
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -44,7 +55,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
 
     gamma = c.get("gamma")
     if overshoot:
-        gamma = DEFAULT_GAMMA if gamma is None else float(gamma)
+        gamma = DEFAULT_GAMMA if gamma is None else _number("gamma", gamma, float)
         if gamma < 0:
             raise ConfigError(f"gamma={gamma:g} is invalid: gamma must be >= 0 (the paper uses 3, 5 or 7)")
     elif gamma is not None:
@@ -65,12 +76,12 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
     task_cfg.update(preset.get("task_options", {}).get(task, {}))
 
     for k in ("epochs", "batch_size"):
-        if int(hp[k]) < 1:
+        if _number(k, hp[k], int) < 1:
             raise ConfigError(f"{k}={hp[k]} is invalid: it must be a positive integer")
         hp[k] = int(hp[k])
     for k in ("lr", "momentum", "beta2", "eps", "weight_decay"):
-        hp[k] = float(hp[k])
-    hp["delay"] = int(hp["delay"])
+        hp[k] = _number(k, hp[k], float)
+    hp["delay"] = _number("delay", hp["delay"], int)
     if hp["lr"] < 0:
         raise ConfigError(f"lr={hp['lr']} is invalid: lr must be >= 0")
     if hp["schedule"] not in SCHEDULES:
@@ -81,7 +92,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
     if cuda_graph not in ("auto", True, False):
         raise ConfigError(f"cuda_graph={cuda_graph} is unknown: choose auto, true or false")
     max_steps = c.get("max_steps")
-    if max_steps is not None and int(max_steps) < 1:
+    if max_steps is not None and _number("max_steps", max_steps, int) < 1:
         raise ConfigError(f"max_steps={max_steps} is invalid: it must be a positive integer or null")
 
     return {
@@ -90,19 +101,22 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         "optimizer": name,
         "family": family,
         "gamma": gamma,
-        "seed": int(c["seed"]),
+        "seed": _number("seed", c["seed"], int),
         "precision": c["precision"],
         "hparams": hp,
         "max_steps": None if max_steps is None else int(max_steps),
         "log_distance": bool(c["log"]["distance"]),
         "preset": preset["name"],
-        "log": {"base_loss": bool(c["log"]["base_loss"]), "window": int(c["log"]["window"])},
+        "log": {
+            "base_loss": bool(c["log"]["base_loss"]),
+            "window": _number("log.window", c["log"]["window"], int),
+        },
         "device": str(c["device"]),
         "out": str(c["out"]),
         "data": {"root": str(c["data"]["root"])},
         "progress": str(c["progress"]),
         "threads": c["threads"],
-        "checkpoint_every": float(c["checkpoint_every"]),
+        "checkpoint_every": _number("checkpoint_every", c["checkpoint_every"], float),
         "population": bool(c["population"]),
         "cuda_graph": cuda_graph,
     }

@@ -176,6 +176,8 @@ def test_diverged_run_keeps_partial_curve(tmp_path: Path) -> None:
         (["task=housing", "data.root=/nonexistent"], "OVERSHOOT_DATA"),
         (["precision=fp16"], "precision=fp16 is unknown"),
         (["batch_size=0"], "batch_size=0 is invalid"),
+        (["lr=abc"], "lr='abc' is not a number"),
+        (["seed=1.5"], "seed=1.5 is not an integer"),
     ],
 )
 def test_bad_input_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
