@@ -58,16 +58,23 @@ def pick_device(name: str) -> torch.device:
     return dev
 
 
-SMALL_MODEL = 1_000_000  # parameters under which one CPU thread beats several (no sync overhead)
+SMALL_MODEL = 1_000_000  # parameters under which threads=auto uses one CPU thread
+CPU_THREADS = torch.get_num_threads()  # the process's thread count before any run changed it
 
 
 def set_cpu_threads(setting: int | str, model: nn.Module, device: torch.device) -> None:
-    """Apply the ``threads`` setting: an int, or ``auto`` (1 thread for small models on the CPU)."""
+    """Apply the ``threads`` setting: an int, or ``auto``: one thread for models under SMALL_MODEL
+    parameters, the process's own count for larger ones.
+
+    One thread is what holds up when other processes share the cores (several runs at once, a shared node):
+    there, extra threads spin against each other and a small model's steps get several times slower. A run
+    that has the machine to itself can be faster with more (convolutional models, populations): threads=N.
+    """
     if device.type != "cpu":
         return
     if setting == "auto":
-        if sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
-            torch.set_num_threads(1)
+        small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL
+        torch.set_num_threads(1 if small else CPU_THREADS)  # restored for a large model after a small one
     else:
         torch.set_num_threads(int(setting))
 

@@ -243,3 +243,22 @@ def test_base_loss_logging_leaves_stateful_models_unchanged(
     # Evaluation uses the BatchNorm running statistics: equal test losses mean they were left untouched.
     on_eval, off_eval = (load_run(only_run(tmp_path / d)).epochs() for d in ("on", "off"))
     pd.testing.assert_frame_equal(on_eval, off_eval)
+
+
+def test_threads_auto_gives_a_large_model_the_default_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In one process (a sweep), a small model's one thread does not stick to the larger models after it."""
+    from torch import nn
+
+    from overshoot import loop
+
+    monkeypatch.setattr(loop, "CPU_THREADS", 2)
+    cpu = torch.device("cpu")
+    try:
+        loop.set_cpu_threads("auto", nn.Linear(10, 10), cpu)
+        assert torch.get_num_threads() == 1
+        loop.set_cpu_threads("auto", nn.Linear(1000, 1000), cpu)  # 1,001,000 parameters
+        assert torch.get_num_threads() == 2
+        loop.set_cpu_threads(3, nn.Linear(10, 10), cpu)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(1)  # conftest's setting
