@@ -146,13 +146,11 @@ def convt_part(log: Log, device: torch.device, members: int, reps: int = 5) -> N
         f"\n## VAE decoder's transposed convolutions, {members} members x batch {batch}, forward + backward\n"
     )
     torch.manual_seed(0)
-    dec = nn.Sequential(*list(build_vae_decoder()))
+    dec = build_vae_decoder().to(device)
     forms = {
         "grouped (vmap of nn.ConvTranspose2d)": dec,
         "sub-pixel GEMM (MatmulConvTranspose2d)": matmul_convs(dec),
     }
-    dec.to(device)
-    forms = {k: m.to(device) for k, m in forms.items()}
     params = {k: torch.stack([v.detach()] * members).requires_grad_() for k, v in dec.named_parameters()}
     x = torch.randn(members, batch, 128, 4, 4, device=device)
     autocast = (
@@ -182,7 +180,7 @@ def convt_part(log: Log, device: torch.device, members: int, reps: int = 5) -> N
 
 
 def build_vae_decoder() -> nn.Sequential:
-    """The transposed convolutions of tasks/vae.py's decoder, with their ReLUs."""
+    """The transposed convolutions of tasks/vae.py's decoder with the ReLUs around them."""
     from overshoot_tasks.vae import ConvVAE
 
     return nn.Sequential(*[m for m in ConvVAE().decoder if isinstance(m, nn.ConvTranspose2d | nn.ReLU)])
