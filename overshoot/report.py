@@ -529,13 +529,21 @@ def headline_table(head: pd.DataFrame, paper: bool) -> Table:
     return Table("headline", title, head, disp)
 
 
+def _device_label(info: dict[str, Any]) -> str:
+    """run.json's device, with the CPU threads the run trained on where it recorded them."""
+    dev, threads = str(info.get("device") or "?"), info.get("cpu_threads")
+    if dev.startswith("cpu") and threads and "thread" not in dev:  # older runs put them in the device
+        dev += f", {threads} thread{'s' if threads != 1 else ''}"
+    return dev
+
+
 def provenance_table(records: Sequence[RunRecord]) -> Table:
     """Where and with which versions the runs used ran: one row per (device, versions, git revision)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in records:
         info = json.loads((r.path / "run.json").read_text())
         v = info.get("versions") or {}
-        fields = [info.get("device"), v.get("torch"), v.get("python"), v.get("overshoot")]
+        fields = [_device_label(info), v.get("torch"), v.get("python"), v.get("overshoot")]
         fields.append(info.get("git_rev"))
         key = tuple(str(x or "?") for x in fields)
         groups.setdefault(key, []).append(info)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -272,3 +274,24 @@ def test_tiny_real_store_from_the_cli(tmp_path: Path) -> None:
     row = rep.savings.iloc[0]
     assert (row["task"], row["method"], row["seed_n"]) == ("digits", "adam_os-g5", 2)
     assert np.isfinite(row["paper_saving"]) and np.isfinite(row["seed_mean"])
+
+
+def test_provenance_names_the_cpu_threads(tmp_path: Path) -> None:
+    infos = [
+        {"device": "cpu (x86_64)", "cpu_threads": 1},
+        {"device": "cpu (x86_64)", "cpu_threads": 4},
+        {"device": "cpu (x86_64, 2 threads)", "cpu_threads": None},  # written before cpu_threads existed
+        {"device": "NVIDIA H100 80GB HBM3 (cuda:0)", "cpu_threads": 16},
+    ]
+    records = []
+    for i, info in enumerate(infos):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "run.json").write_text(json.dumps({**info, "git_rev": "abc"}))
+        records.append(SimpleNamespace(path=tmp_path / str(i)))
+    devices = set(R.provenance_table(records).data["Device"])  # type: ignore[arg-type]
+    assert devices == {
+        "cpu (x86_64), 1 thread",
+        "cpu (x86_64), 4 threads",
+        "cpu (x86_64, 2 threads)",
+        "NVIDIA H100 80GB HBM3 (cuda:0)",
+    }
