@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU reproductions committed under results/: the paper's grid (CM, NAG, SGDO gamma 3/5/7, Adam, NAdam,
-# AdamO gamma 3/5/7) on the default digits task with the paper's 10 seeds, and on MLP-CA (housing, the real
-# paper task) with 3 seeds; then the report and figures of each into results/<task>/.
+# AdamO gamma 3/5/7) with the paper's 10 seeds on the default digits task and on MLP-CA (housing, the real
+# paper task); then the report and figures of each into results/<task>/.
 #
 #   OVERSHOOT_DATA=/path/to/data scripts/reproduce_cpu.sh [digits] [housing]
 #
@@ -19,11 +19,10 @@ for task in "${tasks[@]}"; do
 		overshoot-bench -m +sweep=paper task=digits out="$OUT" progress=none || [ $? -eq 1 ]
 		;;
 	housing)
-		seeds=seed=10,20,30
-		overshoot-bench -m +sweep=paper task=housing $seeds +method=sgd,nesterov,sgd_os_g3,sgd_os_g5,sgd_os_g7 \
+		overshoot-bench -m +sweep=paper task=housing +method=sgd,nesterov,sgd_os_g3,sgd_os_g5,sgd_os_g7 \
 			out="$OUT" progress=lines >"$OUT.housing-sgd.log" 2>&1 &
 		sleep 2 # distinct Hydra sweep directories
-		overshoot-bench -m +sweep=paper task=housing $seeds +method=adam,nadam,adam_os_g3,adam_os_g5,adam_os_g7 \
+		overshoot-bench -m +sweep=paper task=housing +method=adam,nadam,adam_os_g3,adam_os_g5,adam_os_g7 \
 			out="$OUT" progress=lines >"$OUT.housing-adam.log" 2>&1 &
 		wait
 		;;
