@@ -32,6 +32,21 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _im2col_gemm(
+    x: Tensor, w2: Tensor, bias: Tensor | None, kernel: tuple[int, int], stride: tuple[int, int]
+) -> Tensor:
+    """Correlate padded NHWC ``x`` with a kernel given as the GEMM matrix ``w2`` [kh*kw*C, O] (rows in
+    (kh, kw, C) order): im2col with channels innermost, then one GEMM (bias inside); [B, Ho, Wo, O]."""
+    (kh, kw), (sh, sw) = kernel, stride
+    b, c = x.shape[0], x.shape[3]
+    patches = x.unfold(1, kh, sh).unfold(2, kw, sw)  # [B, Ho, Wo, C, kh, kw], a view
+    ho, wo = patches.shape[1], patches.shape[2]
+    cols = patches.permute(0, 1, 2, 4, 5, 3).reshape(b * ho * wo, kh * kw * c)
+    w2 = w2.to(cols.dtype)
+    out = cols @ w2 if bias is None else torch.addmm(bias.to(cols.dtype), cols, w2)
+    return out.view(b, ho, wo, -1)
+
+
 class MatmulConv2d(nn.Module):
     """``nn.Conv2d`` (zero padding, no dilation, one group) as an NHWC im2col and a GEMM; its output is
     channels-last (an NCHW view of NHWC memory), which the next layer's im2col reads without a transpose."""
@@ -48,20 +63,13 @@ class MatmulConv2d(nn.Module):
         self.padding = _pair(conv.padding)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor) -> Tensor:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        w = self.weight
+        (ph, pw), w = self.padding, self.weight
         x = _compute_dtype(x).permute(0, 2, 3, 1)  # NHWC: a view when x is channels-last (as our outputs)
         if ph or pw:
             x = F.pad(x, (0, 0, pw, pw, ph, ph))
-        b, c = x.shape[0], x.shape[3]
-        patches = x.unfold(1, kh, sh).unfold(2, kw, sw)  # [B, Ho, Wo, C, kh, kw], a view
-        ho, wo = patches.shape[1], patches.shape[2]
-        # im2col with channels innermost (contiguous runs of C), the weight's columns in the same order
-        cols = patches.permute(0, 1, 2, 4, 5, 3).reshape(b * ho * wo, kh * kw * c)
-        w2 = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).t().to(cols.dtype)
-        bias = self.bias
-        out = cols @ w2 if bias is None else torch.addmm(bias.to(cols.dtype), cols, w2)  # [B*Ho*Wo, O]
-        return out.view(b, ho, wo, -1).permute(0, 3, 1, 2)  # NCHW view of channels-last memory
+        w2 = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).t()  # columns (kh, kw, C), as im2col's
+        out = _im2col_gemm(x, w2, self.bias, self.kernel, self.stride)
+        return out.permute(0, 3, 1, 2)  # NCHW view of channels-last memory
 
 
 class MatmulConvTranspose2d(nn.Module):
@@ -95,7 +103,7 @@ class MatmulConvTranspose2d(nn.Module):
         self._flat_taps = torch.tensor(flat)
         self._taps_on: dict[torch.device, Tensor] = {}
 
-    def _phase_weight(self, dtype: torch.dtype) -> Tensor:
+    def _phase_weight(self) -> Tensor:
         """The phase convolution's weight as the GEMM's [J_h*J_w*C_in, s_h*s_w*C_out] matrix."""
         (jh, jw), (sh, sw) = self.taps, self.stride
         w = self.weight
@@ -104,12 +112,12 @@ class MatmulConvTranspose2d(nn.Module):
             idx = self._taps_on.setdefault(w.device, self._flat_taps.to(w.device))
         cin, cout = w.shape[0], w.shape[1]
         taps = F.pad(w, (0, 1, 0, 1)).flatten(2).index_select(2, idx).view(cin, cout, sh, jh, sw, jw)
-        return taps.permute(3, 5, 0, 2, 4, 1).reshape(jh * jw * cin, sh * sw * cout).to(dtype)
+        return taps.permute(3, 5, 0, 2, 4, 1).reshape(jh * jw * cin, sh * sw * cout)
 
     def forward(self, x: Tensor) -> Tensor:
         (kh, kw), (sh, sw), (ph, pw), (jh, jw) = self.kernel, self.stride, self.padding, self.taps
         x = _compute_dtype(x).permute(0, 2, 3, 1)  # NHWC
-        b, h, wd, c = x.shape
+        b, h, wd, _ = x.shape
         ho = (h - 1) * sh - 2 * ph + kh + self.output_padding[0]
         wo = (wd - 1) * sw - 2 * pw + kw + self.output_padding[1]
         # Phase positions m hold the uncropped output rows m*s + r; only those from m0 = p // s up to the
@@ -118,14 +126,9 @@ class MatmulConvTranspose2d(nn.Module):
         mh, mw = -(-(ph + ho) // sh) - m0h, -(-(pw + wo) // sw) - m0w
         lh, lw = jh - 1 - m0h, jw - 1 - m0w
         x = F.pad(x, (0, 0, lw, mw + jw - 1 - lw - wd, lh, mh + jh - 1 - lh - h))
-        patches = x.unfold(1, jh, 1).unfold(2, jw, 1)  # [B, mh, mw, C, jh, jw], a view
-        cols = patches.permute(0, 1, 2, 4, 5, 3).reshape(b * mh * mw, jh * jw * c)
-        w2 = self._phase_weight(cols.dtype)
-        if self.bias is None:
-            out = cols @ w2
-        else:
-            out = torch.addmm(self.bias.to(cols.dtype).repeat(sh * sw), cols, w2)
-        cout = w2.shape[1] // (sh * sw)
+        bias = None if self.bias is None else self.bias.repeat(sh * sw)  # the same for every phase
+        out = _im2col_gemm(x, self._phase_weight(), bias, self.taps, (1, 1))  # [B, mh, mw, s*s*C_out]
+        cout = out.shape[3] // (sh * sw)
         full = out.view(b, mh, mw, sh, sw, cout).permute(0, 1, 3, 2, 4, 5).reshape(b, mh * sh, mw * sw, cout)
         top, left = ph - m0h * sh, pw - m0w * sw
         return full[:, top : top + ho, left : left + wo].permute(0, 3, 1, 2)
