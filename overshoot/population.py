@@ -227,7 +227,9 @@ class Population:
             self._lr_host = lr
 
     def advance_host(self) -> None:
-        """The host mirror's half of a step (``update`` does it; a graph replay of ``update`` does not)."""
+        """The host mirror's half of a step: call it once after each ``update`` or graph replay of it
+        (``update`` itself changes only device state, so capturing it into a graph, which runs its Python
+        once without a real step, leaves the mirror right)."""
         self.state["prev_lr"] = self._lr_host
         self.state["step"] += 1
 
@@ -297,7 +299,8 @@ class Population:
     @torch.no_grad()
     def update(self) -> None:
         """One optimizer step of every member with the gradients in ``params[...].grad``, at the lr last
-        given to ``set_lr``; the step count and previous lr advance on the device (graph-safe)."""
+        given to ``set_lr``; the step count and previous lr advance on the device only (graph-safe), the
+        caller then calls ``advance_host``."""
         st, hp = self.state, self.hp
         lr, prev_lr = self.lr, self.prev_lr
         if self.family == "sgd":
@@ -317,7 +320,6 @@ class Population:
             self._adam_update(lr, prev_lr)
         self.t.add_(1)
         self.prev_lr.copy_(lr)
-        self.advance_host()
 
     def _adam_update(self, lr: Tensor, prev_lr: Tensor) -> None:
         """AdamO's default form per member (gamma 0: AdamW) and NAdam (constant momentum), with per-member
@@ -579,10 +581,10 @@ def train_population(
             pop.set_lr(lr)
             if captured is not None:
                 rec[i].copy_(captured.replay(data.plan, k))
-                pop.advance_host()
             else:
                 one_step(data.batch(k), rec[i])
                 eager_steps += 1
+            pop.advance_host()
             if sched is not None:
                 sched.step()
             step += 1

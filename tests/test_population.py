@@ -186,6 +186,8 @@ def test_state_dict_round_trip_keeps_the_device_step_state(root: Path, tmp_path:
         for p in pop.params.values():
             p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
         pop.update()
+        assert pop.state["step"] == step  # update() leaves the host mirror alone: capturing it is harmless
+        pop.advance_host()
     for old_format in (False, True):  # True: a checkpoint written before mu_product was saved
         sd = pop.state_dict()
         if old_format:
