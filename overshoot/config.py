@@ -76,9 +76,9 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
     task_cfg.update(preset.get("task_options", {}).get(task, {}))
 
     for k in ("epochs", "batch_size"):
-        if _number(k, hp[k], int) < 1:
+        hp[k] = _number(k, hp[k], int)
+        if hp[k] < 1:
             raise ConfigError(f"{k}={hp[k]} is invalid: it must be a positive integer")
-        hp[k] = int(hp[k])
     for k in ("lr", "momentum", "beta2", "eps", "weight_decay"):
         hp[k] = _number(k, hp[k], float)
     hp["delay"] = _number("delay", hp["delay"], int)
@@ -91,8 +91,8 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
     cuda_graph = c.get("cuda_graph", "auto")
     if cuda_graph not in ("auto", True, False):
         raise ConfigError(f"cuda_graph={cuda_graph} is unknown: choose auto, true or false")
-    max_steps = c.get("max_steps")
-    if max_steps is not None and _number("max_steps", max_steps, int) < 1:
+    max_steps = None if c.get("max_steps") is None else _number("max_steps", c["max_steps"], int)
+    if max_steps is not None and max_steps < 1:
         raise ConfigError(f"max_steps={max_steps} is invalid: it must be a positive integer or null")
 
     return {
@@ -104,7 +104,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         "seed": _number("seed", c["seed"], int),
         "precision": c["precision"],
         "hparams": hp,
-        "max_steps": None if max_steps is None else int(max_steps),
+        "max_steps": max_steps,
         "log_distance": bool(c["log"]["distance"]),
         "preset": preset["name"],
         "log": {
