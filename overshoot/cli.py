@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import os
 import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections import Counter
@@ -30,8 +32,9 @@ from omegaconf import DictConfig
 
 import overshoot
 from overshoot import metrics
-from overshoot.config import CONFIG_DIR, ConfigError, baseline_of, resolve
-from overshoot.loop import Diverged, Interrupted, pick_device, stop_requests, train, use_graph
+from overshoot.config import CONFIG_SEARCH_PATH, ConfigError, baseline_of, drop_sweep_gamma, resolve
+from overshoot.extras import MissingExtra, require
+from overshoot.loop import Diverged, Interrupted, format_rate, pick_device, stop_requests, train, use_graph
 from overshoot.store import STEP_COLUMNS, RunWriter, config_hash, load_run, method_name, run_path
 
 _exit_codes: list[int] = []
@@ -242,7 +245,7 @@ def finish_run(
     if status == "completed":
         lines.append(
             f"  steps to 95% loss reduction: {k95 if k95 is not None else 'not reached'}"
-            f" of {len(curve)} ({result.get('steps_per_s', 0):.0f} steps/s)"
+            f" of {len(curve)} ({format_rate(result.get('steps_per_s') or 0.0)} steps/s)"
         )
         saving = _saving_line(run, curve)
         if saving:
@@ -253,12 +256,93 @@ def finish_run(
     print("\n".join(lines), flush=True)
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)
+@hydra.main(config_path=CONFIG_SEARCH_PATH, config_name="config", version_base=None)
 def _hydra_main(cfg: DictConfig) -> None:
-    if _population_job(cfg):
-        _population_jobs.append(cfg)  # trained after the sweep, grouped (overshoot.population.run_sweep)
+    if _multirun() and _sweep_copy(cfg):
         return
+    if _population_job(cfg):
+        if _wants_loggers(cfg):
+            _note_once("log.tensorboard/log.wandb: runs train one by one (a population feeds no logger)")
+        else:
+            _population_jobs.append(cfg)  # trained after the sweep, grouped (overshoot.population.run_sweep)
+            return
     _exit_codes.append(run_one(cfg))
+
+
+_sweep_runs: list[dict[str, Any]] = []  # the resolved runs of this process's sweep jobs, for its summary
+_notes: set[str] = set()
+
+
+def _note_once(note: str) -> None:
+    if note not in _notes:
+        _notes.add(note)
+        print(f"overshoot-bench: note: {note}", flush=True)
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _wants_loggers(cfg: DictConfig) -> bool:
+    log = cfg.get("log") or {}
+    return bool(log.get("tensorboard")) or bool(log.get("wandb"))
+
+
+def _sweep_copy(cfg: DictConfig) -> bool:
+    """Whether this sweep job's run is trained by another job of the same sweep (then one note is printed).
+
+    A baseline given a gamma (``-m optimizer=sgd,sgd_os gamma=3,5,7``) is the baseline's own run; of the
+    jobs that resolve to one run directory, the first to claim it trains it and the others are copies.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    why = drop_sweep_gamma(cfg)
+    try:
+        run = resolve(cfg)
+    except (ConfigError, ValueError):
+        return False  # run_one reports it
+    given_name = str(cfg.optimizer.name)
+    if why is None and given_name != run["optimizer"]:
+        why = f"{given_name} at gamma 0 is {run['optimizer']}"
+        _note_once(f"{why}: its gamma=0 runs are {run['optimizer']} runs")
+    hc = HydraConfig.get()
+    me = int(hc.job.num)
+    owner = claim_run(Path(hc.sweep.dir), run, me)
+    if owner == me:
+        _sweep_runs.append(run)
+        return False
+    label = f"{run['task']}/{method_name(run['optimizer'], run['gamma'])}/seed{run['seed']}"
+    given = f" (gamma={cfg.get('gamma')})" if cfg.get("gamma") is not None else ""
+    print(
+        f"{label}{given}: skipped, the same run as job {owner} of this sweep"
+        + (f": {why}" if why else "")
+        + "; it trains once",
+        flush=True,
+    )
+    _outcomes["copy skipped"] += 1
+    return True
+
+
+def claim_run(sweep_dir: Path, run: dict[str, Any], job: int) -> int:
+    """The number of the sweep job that trains ``run``: the first job to claim its run directory in
+    ``sweep_dir`` (atomic on a shared file system, so SLURM jobs agree); a requeued job finds its claim."""
+    claims = Path(sweep_dir) / ".claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(str(run_path(run["out"], run).resolve()).encode()).hexdigest()[:20]
+    fd, tmp = tempfile.mkstemp(dir=claims, prefix=f".{key}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(str(job))
+        try:
+            os.link(tmp, claims / key)  # fails when another job claimed it first
+            return job
+        except FileExistsError:
+            return int((claims / key).read_text().strip())
+    finally:
+        os.unlink(tmp)
 
 
 def _population_job(cfg: DictConfig) -> bool:
@@ -274,7 +358,11 @@ def _population_job(cfg: DictConfig) -> bool:
 
 def main() -> None:
     """Console entry point of ``overshoot-bench``."""
-    assert CONFIG_DIR.is_dir(), f"config tree missing at {CONFIG_DIR}: install with pip install -e ."
+    try:
+        _require_launcher_extra(sys.argv[1:])
+    except MissingExtra as e:
+        print(f"overshoot-bench: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
     _git_rev()  # the revision of the code this process loaded, even if the checkout moves during a sweep
     try:
         _hydra_main()
@@ -289,7 +377,69 @@ def main() -> None:
         if sum(_outcomes.values()) > 1:
             counts = ", ".join(f"{n} {k}" for k, n in sorted(_outcomes.items()))
             print(f"overshoot-bench: {sum(_outcomes.values())} runs: {counts}", flush=True)
+        for line in sweep_summary(_sweep_runs):
+            print(f"overshoot-bench: {line}", flush=True)
     sys.exit(max(_exit_codes, default=0))
+
+
+def _require_launcher_extra(args: list[str]) -> None:
+    """MissingExtra when the command line picks the SLURM launcher without the [slurm] extra."""
+    for a in args:
+        key, _, value = a.lstrip("+~").partition("=")
+        if key == "hydra/launcher" and value.startswith("slurm"):
+            require("slurm", f"hydra/launcher={value}")
+
+
+def sweep_summary(runs: list[dict[str, Any]]) -> list[str]:
+    """The closing lines of a sweep: per method with a baseline in the store, its step saving paired by seed
+    over the completed seeds of ``runs`` (mean and 95% t-interval), then the report command to run."""
+    if not runs:
+        return []
+    lines: list[str] = []
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        if r["optimizer"] not in ("sgd", "adam"):
+            groups.setdefault((r["out"], r["task"], method_name(r["optimizer"], r["gamma"])), []).append(r)
+    for (_, task, method), members in groups.items():
+        try:
+            line = _group_saving(task, method, members)
+        except (OSError, ValueError, KeyError) as e:
+            line = f"{task} {method}: no saving ({type(e).__name__}: {e})"
+        if line:
+            lines.append(line)
+    stores = sorted({str(Path(r["out"]) / r["task"]) for r in runs})
+    lines.append(f"report: overshoot-bench-report {' '.join(stores)}")
+    return lines
+
+
+def _group_saving(task: str, method: str, members: list[dict[str, Any]]) -> str | None:
+    """The saving line of one method's runs against their family baseline, None without a completed pair."""
+    base_curves: dict[int, np.ndarray] = {}
+    own_curves: dict[int, np.ndarray] = {}
+    base_name = baseline_of(members[0])["optimizer"]
+    for r in members:
+        own, base = run_path(r["out"], r), run_path(r["out"], baseline_of(r))
+        if not ((own / "run.json").exists() and (base / "run.json").exists()):
+            continue
+        o, b = load_run(own), load_run(base)
+        if o.status == "completed" and b.status == "completed":
+            own_curves[r["seed"]] = o.steps()["base_loss"].to_numpy()
+            base_curves[r["seed"]] = b.steps()["base_loss"].to_numpy()
+    if not own_curves:
+        return None
+    window = members[0]["log"]["window"]
+    paired = metrics.per_seed_saving(base_curves, own_curves, window=window)
+    n = len(paired.seeds)
+    s = paired.summary
+    if s.n == 0:
+        return f"{task} {method} vs {base_name}: not reached in {n} seed{'s' * (n != 1)}"
+    ci = f" +- {s.half_width:.1f}" if s.n > 1 else ""
+    missed = n - s.n
+    tail = f", {missed} not reached" if missed else ""
+    return (
+        f"{task} {method} vs {base_name}: saving {s.mean:.1f}%{ci} of the steps to 95% loss reduction "
+        f"({s.n} seed{'s' * (s.n != 1)}{', 95% t-interval' if s.n > 1 else ''}{tail})"
+    )
 
 
 if __name__ == "__main__":

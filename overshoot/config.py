@@ -7,17 +7,24 @@ that names the fix.
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from overshoot.extras import MissingExtra, require
+
+CONFIG_PACKAGE = "overshoot_configs"  # the top-level configs/ folder, installed as a package (pyproject.toml)
+CONFIG_SEARCH_PATH = f"pkg://{CONFIG_PACKAGE}"
+CONFIG_DIR = Path(str(importlib.resources.files(CONFIG_PACKAGE)))
 HPARAMS = ("epochs", "batch_size", "lr", "momentum", "beta2", "eps", "weight_decay", "schedule", "delay")
 PRECISIONS = ("fp32", "bf16", "fp64")
 SCHEDULES = ("constant", "cosine")
 DEFAULT_GAMMA = 5.0
+BASELINES = {"sgd": "sgd", "adam": "adam"}  # per optimizer family: its baseline (what gamma 0 is)
+OVERSHOOT_OF = {"sgd": "sgd_os", "adam": "adam_os"}  # per family: the optimizer that takes gamma
 
 
 class ConfigError(ValueError):
@@ -27,9 +34,9 @@ class ConfigError(ValueError):
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The config ``overshoot-bench <overrides>`` would run, composed with Hydra (no run is started)."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_module
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base=None):
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
@@ -58,10 +65,14 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         gamma = DEFAULT_GAMMA if gamma is None else _number("gamma", gamma, float)
         if gamma < 0:
             raise ConfigError(f"gamma={gamma:g} is invalid: gamma must be >= 0 (the paper uses 3, 5 or 7)")
-    elif gamma is not None:
+        if gamma == 0:  # SGDO at gamma 0 is CM and AdamO AdamW: the run is the family baseline's
+            name = BASELINES[family]
+    elif gamma is not None and _number("gamma", gamma, float) != 0:
+        os_name = OVERSHOOT_OF[family]
         raise ConfigError(
-            f"gamma={gamma} has no effect with optimizer={name}: use optimizer=sgd_os or adam_os, "
-            "or drop gamma (sweeps that mix baselines and gammas: +sweep=paper)"
+            f"gamma={gamma} has no effect with optimizer={name}: use optimizer={os_name} gamma={gamma}, "
+            f"or drop gamma (a sweep may list both: -m optimizer={name},{os_name} gamma=3,5,7 trains "
+            f"{name} once)"
         )
     else:
         gamma = 0.0
@@ -107,10 +118,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         "max_steps": max_steps,
         "log_distance": bool(c["log"]["distance"]),
         "preset": preset["name"],
-        "log": {
-            "base_loss": bool(c["log"]["base_loss"]),
-            "window": _number("log.window", c["log"]["window"], int),
-        },
+        "log": _log_settings(c["log"]),
         "device": str(c["device"]),
         "out": str(c["out"]),
         "data": {"root": str(c["data"]["root"])},
@@ -122,7 +130,41 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def _log_settings(log: dict[str, Any]) -> dict[str, Any]:
+    """The resolved ``log`` node: what each step logs and which loggers (an extra each) also get it."""
+    out = {
+        "base_loss": bool(log["base_loss"]),
+        "window": _number("log.window", log["window"], int),
+        "tensorboard": bool(log.get("tensorboard", False)),
+        "wandb": bool(log.get("wandb", False)),
+        "wandb_project": str(log.get("wandb_project") or "overshoot-bench"),
+    }
+    for key, module in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
+        if out[key]:
+            try:
+                require("loggers", f"log.{key}=true", (module,))
+            except MissingExtra as e:
+                raise ConfigError(str(e)) from None
+    return out
+
+
 def baseline_of(resolved: dict[str, Any]) -> dict[str, Any]:
     """The resolved config of the same run with the family baseline (CM or Adam) as optimizer."""
-    base = {"sgd": "sgd", "adam": "adam"}[resolved["family"]]
-    return {**resolved, "optimizer": base, "gamma": 0.0}
+    return {**resolved, "optimizer": BASELINES[resolved["family"]], "gamma": 0.0}
+
+
+def drop_sweep_gamma(cfg: DictConfig) -> str | None:
+    """For a job of a sweep: a gamma given to an optimizer without overshoot (``-m optimizer=sgd,sgd_os
+    gamma=3,5,7``) is dropped from ``cfg`` in place, making the job that optimizer's own run; returns a note
+    saying so, None when there was nothing to drop."""
+    opt = cfg.get("optimizer")
+    gamma = cfg.get("gamma")
+    if opt is None or bool(opt.get("overshoot")) or gamma is None:
+        return None
+    try:
+        if float(gamma) == 0:
+            return None
+    except (TypeError, ValueError):
+        return None  # resolve() reports the bad value
+    cfg.gamma = None
+    return f"{opt.get('name')} takes no gamma (gamma={gamma} dropped)"

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from overshoot.loggers import Loggers
 from overshoot.methods import build_optimizer
-from overshoot.store import RunWriter
+from overshoot.store import RunWriter, method_name
 
 FLUSH_EVERY = 200  # steps between copies of the step records to the host (one sync each)
 DISTANCE_HISTORY = 50  # the paper's figure 2 sums over the last 50 gradient points
@@ -117,40 +118,77 @@ def side_effect_free(state: ForwardState, device: torch.device, replay_rng: bool
 
 
 class Progress:
-    """A tqdm bar on a terminal, a plain line every ~10% (or 30 s) otherwise, or nothing."""
+    """A tqdm bar on a terminal, a plain line every ~10% (or 30 s) otherwise, or nothing.
+
+    ``label`` names the run (``progress_label``). The rate shown (and ``rate()``) counts training time
+    only: time spent inside ``paused()`` (evaluation) is left out; the eta uses the wall-clock rate.
+    """
+
+    BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
     def __init__(self, mode: str, total: int, start: int, label: str) -> None:
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "lines"
         self.mode, self.total, self.label = mode, total, label
         self.t0, self.s0, self.last_line, self.last_tenth = time.perf_counter(), start, 0.0, -1
+        self.excluded = 0.0  # seconds spent paused since t0
         self.bar = None
         if mode == "bar":
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=start, desc=label, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total,
+                initial=start,
+                desc=label,
+                unit="step",
+                dynamic_ncols=True,
+                bar_format=self.BAR_FORMAT,
+            )
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave the time spent inside out of the training rate (evaluation)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - t
+
+    def rate(self, step: int) -> float:
+        """Training steps per second since the start, paused time left out."""
+        return (step - self.s0) / max(time.perf_counter() - self.t0 - self.excluded, 1e-9)
+
+    def _status(self, step: int, loss: float) -> str:
+        rate = self.rate(step)
+        wall_rate = (step - self.s0) / max(time.perf_counter() - self.t0, 1e-9)
+        eta = (self.total - step) / max(wall_rate, 1e-9)
+        return f"loss {loss:.4g}, {format_rate(rate)} steps/s, eta {eta:.0f}s"
 
     def update(self, step: int, loss: float) -> None:
         if self.bar is not None:
+            self.bar.set_postfix_str(self._status(step, loss), refresh=False)
             self.bar.update(step - self.bar.n)
-            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
         elif self.mode == "lines":
             now = time.perf_counter()
             tenth = max(self.total // 10, 1)
             if step == self.total or now - self.last_line > 30 or step // tenth != self.last_tenth:
                 self.last_tenth = step // tenth
-                rate = (step - self.s0) / max(now - self.t0, 1e-9)
-                eta = (self.total - step) / max(rate, 1e-9)
-                print(
-                    f"{self.label}: step {step}/{self.total} loss {loss:.4g} "
-                    f"{rate:.0f} steps/s eta {eta:.0f}s",
-                    flush=True,
-                )
+                print(f"{self.label}: step {step}/{self.total} {self._status(step, loss)}", flush=True)
                 self.last_line = now
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def format_rate(r: float) -> str:
+    """A rate with three significant digits below 100 (0.412, 11.8), whole numbers above."""
+    return f"{r:.0f}" if r >= 100 else f"{r:.3g}"
+
+
+def progress_label(run: dict[str, Any]) -> str:
+    """The progress label of a run: task, method (gamma included) and seed, e.g. digits/sgd_os-g5/seed10."""
+    return f"{run['task']}/{method_name(run['optimizer'], run['gamma'])}/seed{run['seed']}"
 
 
 class StopRequest:
@@ -442,15 +480,16 @@ def train(
             return
         rows, diverged = step_rows(rec[:n].cpu().numpy(), block_start, steps_per_epoch, lrs)
         writer.append_steps({c: rows[c] for c in columns})
+        loggers.steps({c: rows[c] for c in columns})
         last_loss = rows["base_loss"][-1]
         if diverged:
             raise Diverged(diverged)
         lrs.clear()
         block_start = step
 
-    progress = Progress(run["progress"], last, step, f"{run['task']}/{run['optimizer']}")
+    progress = Progress(run["progress"], last, step, progress_label(run))
+    loggers = Loggers(run, writer, step)
     t_start, t_ckpt = time.perf_counter(), time.perf_counter()
-    steps_at_start = step
     plan = None
     eval_bs = max(4 * bs, 256)
 
@@ -510,13 +549,14 @@ def train(
                 progress.update(step, last_loss)
                 if end_of_epoch or step == last:
                     e_rows: dict[str, list[Any]] = {"epoch": [], "split": [], "loss": [], "accuracy": []}
-                    with base_weights(opt):
+                    with base_weights(opt), progress.paused():
                         for split in ("val", "test"):
                             if task.has_split(split):
                                 loss_v, acc_v = evaluate(task, model, split, eval_bs, autocast)
                                 for key, v in zip(e_rows, (epoch, split, loss_v, acc_v), strict=True):
                                     e_rows[key].append(v)
                     writer.append_epochs(e_rows)
+                    loggers.epochs(e_rows)
                     epoch_rows += len(e_rows["epoch"])
                 stop = should_stop()
                 if stop or (step < last and time.perf_counter() - t_ckpt >= run["checkpoint_every"]):
@@ -524,8 +564,12 @@ def train(
                     t_ckpt = time.perf_counter()
                 if stop:
                     raise Interrupted(f"stopped at step {step}/{last}; relaunch the same command to resume")
+    except BaseException:
+        loggers.close(failed=True)
+        raise
     finally:
         progress.close()
+    loggers.close()
     wall = time.perf_counter() - t_start
-    rate = (step - steps_at_start) / max(wall, 1e-9)
+    rate = progress.rate(step)  # evaluation time left out
     return {"steps": step, "train_time_s": wall, "steps_per_s": rate, "cuda_graph": captured is not None}

@@ -561,9 +561,8 @@ def train_population(
 
     captured: CapturedStep | None = None
     eager_steps = 0
-    progress = Progress(run0["progress"], last, step, f"{run0['task']}/population of {n}")
+    progress = Progress(run0["progress"], last, step, _population_label(runs))
     t_start, t_ckpt = time.perf_counter(), time.perf_counter()
-    steps_at_start = step
     data = _Batches(task, [r["seed"] for r in runs], device)
     eval_bs = max(4 * bs, 256)
     epoch_of_plan = -1
@@ -593,7 +592,8 @@ def train_population(
                 flush()
                 progress.update(step, last_loss)
                 if end_of_epoch or step == last:
-                    _evaluate(pop, task, writers, alive, epoch, eval_bs, autocast, epoch_rows)
+                    with progress.paused():
+                        _evaluate(pop, task, writers, alive, epoch, eval_bs, autocast, epoch_rows)
                 stop = should_stop()
                 if stop or (step < last and time.perf_counter() - t_ckpt >= run0["checkpoint_every"]):
                     checkpoint()
@@ -603,7 +603,7 @@ def train_population(
     finally:
         progress.close()
     wall = time.perf_counter() - t_start
-    rate = (step - steps_at_start) / max(wall, 1e-9)
+    rate = progress.rate(step)  # every member's own steps/s (evaluation left out); times n: member-steps/s
     ckpt_file.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         ckpt_file.parent.rmdir()
@@ -716,6 +716,15 @@ def run_population(runs: Sequence[dict[str, Any]]) -> list[int]:
         cli.finish_run(r, w, priors[j], task, st, c, why, result)
         codes[j] = c
     return codes
+
+
+def _population_label(runs: Sequence[dict[str, Any]]) -> str:
+    """The progress label of a population: task, size, its methods (gammas included) and seeds."""
+    methods = list(dict.fromkeys(method_name(r["optimizer"], r["gamma"]) for r in runs))
+    seeds = sorted({int(r["seed"]) for r in runs})
+    seed_text = ",".join(map(str, seeds)) if len(seeds) <= 4 else f"{seeds[0]}..{seeds[-1]} ({len(seeds)})"
+    shown = ",".join(methods) if len(methods) <= 4 else f"{','.join(methods[:3])},+{len(methods) - 3}"
+    return f"{runs[0]['task']}/population of {len(runs)} ({shown}; seed {seed_text})"
 
 
 def _label(run: dict[str, Any], task: bool = True) -> str:

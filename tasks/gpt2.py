@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from overshoot.extras import require
+
 from .base import (
     DATA_HINT,
     Batch,
@@ -337,10 +339,12 @@ class TextLMTask:
 
 
 def build_qqp(cfg: Mapping[str, Any], root: Path, device: torch.device, dtype: torch.dtype) -> QQPTask:
-    """The gpt2_qqp task from its config node."""
+    """The gpt2_qqp task from its config node (MissingExtra without the [text] extra)."""
+    require("text", "task=gpt2_qqp")
     return QQPTask(read_options("gpt2_qqp", cfg, QQP_DEFAULTS), Path(root), device, dtype)
 
 
 def build_text(cfg: Mapping[str, Any], root: Path, device: torch.device, dtype: torch.dtype) -> TextLMTask:
-    """The gpt2_text task from its config node."""
+    """The gpt2_text task from its config node (MissingExtra without the [text] extra's transformers)."""
+    require("text", "task=gpt2_text", ("transformers",))
     return TextLMTask(read_options("gpt2_text", cfg, TEXT_DEFAULTS), Path(root), device, dtype)
