@@ -18,6 +18,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 
+PACKAGE_OF = {"hydra_plugins.hydra_submitit_launcher": "hydra-submitit-launcher"}  # where pip names differ
+
+
 class MissingExtra(ValueError):
     """A feature's optional dependencies are not installed; the message names the pip extra."""
 
@@ -38,7 +41,7 @@ def missing(modules: Sequence[str]) -> list[str]:
 def require(extra: str, what: str, modules: Sequence[str] | None = None) -> None:
     """MissingExtra naming ``extra`` unless ``modules`` (default: all of the extra's) can be imported;
     ``what`` says what needs them, e.g. ``task=gpt2_text``."""
-    absent = missing(EXTRAS[extra] if modules is None else modules)
+    absent = [PACKAGE_OF.get(m, m) for m in missing(EXTRAS[extra] if modules is None else modules)]
     if absent:
         raise MissingExtra(
             f"{what} needs {', '.join(absent)}, which {'is' if len(absent) == 1 else 'are'} not installed: "
