@@ -96,7 +96,8 @@ def _saving_line(run: dict[str, Any], own_curve: np.ndarray) -> str | None:
     path = run_path(run["out"], base)
     if not (path / "run.json").exists():
         return (
-            f"no {base['optimizer']} run with the same task and seed yet ({path}): run it to see the saving"
+            f"no {base['optimizer']} run with the same task and seed yet ({path}): the same command with "
+            f"-m optimizer={base['optimizer']},{run['optimizer']} trains it and prints the saving"
         )
     b = load_run(path)
     if b.status != "completed":

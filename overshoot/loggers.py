@@ -39,9 +39,8 @@ class Loggers:
         if log.get("tensorboard"):
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(
-                log_dir=str(writer.path / "tensorboard"), purge_step=start_step if start_step else None
-            )
+            # Events at or past start_step from an earlier, killed process are dropped (0: all of them).
+            self.tensorboard = SummaryWriter(log_dir=str(writer.path / "tensorboard"), purge_step=start_step)
             if not start_step:
                 text = yaml.safe_dump(dict(run), sort_keys=False)
                 self.tensorboard.add_text("config", "```\n" + text + "```", 0)

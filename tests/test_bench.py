@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from overshoot import bench, cli, loop
 from overshoot.config import ConfigError, compose, resolve
@@ -161,6 +162,42 @@ def test_tensorboard_events_hold_the_logged_scalars(tmp_path: Path) -> None:
     assert any(t.startswith("config") for t in acc.Tags()["tensors"])
     text = acc.Tensors(next(t for t in acc.Tags()["tensors"] if t.startswith("config")))[0]
     assert b"optimizer: sgd_os" in text.tensor_proto.string_val[0]
+
+
+def test_tensorboard_after_a_killed_run_holds_each_step_once(tmp_path: Path) -> None:
+    """A process killed after logging steps past its last checkpoint: the relaunch's events replace them."""
+    from overshoot_tasks import build_task
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from overshoot.loop import pick_device, train
+    from overshoot.store import RunWriter, run_path
+
+    run = resolve(compose([f"out={tmp_path}", "optimizer=sgd", "max_steps=120", "progress=none",
+                           "log.tensorboard=true", "checkpoint_every=1e9"]))  # fmt: skip
+    device = pick_device("cpu")
+    task = build_task(run["task_options"], Path(run["data"]["root"]), device, torch.float32)
+    writer = RunWriter(run_path(run["out"], run))
+    calls = {"n": 0}
+
+    def killed() -> bool:
+        calls["n"] += 1
+        if calls["n"] > 100:
+            raise RuntimeError("killed")
+        return False
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train(run, task, writer, device, should_stop=killed)
+    first = EventAccumulator(str(writer.path / "tensorboard"))
+    first.Reload()
+    assert len(first.Scalars("train/base_loss")) > 0  # steps logged, no checkpoint written
+    assert not writer.checkpoint_file.exists()
+    train(run, task, RunWriter(writer.path), device)
+    acc = EventAccumulator(str(writer.path / "tensorboard"))
+    acc.Reload()
+    steps = pd.read_csv(writer.steps_file)
+    events = acc.Scalars("train/base_loss")
+    assert [e.step for e in events] == list(steps["step"]) == list(range(120))
+    np.testing.assert_allclose([e.value for e in events], steps["base_loss"], rtol=1e-6)
 
 
 def _wandb_records(path: Path) -> list[Any]:
