@@ -296,12 +296,12 @@ def heldout_configs(
     selection: Mapping[str, Any],
     out: Path,
     seeds: Sequence[int] = HELDOUT_SEEDS,
-    families: Sequence[str] = ("sgd", "adam"),
     untuned_preset: str | None = None,
     settings: Sequence[str] = (),
-) -> tuple[list[Any], list[dict[str, Any]]]:
+) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
     """The composed configs of the held-out runs (tuned and untuned arm of every selected method at every
-    seed, into ``out``) and the manifest rows (arm, method, seed, path relative to ``out``)."""
+    seed, into ``out``), each with its family, and the manifest rows (arm, method, seed, path relative to
+    ``out``)."""
     from overshoot.config import compose, resolve
 
     clash = sorted(set(seeds) & set(selection["tuning_seeds"]))
@@ -312,8 +312,6 @@ def heldout_configs(
     cfgs, rows = [], []
     by_hash: dict[str, Any] = {}
     for method, m in selection["methods"].items():
-        if m["family"] not in families:
-            continue
         base = {**m["config"], "out": str(out), **_settings(settings)}
         for arm in ARMS:
             omit = selection["axes"] if arm == "untuned" else ()
@@ -334,7 +332,7 @@ def heldout_configs(
                 h = config_hash(run)
                 if h not in by_hash:
                     by_hash[h] = cfg
-                    cfgs.append(cfg)
+                    cfgs.append((str(m["family"]), cfg))
                 rows.append(
                     {
                         "arm": arm,
@@ -367,14 +365,16 @@ def rerun_study(
     settings: Sequence[str] = (),
     dry_run: bool = False,
 ) -> int:
-    """Train the held-out runs of ``study`` (resumable; completed runs are skipped); writes heldout.json.
-    Returns the worst exit code."""
+    """Train the held-out runs of ``study`` of ``families`` (resumable; completed runs are skipped); writes
+    heldout.json, which lists every family's runs (so runs of one family each may go in parallel). Returns
+    the worst exit code."""
     sel_file = study / "selection.json"
     if not sel_file.exists():
         raise TuningError(f"{sel_file} is missing: run overshoot-bench-tune select {study} first")
     selection = json.loads(sel_file.read_text())
     out = study / "heldout"
-    cfgs, rows = heldout_configs(selection, out, seeds, families, untuned_preset, settings)
+    pairs, rows = heldout_configs(selection, out, seeds, untuned_preset, settings)
+    cfgs = [cfg for family, cfg in pairs if family in families]
     manifest_file = study / "heldout.json"
     old = json.loads(manifest_file.read_text()) if manifest_file.exists() else {"runs": []}
     new = {(x["arm"], x["method"], x["seed"]) for x in rows}
@@ -382,7 +382,7 @@ def rerun_study(
     atomic_write_text(
         manifest_file, json.dumps({"seeds": sorted(set(seeds)), "runs": keep + rows}, indent=2) + "\n"
     )
-    print(f"held-out: {len(rows)} runs ({len(cfgs)} distinct configs) into {out}", flush=True)
+    print(f"held-out: {len(rows)} runs ({len(pairs)} distinct configs) into {out}", flush=True)
     if dry_run:
         return 0
     from overshoot.population import run_sweep
@@ -558,16 +558,22 @@ def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: 
             ax.plot(g["lr"], g["score"], marker=".", label=M.method_label(str(opt), float(gamma)), **style)
             pick = g[g["lr"] == sel["selected"]["lr"]]
             ax.plot(pick["lr"], pick["score"], "o", color=style["color"], markersize=7, zorder=3)
-        untuned = [h for h in selection.get("untuned_lr", {}).get(family, [])]
-        for lr in untuned:
+        for lr in selection.get("untuned_lr", {}).get(family, []):
             ax.axvline(lr, color="#999999", linestyle="--", linewidth=1.0)
+        from matplotlib.lines import Line2D
+
+        handles, _ = ax.get_legend_handles_labels()
+        handles += [
+            Line2D([], [], color="#444444", marker="o", linestyle="none", markersize=7, label="selected lr"),
+            Line2D([], [], color="#999999", linestyle="--", linewidth=1.0, label="untuned lr"),
+        ]
         ax.set_xscale("log")
         if metric == "loss":
             ax.set_yscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel(f"best validation {metric} (mean over tuning seeds)")
         ax.set_title(f"{selection['task']}: {M.FAMILY_LABEL[family]} family")
-        ax.legend(frameon=False)
+        ax.legend(handles=handles, frameon=False, fontsize=7)
     fig.tight_layout()
     return save(fig, stem)
 
@@ -659,7 +665,9 @@ def render(
     steps = sorted({int(i.get("steps") or 0) for i in done["info"]})
     infos = list(done["info"])
     devices = sorted({str(i.get("device")) for i in infos})
-    versions = sorted({json.dumps(i.get("versions", {}), sort_keys=True) for i in infos})
+    versions = sorted(
+        {", ".join(f"{k} {v}" for k, v in sorted((i.get("versions") or {}).items())) for i in infos}
+    )
     revs = sorted({str(i.get("git_rev")) for i in infos})
     threads = sorted({str(i.get("cpu_threads")) for i in infos})
     # A population's members each record its wall time: count each member's share of it.
@@ -757,7 +765,7 @@ def render(
         "## Step savings against the family baseline, untuned vs tuned",
         "",
         "Per-seed saving in %, mean [95% t-interval] / [95% bootstrap interval]; n = seeds where both "
-        "reached the threshold; * = within noise (an interval contains 0).",
+        "reached the threshold; 'noise' = within noise (an interval contains 0).",
         "",
     ]
     if not sav.empty:
@@ -775,7 +783,7 @@ def render(
                     cell = _ci_cell(r0["mean"], r0["t_low"], r0["t_high"])
                     if math.isfinite(r0["boot_low"]):
                         cell += f" / [{r0['boot_low']:.1f}, {r0['boot_high']:.1f}]"
-                    cell += f", n={r0['n']}/{r0['seeds']}" + (" *" if r0["within_noise"] else "")
+                    cell += f", n={r0['n']}/{r0['seeds']}" + (", noise" if r0["within_noise"] else "")
                     row[arm] = cell
                 rows.append(row)
             lines += [f"**{red:.0%} loss reduction**", "", _md(pd.DataFrame(rows)), ""]
