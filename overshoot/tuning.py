@@ -45,8 +45,9 @@ TARGET_RULE = (
     "target per family = the median over the held-out seeds of the untuned family baseline's (CM's, Adam's) "
     "best-over-epochs validation {what}; a run's time-to-target is the step count at the end of the first "
     "epoch whose validation {what} reaches it; a run that never does is censored (counted as slower than "
-    "every run that reached it, as AlgoPerf counts a miss): 'k of n' reached, the median over all n with "
-    "misses as infinite ('not reached' when half or more missed), the mean over those that reached it"
+    "every run that reached it, as AlgoPerf counts a miss; a diverged run counts with the evaluations "
+    "before its divergence): 'k of n' reached, the median over all n with misses as infinite ('not "
+    "reached' when half or more missed), the mean over those that reached it"
 )
 
 
@@ -200,6 +201,7 @@ def select(trials: pd.DataFrame, axes: Mapping[str, Sequence[Any]]) -> tuple[pd.
         best = order.iloc[0].drop("_s").to_dict()
         best["edge"] = ",".join(k for k in axes if best[k] in (min(axes[k]), max(axes[k])))
         best["trials"] = int(g["seeds"].sum())
+        best["diverged_trials"] = int(g["diverged"].sum())
         chosen.append(best)
     sel = pd.DataFrame(chosen)
     order_key = [M.method_sort_key(o, float(g)) for o, g in zip(sel["optimizer"], sel["gamma"], strict=True)]
@@ -236,6 +238,7 @@ def select_study(study: Path) -> dict[str, Any]:
             "score": r["score"],
             "edge": r["edge"],
             "trials": r["trials"],
+            "diverged_trials": r["diverged_trials"],
             "config": {**cfg, "seed": None},
         }
     atomic_write_text(study / "selection.json", json.dumps(out, indent=2, default=str) + "\n")
@@ -483,8 +486,9 @@ def table1_frames(held: pd.DataFrame) -> pd.DataFrame:
 
 
 def time_to_target_frame(held: pd.DataFrame) -> pd.DataFrame:
-    """Per arm and method: steps to the family's validation target (:data:`TARGET_RULE`), censored."""
-    done = held[held["status"] == "completed"]
+    """Per arm and method: steps to the family's validation target (:data:`TARGET_RULE`), censored. A run
+    that diverged counts with the evaluations it logged before (a miss unless one reached the target)."""
+    done = held[held["status"].isin(("completed", "diverged"))]
     if done.empty:
         return pd.DataFrame()
     metric = str(done["metric"].iloc[0])
@@ -493,6 +497,7 @@ def time_to_target_frame(held: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for family, fg in done.groupby("family", sort=False):
         base = fg[(fg["arm"] == "untuned") & (fg["method"] == BASELINE[str(family)])]
+        base = base[base["status"] == "completed"]
         bests = [M.best_over_epochs(evals[p], metric, split="val") for p in base["path"]]
         bests = [b for b in bests if math.isfinite(b)]
         if not bests:
@@ -514,6 +519,7 @@ def time_to_target_frame(held: pd.DataFrame) -> pd.DataFrame:
                     "target": target,
                     "metric": metric,
                     "n": s.n,
+                    "diverged": int((g["status"] == "diverged").sum()),
                     "reached": s.reached,
                     "median": s.median,
                     "median_reached": s.median_reached,
@@ -527,8 +533,9 @@ def time_to_target_frame(held: pd.DataFrame) -> pd.DataFrame:
 
 
 def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: Path) -> list[Path]:
-    """Mean best validation metric vs lr (log axis), one line per method, one panel per family; the selected
-    lr of each method marked with a filled circle, the untuned lr with a dashed line."""
+    """Mean best validation metric (error = 1 - accuracy for accuracy tasks) vs lr, both axes log, one line
+    per method, one panel per family; the selected lr of each method marked with a filled circle, the
+    untuned lr with a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -555,9 +562,11 @@ def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: 
                 g = g[np.logical_and.reduce([g[k] == sel["selected"][k] for k in other])]
             g = g.sort_values("lr")
             style = method_style(str(opt), float(gamma), gammas)
-            ax.plot(g["lr"], g["score"], marker=".", label=M.method_label(str(opt), float(gamma)), **style)
+            y = 1.0 - g["score"] if metric == "accuracy" else g["score"]  # error rates on a log axis
+            ax.plot(g["lr"], y, marker=".", label=M.method_label(str(opt), float(gamma)), **style)
             pick = g[g["lr"] == sel["selected"]["lr"]]
-            ax.plot(pick["lr"], pick["score"], "o", color=style["color"], markersize=7, zorder=3)
+            y_pick = 1.0 - pick["score"] if metric == "accuracy" else pick["score"]
+            ax.plot(pick["lr"], y_pick, "o", color=style["color"], markersize=7, zorder=3)
         for lr in selection.get("untuned_lr", {}).get(family, []):
             ax.axvline(lr, color="#999999", linestyle="--", linewidth=1.0)
         from matplotlib.lines import Line2D
@@ -568,10 +577,10 @@ def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: 
             Line2D([], [], color="#999999", linestyle="--", linewidth=1.0, label="untuned lr"),
         ]
         ax.set_xscale("log")
-        if metric == "loss":
-            ax.set_yscale("log")
+        ax.set_yscale("log")
         ax.set_xlabel("learning rate")
-        ax.set_ylabel(f"best validation {metric} (mean over tuning seeds)")
+        what = "error (1 - accuracy)" if metric == "accuracy" else metric
+        ax.set_ylabel(f"best validation {what}\n(mean over tuning seeds)")
         ax.set_title(f"{selection['task']}: {M.FAMILY_LABEL[family]} family")
         ax.legend(handles=handles, frameon=False, fontsize=7)
     fig.tight_layout()
@@ -638,7 +647,8 @@ def report_study(study: Path, out: Path, command: str = "", protocol_note: str =
         files.append(path)
     text = render(selection, held, sav, t1, ttt, window, command, protocol_note)
     atomic_write_text(out / "report.md", text)
-    return [out / "report.md", *files]
+    atomic_write_text(out / "selection.json", (study / "selection.json").read_text())
+    return [out / "report.md", out / "selection.json", *files]
 
 
 def render(
@@ -718,7 +728,8 @@ def render(
     if len(missing):
         lines += [
             "",
-            f"Left out: {len(missing)} held-out runs not completed ("
+            f"Not completed: {len(missing)} held-out runs, left out of the savings and Table 1; a diverged "
+            "run counts as a miss in time-to-target unless it reached the target before ("
             + ", ".join(
                 f"{a}/{m}/seed{s}: {st}"
                 for a, m, s, st in zip(
@@ -745,7 +756,7 @@ def render(
                 **{f"untuned {k}": f"{un_vals.get(k, math.nan):g}" for k in axes},
                 f"val {metric} (tuning mean)": f"{m['score']:.4g}",
                 "at grid edge": m["edge"] or "no",
-                "trials": m["trials"],
+                "trials (diverged)": f"{m['trials']} ({m.get('diverged_trials', 0)})",
             }
         )
     lines += [
@@ -833,7 +844,8 @@ def render(
                         else f"{r0['median']:,.0f}"
                     )
                     mean = _fmt(r0["mean_reached"], 0)
-                    row[arm] = f"{r0['reached']} of {r0['n']}; median {med}; mean over reached {mean}"
+                    div = f" ({r0['diverged']} diverged)" if r0["diverged"] else ""
+                    row[arm] = f"{r0['reached']} of {r0['n']}{div}; median {med}; mean over reached {mean}"
                 rows.append(row)
             lines += [
                 f"**{M.FAMILY_LABEL[str(family)]} family**, target validation {metric} "
@@ -844,7 +856,8 @@ def render(
             ]
     lines += [
         "Files: savings.csv (per-seed savings), table1.csv, time_to_target.csv (per-seed steps), "
-        "trials.csv (every tuning setting's validation score), sensitivity.png/.pdf.",
+        "trials.csv (every tuning setting's validation score), selection.json (the selected settings and "
+        "their configs), sensitivity.png/.pdf.",
         "",
     ]
     return "\n".join(lines)
