@@ -47,7 +47,7 @@ TARGET_RULE = (
     "epoch whose validation {what} reaches it; a run that never does is censored (counted as slower than "
     "every run that reached it, as AlgoPerf counts a miss; a diverged run counts with the evaluations "
     "before its divergence): 'k of n' reached, the median over all n with misses as infinite ('not "
-    "reached' when half or more missed), the mean over those that reached it"
+    "reached' when half or more missed), the median and mean over those that reached it"
 )
 
 
@@ -534,12 +534,14 @@ def time_to_target_frame(held: pd.DataFrame) -> pd.DataFrame:
 
 def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: Path) -> list[Path]:
     """Mean best validation metric (error = 1 - accuracy for accuracy tasks) vs lr, both axes log, one line
-    per method, one panel per family; the selected lr of each method marked with a filled circle, the
-    untuned lr with a dashed line."""
+    per method, one panel per family; the selected lr of each method marked with a filled circle, settings
+    ruled out (a tuning seed diverged) with a cross at the top, the untuned lr with a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     from overshoot.figures import method_style, save
 
@@ -563,21 +565,32 @@ def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: 
             g = g.sort_values("lr")
             style = method_style(str(opt), float(gamma), gammas)
             y = 1.0 - g["score"] if metric == "accuracy" else g["score"]  # error rates on a log axis
-            ax.plot(g["lr"], y, marker=".", label=M.method_label(str(opt), float(gamma)), **style)
+            ok = y.notna()
+            ax.plot(g["lr"][ok], y[ok], marker=".", label=M.method_label(str(opt), float(gamma)), **style)
+            out = g["lr"][~ok]
+            ax.plot(
+                out, np.full(len(out), 0.97), "x", color=style["color"], transform=ax.get_xaxis_transform()
+            )
             pick = g[g["lr"] == sel["selected"]["lr"]]
             y_pick = 1.0 - pick["score"] if metric == "accuracy" else pick["score"]
             ax.plot(pick["lr"], y_pick, "o", color=style["color"], markersize=7, zorder=3)
         for lr in selection.get("untuned_lr", {}).get(family, []):
             ax.axvline(lr, color="#999999", linestyle="--", linewidth=1.0)
-        from matplotlib.lines import Line2D
-
         handles, _ = ax.get_legend_handles_labels()
         handles += [
             Line2D([], [], color="#444444", marker="o", linestyle="none", markersize=7, label="selected lr"),
+            Line2D([], [], color="#444444", marker="x", linestyle="none", label="ruled out (diverged)"),
             Line2D([], [], color="#999999", linestyle="--", linewidth=1.0, label="untuned lr"),
         ]
         ax.set_xscale("log")
         ax.set_yscale("log")
+        grid = sorted(set(fam["lr"]))
+        ax.xaxis.set_major_locator(FixedLocator(grid[:: max(1, len(grid) // 5)]))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xlabel("learning rate")
         what = "error (1 - accuracy)" if metric == "accuracy" else metric
         ax.set_ylabel(f"best validation {what}\n(mean over tuning seeds)")
@@ -843,9 +856,12 @@ def render(
                         if r0["median"] is None or not math.isfinite(r0["median"])
                         else f"{r0['median']:,.0f}"
                     )
-                    mean = _fmt(r0["mean_reached"], 0)
+                    mean, med_r = _fmt(r0["mean_reached"], 0), _fmt(r0["median_reached"], 0)
                     div = f" ({r0['diverged']} diverged)" if r0["diverged"] else ""
-                    row[arm] = f"{r0['reached']} of {r0['n']}{div}; median {med}; mean over reached {mean}"
+                    row[arm] = (
+                        f"{r0['reached']} of {r0['n']}{div}; median {med}; over reached: median {med_r}, "
+                        f"mean {mean}"
+                    )
                 rows.append(row)
             lines += [
                 f"**{M.FAMILY_LABEL[str(family)]} family**, target validation {metric} "
