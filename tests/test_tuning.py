@@ -264,3 +264,33 @@ def test_time_to_target_counts_misses_as_censored() -> None:
     assert (s.reached, s.median, s.median_reached, s.mean_reached) == (2, None, 150.0, 150.0)
     s = M.time_to_target_summary([None, None])
     assert (s.n, s.reached, s.median, s.mean_reached) == (2, 0, None, None)
+
+
+def test_selection_over_two_axes_picks_the_best_pair_and_flags_the_grid_edge() -> None:
+    rows = []
+    for lr in (0.01, 0.1):
+        for mu in (0.85, 0.9, 0.95):
+            for seed in (1, 2):
+                loss = abs(lr - 0.01) + abs(mu - 0.9) + 0.001 * seed  # best at lr 0.01 (grid edge), mu 0.9
+                rows.append(
+                    {
+                        "method": "sgd",
+                        "optimizer": "sgd",
+                        "gamma": 0.0,
+                        "family": "sgd",
+                        "seed": seed,
+                        "status": "completed",
+                        "setting": f"{lr}/{mu}",
+                        "lr": lr,
+                        "momentum": mu,
+                        "val_metric": loss,
+                        "val_loss": loss,
+                        "metric": "loss",
+                        "path": "",
+                    }
+                )
+    table, sel = tuning.select(pd.DataFrame(rows), {"lr": [0.01, 0.1], "momentum": [0.85, 0.9, 0.95]})
+    assert len(table) == 6 and (table["seeds"] == 2).all()
+    best = sel.iloc[0]
+    assert (best["lr"], best["momentum"], best["edge"], best["trials"]) == (0.01, 0.9, "lr", 12)
+    assert best["score"] == pytest.approx(0.0015)
