@@ -25,6 +25,9 @@ SCHEDULES = ("constant", "cosine")
 DEFAULT_GAMMA = 5.0
 BASELINES = {"sgd": "sgd", "adam": "adam"}  # per optimizer family: its baseline (what gamma 0 is)
 OVERSHOOT_OF = {"sgd": "sgd_os", "adam": "adam_os"}  # per family: the optimizer that takes gamma
+# Task options added after runs were stored: at these values they are left out of the resolved config, so
+# those runs keep their config hash (and directory).
+LATE_TASK_DEFAULTS: dict[str, dict[str, Any]] = {"housing": {"val_fraction": 0.0}}
 
 
 class ConfigError(ValueError):
@@ -85,6 +88,9 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         if c.get(k) is not None:
             hp[k] = c[k]
     task_cfg.update(preset.get("task_options", {}).get(task, {}))
+    for k, default in LATE_TASK_DEFAULTS.get(task, {}).items():
+        if k in task_cfg and task_cfg[k] == default:
+            del task_cfg[k]
 
     for k in ("epochs", "batch_size"):
         hp[k] = _number(k, hp[k], int)
@@ -106,6 +112,12 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"max_steps={max_steps} is invalid: it must be a positive integer or null")
 
+    drop_last = c.get("drop_last", True)
+    if drop_last not in (True, False):
+        raise ConfigError(f"drop_last={drop_last} is unknown: choose true or false")
+    # Only a non-default drop_last enters the resolved config (and the hash): stored runs keep their hash.
+    batching = {} if drop_last else {"drop_last": False}
+
     return {
         "task": task,
         "task_options": task_cfg,
@@ -116,6 +128,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         "precision": c["precision"],
         "hparams": hp,
         "max_steps": max_steps,
+        **batching,
         "log_distance": bool(c["log"]["distance"]),
         "preset": preset["name"],
         "log": _log_settings(c["log"]),

@@ -243,6 +243,8 @@ def graph_blocker(
     counts and lr on the device (any optimizer and schedule can be replayed)."""
     if device.type != "cuda":
         return "CUDA graphs need device=cuda"
+    if not run.get("drop_last", True):
+        return "drop_last=false gives the last batch of an epoch another shape"
     if population:
         return None
     if run["optimizer"] not in GRAPH_OPTIMIZERS:
@@ -392,6 +394,21 @@ def capture(
     return CapturedStep(graph, one, out, _triton.live_tables())
 
 
+def epoch_steps(run: dict[str, Any], task: Any) -> tuple[int, dict[str, Any]]:
+    """The run's steps per epoch and the keyword arguments of its ``task.epoch_plan`` calls (``drop_last``
+    when the run keeps the last partial batch); ValueError naming the fix when the batch cannot be used."""
+    bs, drop_last = run["hparams"]["batch_size"], run.get("drop_last", True)
+    if drop_last:
+        steps = task.n_train // bs
+        if steps < 1:
+            n = task.n_train
+            raise ValueError(f"batch_size={bs} exceeds the {n} training examples: lower batch_size")
+        return steps, {}
+    if not getattr(task, "partial_batches", False):
+        raise ValueError(f"drop_last=false is not supported by task {run['task']}: use drop_last=true")
+    return -(-task.n_train // bs), {"drop_last": False}
+
+
 def train(
     run: dict[str, Any],
     task: Any,
@@ -406,9 +423,7 @@ def train(
     """
     hp = run["hparams"]
     bs, epochs = hp["batch_size"], hp["epochs"]
-    steps_per_epoch = task.n_train // bs
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch_size={bs} exceeds the {task.n_train} training examples: lower batch_size")
+    steps_per_epoch, plan_kw = epoch_steps(run, task)
     total = epochs * steps_per_epoch
     last = min(total, run["max_steps"] or total)
     autocast = autocast_for(run["precision"], device)
@@ -529,7 +544,7 @@ def train(
         while step < last:
             epoch, k = divmod(step, steps_per_epoch)
             if plan is None or k == 0:
-                plan = task.epoch_plan(run["seed"], epoch, bs)
+                plan = task.epoch_plan(run["seed"], epoch, bs, **plan_kw)
             i = step - block_start
             if graphed and captured is None and eager_steps >= GRAPH_WARMUP and not plan.meta:
                 captured = capture(graph_step, plan, k, device, (n_rec,))

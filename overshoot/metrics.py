@@ -352,3 +352,78 @@ def method_label(optimizer: str, gamma: float) -> str:
     """A human label: 'CM', 'NAG', 'SGDO γ=3', 'AdamO γ=5', ...; unknown optimizers keep their name."""
     name = DISPLAY_NAME.get(optimizer, optimizer)
     return f"{name} γ={gamma:g}" if optimizer.endswith("_os") else name
+
+
+def bootstrap_interval(
+    values: Iterable[float | None], confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of the finite ``values`` (resampling them, e.g. seeds, with
+    replacement; ``seed`` fixes the resamples). (NaN, NaN) with fewer than two values."""
+    a = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    a = a[np.isfinite(a)]
+    if a.size < 2:
+        return math.nan, math.nan
+    if np.all(a == a[0]):
+        return float(a[0]), float(a[0])
+    from scipy import stats
+
+    res = stats.bootstrap(
+        (a,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def contains_zero(low: float, high: float) -> bool:
+    """Whether the interval [low, high] contains 0, or is undefined (NaN): a difference within noise."""
+    return not (math.isfinite(low) and math.isfinite(high)) or low <= 0.0 <= high
+
+
+def steps_to_target(
+    values: Sequence[float], steps: Sequence[int], target: float, higher_is_better: bool
+) -> int | None:
+    """The step count of the first evaluation whose value reaches ``target`` (``>=`` when higher is better,
+    e.g. accuracy; ``<=`` for a loss); None when none does: a censored run (time-to-target at least its
+    last step). ``steps[i]`` is the number of training steps taken when ``values[i]`` was evaluated."""
+    if len(values) != len(steps):
+        raise ValueError(f"{len(values)} values but {len(steps)} step counts: pass one step per evaluation")
+    for v, s in zip(values, steps, strict=True):
+        if math.isfinite(v) and (v >= target if higher_is_better else v <= target):
+            return int(s)
+    return None
+
+
+@dataclass(frozen=True)
+class TimeToTarget:
+    """Time-to-target of a set of runs with misses censored: ``reached`` of ``n`` runs reached the target;
+    ``median`` counts a miss as infinitely slow (None when half or more missed, so the median is a miss);
+    ``mean_reached`` and ``median_reached`` are over the runs that reached it (None when none did)."""
+
+    n: int
+    reached: int
+    median: float | None
+    median_reached: float | None
+    mean_reached: float | None
+
+
+def time_to_target_summary(times: Iterable[int | None]) -> TimeToTarget:
+    """Summary of per-run steps to a target (None = missed: censored, counted as slower than any hit)."""
+    t = list(times)
+    hits = np.asarray([x for x in t if x is not None], dtype=np.float64)
+    n = len(t)
+    med: float | None = None
+    if n and hits.size:
+        full = np.sort(np.concatenate([hits, np.full(n - hits.size, np.inf)]))
+        m = float(np.median(full))
+        med = m if math.isfinite(m) else None
+    return TimeToTarget(
+        n=n,
+        reached=int(hits.size),
+        median=med,
+        median_reached=float(np.median(hits)) if hits.size else None,
+        mean_reached=float(hits.mean()) if hits.size else None,
+    )

@@ -42,6 +42,7 @@ from overshoot.loop import (
     Progress,
     autocast_for,
     capture,
+    epoch_steps,
     pick_device,
     seed_everything,
     set_cpu_threads,
@@ -408,12 +409,12 @@ class _Batches:
     def batched(self) -> bool:
         return len(self.unique) > 1
 
-    def new_epoch(self, epoch: int, batch_size: int) -> None:
+    def new_epoch(self, epoch: int, batch_size: int, plan_kw: dict[str, Any] | None = None) -> None:
         from overshoot_tasks import EpochPlan
 
-        plans = [self.task.epoch_plan(s, epoch, batch_size) for s in self.unique]
+        plans = [self.task.epoch_plan(s, epoch, batch_size, **(plan_kw or {})) for s in self.unique]
         p0 = plans[0]
-        if p0.meta or len(plans) == 1:
+        if p0.meta or len(plans) == 1 or p0.partial:  # a partial last batch: gathered per seed, then stacked
             self.plans, self.plan = plans, (p0 if len(plans) == 1 else None)
             return
 
@@ -463,9 +464,7 @@ def train_population(
     """
     run0, hp = runs[0], runs[0]["hparams"]
     bs, epochs = hp["batch_size"], hp["epochs"]
-    steps_per_epoch = task.n_train // bs
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch_size={bs} exceeds the {task.n_train} training examples: lower batch_size")
+    steps_per_epoch, plan_kw = epoch_steps(run0, task)
     total = epochs * steps_per_epoch
     last = min(total, run0["max_steps"] or total)
     autocast = autocast_for(run0["precision"], device)
@@ -570,7 +569,7 @@ def train_population(
         while step < last and any(alive):
             epoch, k = divmod(step, steps_per_epoch)
             if epoch != epoch_of_plan:
-                data.new_epoch(epoch, bs)
+                data.new_epoch(epoch, bs, plan_kw)
                 epoch_of_plan = epoch
             i = step - block_start
             if graphed and captured is None and eager_steps >= GRAPH_WARMUP and data.plan is not None:

@@ -31,7 +31,9 @@ def missing(task: str, path: Path, what: str, folder: Path) -> DataMissingError:
 class EpochPlan:
     """All randomness of one training epoch, drawn up front on the data's device.
 
-    `index` holds the sample indices of the epoch's `steps` batches back to back (drop-last);
+    `index` holds the sample indices of the epoch's `steps` batches back to back: `steps * batch_size` of
+    them when the last partial batch is dropped (the default), every training sample otherwise, the last
+    batch then being smaller;
     `extra` holds per-sample random draws (augmentation parameters, VAE noise) aligned with `index`;
     `meta` holds small host-side per-batch values computed once per epoch (e.g. padded lengths).
     """
@@ -48,7 +50,12 @@ class EpochPlan:
         """The slice of `index`/`extra` rows that make up batch `k`."""
         if not 0 <= k < self.steps:
             raise IndexError(f"batch {k} out of range: this epoch has {self.steps} steps")
-        return slice(k * self.batch_size, (k + 1) * self.batch_size)
+        return slice(k * self.batch_size, min((k + 1) * self.batch_size, int(self.index.shape[0])))
+
+    @property
+    def partial(self) -> bool:
+        """Whether the last batch is smaller than ``batch_size`` (``drop_last=False`` on a ragged epoch)."""
+        return int(self.index.shape[0]) != self.steps * self.batch_size
 
 
 @runtime_checkable
@@ -82,11 +89,12 @@ def plan_generator(seed: int, epoch: int, device: torch.device) -> torch.Generat
     return gen
 
 
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Drop-last steps per epoch; ValueError if the batch is larger than the training set."""
+def steps_per_epoch(n_train: int, batch_size: int, drop_last: bool = True) -> int:
+    """Steps per epoch: full batches only (``drop_last``), or with the last partial batch kept; ValueError
+    if no batch fits (a batch larger than the training set with ``drop_last``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    steps = n_train // batch_size
+    steps = n_train // batch_size if drop_last else -(-n_train // batch_size)
     if steps == 0:
         raise ValueError(f"batch_size {batch_size} exceeds the {n_train} training examples; lower it")
     return steps
@@ -142,6 +150,7 @@ class TensorTask(ABC):
     name: str = ""
     metric: Literal["accuracy", "loss"] = "accuracy"
     metric_scale: float = 1.0
+    partial_batches = True  # epoch_plan takes drop_last=False (keeps the last, smaller batch)
 
     def __init__(
         self,
@@ -165,12 +174,14 @@ class TensorTask(ABC):
         """Turn gathered rows (plus their extra draws) into a model-ready batch."""
         return raw
 
-    def epoch_plan(self, seed: int, epoch: int, batch_size: int) -> EpochPlan:
-        """Permutation and per-sample draws for one epoch, seeded from (seed, epoch)."""
-        steps = steps_per_epoch(self.n_train, batch_size)
+    def epoch_plan(self, seed: int, epoch: int, batch_size: int, drop_last: bool = True) -> EpochPlan:
+        """Permutation and per-sample draws for one epoch, seeded from (seed, epoch); ``drop_last=False``
+        keeps the samples of the last partial batch (the permutation's first full batches are the same)."""
+        steps = steps_per_epoch(self.n_train, batch_size, drop_last)
         gen = plan_generator(seed, epoch, self.device)
-        index = torch.randperm(self.n_train, generator=gen, device=self.device)[: steps * batch_size]
-        extra = self.draw_extra(gen, steps * batch_size)
+        index = torch.randperm(self.n_train, generator=gen, device=self.device)
+        index = index[: steps * batch_size] if drop_last else index
+        extra = self.draw_extra(gen, int(index.shape[0]))
         return EpochPlan(int(seed), int(epoch), int(batch_size), steps, index, extra)
 
     def train_batch(self, plan: EpochPlan, k: int) -> Batch:

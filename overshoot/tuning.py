@@ -1,0 +1,947 @@
+"""Fair comparisons: every method tuned on one budget, selected on validation, compared on held-out seeds.
+
+A study is one directory ``STUDY`` for one task:
+
+    overshoot-bench -m +sweep=tune task=housing out=STUDY/tuning     # the same grid for every method
+    overshoot-bench-tune select STUDY    # per method, the best setting on validation -> STUDY/selection.json
+    overshoot-bench-tune rerun STUDY     # selected and untuned settings on held-out seeds -> STUDY/heldout
+    overshoot-bench-tune report STUDY --out DIR   # savings, Table 1, time-to-target, sensitivity figure
+
+Selection reads the validation rows of ``epochs.csv`` only (:data:`CRITERION`). The held-out runs are the
+selected settings (``tuned``) and the settings of the untuned preset with the same protocol (``untuned``: the
+tuning runs' task options, epochs, max_steps, with every tuned axis back at the preset's value) on seeds that
+no tuning run used, trained as populations through :func:`overshoot.population.run_sweep`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from overshoot import metrics as M
+from overshoot.config import HPARAMS
+from overshoot.store import atomic_write_text, config_hash, find_runs, load_run, method_name, run_path
+
+HELDOUT_SEEDS = tuple(range(10, 101, 10))  # the paper's seeds; the tune sweep uses others
+REDUCTIONS = (0.9, 0.95, 0.99)
+BASELINE = {"sgd": "sgd", "adam": "adam"}
+ARMS = ("untuned", "tuned")
+CRITERION = (
+    "per method, the setting whose best-over-epochs validation {what}, averaged over the tuning seeds, is "
+    "{best}; a setting counts only when it completed on every tuning seed (a diverged or missing trial rules "
+    "it out); ties go to the lower mean best validation loss, then to the smaller values of the tuned axes. "
+    "The test split is never read."
+)
+TARGET_RULE = (
+    "target per family = the median over the held-out seeds of the untuned family baseline's (CM's, Adam's) "
+    "best-over-epochs validation {what}; a run's time-to-target is the step count at the end of the first "
+    "epoch whose validation {what} reaches it; a run that never does is censored (counted as slower than "
+    "every run that reached it, as AlgoPerf counts a miss; a diverged run counts with the evaluations "
+    "before its divergence): 'k of n' reached, the median over all n with misses as infinite ('not "
+    "reached' when half or more missed), the median and mean over those that reached it"
+)
+
+
+class TuningError(ValueError):
+    """A study that cannot be selected, re-run or reported; the message says what to do."""
+
+
+# -- loading (the one place that reads the run store) ------------------------------------------------------
+
+
+def load(paths: Iterable[Path | str]) -> pd.DataFrame:
+    """One row per run directory at or below ``paths``: identity, status, metric, the resolved config
+    (``config``), its hyperparameters as ``hp_<key>`` columns, and ``path``."""
+    rows = []
+    for r in find_runs(paths):
+        cfg, info = r.config, r.info
+        rows.append(
+            {
+                "task": cfg.get("task", info.get("task")),
+                "optimizer": cfg.get("optimizer", info.get("optimizer")),
+                "family": cfg.get("family", info.get("family")),
+                "gamma": float(cfg.get("gamma") or 0.0),
+                "method": method_name(str(cfg.get("optimizer")), float(cfg.get("gamma") or 0.0)),
+                "seed": int(cfg.get("seed", info.get("seed", -1))),
+                "status": r.status,
+                "metric": info.get("metric"),
+                "metric_scale": float(info.get("metric_scale") or 1.0),
+                "config": cfg,
+                "info": info,
+                "path": str(r.path),
+                **{f"hp_{k}": v for k, v in (cfg.get("hparams") or {}).items()},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def epochs_of(path: str | Path) -> pd.DataFrame:
+    """The run's epochs.csv, with ``steps``: the training steps taken when each evaluation ran."""
+    run = load_run(path)
+    ep, st = run.epochs(), run.steps()
+    if ep.empty or st.empty:
+        return ep.assign(steps=pd.Series(dtype="int64"))
+    ends = st.groupby("epoch")["step"].max() + 1
+    return ep.assign(steps=ep["epoch"].map(ends).fillna(len(st)).astype("int64"))
+
+
+def curve_of(path: str | Path) -> np.ndarray:
+    """The run's per-step base-weight training loss."""
+    return load_run(path).steps()["base_loss"].to_numpy(dtype=np.float64)
+
+
+# -- the tuning trials and the selection ------------------------------------------------------------------
+
+
+def _setting(config: Mapping[str, Any]) -> str:
+    """What a trial computes apart from its seed: the key shared by the tuning seeds of one setting."""
+    return config_hash({**config, "seed": None})
+
+
+def _better(metric: str) -> str:
+    return "highest" if metric == "accuracy" else "lowest"
+
+
+def criterion_text(metric: str) -> str:
+    """The selection criterion, spelled out for the report."""
+    return CRITERION.format(what=metric, best=_better(metric))
+
+
+def best_val(path: str | Path, metric: str) -> tuple[float, float]:
+    """A run's best-over-epochs validation ``metric`` and best validation loss (NaN without a val split)."""
+    ep = load_run(path).epochs()
+    return M.best_over_epochs(ep, metric, split="val"), M.best_over_epochs(ep, "loss", split="val")
+
+
+def trials_frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[Any]]]:
+    """Per tuning run its setting and validation scores, and the tuned axes: the hyperparameters that vary
+    across the runs, each with its grid of values."""
+    if runs.empty:
+        raise TuningError(
+            "no tuning runs found: train them with overshoot-bench -m +sweep=tune out=STUDY/tuning"
+        )
+    tasks = sorted(set(runs["task"]))
+    if len(tasks) != 1:
+        raise TuningError(f"a study holds one task, found {tasks}: give each task its own STUDY directory")
+    axes: dict[str, list[Any]] = {}
+    for k in HPARAMS:
+        col = f"hp_{k}"
+        if col in runs and runs[col].nunique(dropna=False) > 1:
+            axes[k] = sorted(runs[col].unique().tolist())
+    rows = []
+    for r in runs.itertuples(index=False):
+        ok = r.status == "completed"
+        score, loss = best_val(r.path, str(r.metric)) if ok else (math.nan, math.nan)
+        rows.append(
+            {
+                "method": r.method,
+                "optimizer": r.optimizer,
+                "gamma": r.gamma,
+                "family": r.family,
+                "seed": r.seed,
+                "status": r.status,
+                "setting": _setting(r.config),
+                **{k: getattr(r, f"hp_{k}") for k in axes},
+                "val_metric": score,
+                "val_loss": loss,
+                "metric": r.metric,
+                "path": r.path,
+            }
+        )
+    return pd.DataFrame(rows), axes
+
+
+def select(trials: pd.DataFrame, axes: Mapping[str, Sequence[Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-setting scores (mean over tuning seeds) and, per method, the selected setting by :data:`CRITERION`.
+
+    A setting's score is NaN (never selected) unless every tuning seed of its method completed with a
+    validation score."""
+    if trials["val_metric"].isna().all():
+        raise TuningError(
+            "no tuning run has a validation score: the runs need a validation split (task.val_fraction=0.2; "
+            "+sweep=tune sets it)"
+        )
+    metric = str(trials["metric"].iloc[0])
+    sign = -1.0 if metric == "accuracy" else 1.0  # lower is better after the sign
+    keys = ["method", "optimizer", "gamma", "family", "setting", *axes]
+    settings = []
+    for _, mg in trials.groupby("method", sort=False):
+        seeds = sorted(set(mg["seed"]))
+        for key, g in mg.groupby(keys, sort=False, dropna=False):
+            complete = sorted(g["seed"]) == seeds and g["val_metric"].notna().all()
+            score = float(g["val_metric"].mean()) if complete else math.nan
+            settings.append(
+                {
+                    **dict(zip(keys, key, strict=True)),
+                    "seeds": len(g),
+                    "score": score,
+                    "score_loss": float(g["val_loss"].mean()) if complete else math.nan,
+                    "per_seed": ";".join(
+                        f"{s}:{v:.6g}" for s, v in zip(g["seed"], g["val_metric"], strict=True)
+                    ),
+                    "diverged": int((g["status"] == "diverged").sum()),
+                }
+            )
+    table = pd.DataFrame(settings)
+    chosen = []
+    for method, g in table.groupby("method", sort=False):
+        ok = g[g["score"].notna()]
+        if ok.empty:
+            raise TuningError(f"method {method}: no setting completed on every tuning seed; finish the sweep")
+        order = ok.assign(_s=sign * ok["score"]).sort_values(["_s", "score_loss", *axes], kind="stable")
+        best = order.iloc[0].drop("_s").to_dict()
+        best["edge"] = ",".join(k for k in axes if best[k] in (min(axes[k]), max(axes[k])))
+        best["trials"] = int(g["seeds"].sum())
+        best["diverged_trials"] = int(g["diverged"].sum())
+        chosen.append(best)
+    sel = pd.DataFrame(chosen)
+    order_key = [M.method_sort_key(o, float(g)) for o, g in zip(sel["optimizer"], sel["gamma"], strict=True)]
+    sel = sel.iloc[sorted(range(len(sel)), key=lambda i: order_key[i])]
+    return table, sel.reset_index(drop=True)
+
+
+def select_study(study: Path) -> dict[str, Any]:
+    """Select on ``study``/tuning and write selection.json and trials.csv; the selection."""
+    runs = load([study / "tuning"])
+    trials, axes = trials_frame(runs)
+    table, sel = select(trials, axes)
+    metric = str(trials["metric"].iloc[0])
+    per_method = trials.groupby("method")["seed"]
+    config_of = {(r.method, r.setting): r.path for r in trials.itertuples(index=False)}
+    out: dict[str, Any] = {
+        "task": str(runs["task"].iloc[0]),
+        "metric": metric,
+        "criterion": criterion_text(metric),
+        "axes": axes,
+        "tuning_seeds": sorted(int(s) for s in set(trials["seed"])),
+        "trials_per_method": {str(m): int(n) for m, n in per_method.count().items()},
+        "same_budget": len(set(per_method.count())) == 1
+        and len({tuple(sorted(set(g))) for _, g in per_method}) == 1,
+        "methods": {},
+    }
+    for r in sel.to_dict("records"):
+        cfg = load_run(config_of[r["method"], r["setting"]]).config
+        out["methods"][r["method"]] = {
+            "optimizer": r["optimizer"],
+            "gamma": r["gamma"],
+            "family": r["family"],
+            "selected": {k: _plain(r[k]) for k in axes},
+            "score": r["score"],
+            "edge": r["edge"],
+            "trials": r["trials"],
+            "diverged_trials": r["diverged_trials"],
+            "config": {**cfg, "seed": None},
+        }
+    atomic_write_text(study / "selection.json", json.dumps(out, indent=2, default=str) + "\n")
+    atomic_write_text(study / "trials.csv", table.to_csv(index=False))
+    return out
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+# -- held-out re-runs --------------------------------------------------------------------------------------
+
+
+def _override_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, list | tuple):
+        return "[" + ",".join(_override_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, int):
+        return str(v)
+    return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def overrides_for(config: Mapping[str, Any], omit: Iterable[str] = ()) -> list[str]:
+    """Command-line overrides that compose to the resolved ``config`` (hyperparameters in ``omit`` left to
+    the preset)."""
+    skip = set(omit)
+    o = [f"task={config['task']}", f"optimizer={config['optimizer']}", f"preset={config['preset']}"]
+    if str(config["optimizer"]).endswith("_os"):
+        o.append(f"gamma={_override_value(float(config['gamma']))}")
+    o.append(f"seed={int(config['seed'])}")
+    o += [f"{k}={_override_value(v)}" for k, v in config["hparams"].items() if k not in skip]
+    o += [f"task.{k}={_override_value(v)}" for k, v in config["task_options"].items() if k != "name"]
+    o += [
+        f"max_steps={_override_value(config['max_steps'])}",
+        f"drop_last={_override_value(config.get('drop_last', True))}",
+        f"precision={config['precision']}",
+        f"log.distance={_override_value(config['log_distance'])}",
+        f"log.base_loss={_override_value(config['log']['base_loss'])}",
+        f"log.window={int(config['log']['window'])}",
+        f"data.root={_override_value(config['data']['root'])}",
+        f"out={_override_value(config['out'])}",
+        f"device={_override_value(config['device'])}",
+        f"threads={_override_value(config['threads'])}",
+        f"progress={_override_value(config['progress'])}",
+        f"checkpoint_every={_override_value(float(config['checkpoint_every']))}",
+        "population=true",
+    ]
+    return o
+
+
+def heldout_configs(
+    selection: Mapping[str, Any],
+    out: Path,
+    seeds: Sequence[int] = HELDOUT_SEEDS,
+    untuned_preset: str | None = None,
+    settings: Sequence[str] = (),
+) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
+    """The composed configs of the held-out runs (tuned and untuned arm of every selected method at every
+    seed, into ``out``), each with its family, and the manifest rows (arm, method, seed, path relative to
+    ``out``)."""
+    from overshoot.config import compose, resolve
+
+    clash = sorted(set(seeds) & set(selection["tuning_seeds"]))
+    if clash:
+        raise TuningError(
+            f"held-out seeds {clash} were used for tuning: pick other seeds (--seeds 10,20,...)"
+        )
+    cfgs, rows = [], []
+    by_hash: dict[str, Any] = {}
+    for method, m in selection["methods"].items():
+        base = {**m["config"], "out": str(out), **_settings(settings)}
+        for arm in ARMS:
+            omit = selection["axes"] if arm == "untuned" else ()
+            template = None
+            for seed in seeds:
+                want = {**base, "seed": int(seed)}
+                if arm == "untuned" and untuned_preset:
+                    want["preset"] = untuned_preset
+                if template is None:
+                    cfg = template = compose(overrides_for(want, omit))
+                else:
+                    cfg = copy.deepcopy(template)
+                    cfg.seed = int(seed)
+                run = resolve(cfg)
+                if arm == "tuned" and config_hash(run) != config_hash(want):
+                    raise RuntimeError(f"{method}: the re-run config differs from the selected trial's")
+                path = run_path(out, run)
+                h = config_hash(run)
+                if h not in by_hash:
+                    by_hash[h] = cfg
+                    cfgs.append((str(m["family"]), cfg))
+                rows.append(
+                    {
+                        "arm": arm,
+                        "method": method,
+                        "seed": int(seed),
+                        "path": str(path.relative_to(out)),
+                        "hparams": run["hparams"],
+                    }
+                )
+    return cfgs, rows
+
+
+def _settings(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` settings of how runs are watched (device, threads, progress, checkpoint_every)."""
+    allowed = {"device": str, "threads": str, "progress": str, "checkpoint_every": float}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in allowed or not value:
+            raise TuningError(f"--set {item!r}: give one of {', '.join(allowed)} as key=value")
+        out[key] = int(value) if key == "threads" and value.isdigit() else allowed[key](value)
+    return out
+
+
+def rerun_study(
+    study: Path,
+    seeds: Sequence[int] = HELDOUT_SEEDS,
+    families: Sequence[str] = ("sgd", "adam"),
+    untuned_preset: str | None = None,
+    settings: Sequence[str] = (),
+    dry_run: bool = False,
+) -> int:
+    """Train the held-out runs of ``study`` of ``families`` (resumable; completed runs are skipped); writes
+    heldout.json, which lists every family's runs (so runs of one family each may go in parallel). Returns
+    the worst exit code."""
+    sel_file = study / "selection.json"
+    if not sel_file.exists():
+        raise TuningError(f"{sel_file} is missing: run overshoot-bench-tune select {study} first")
+    selection = json.loads(sel_file.read_text())
+    out = study / "heldout"
+    pairs, rows = heldout_configs(selection, out, seeds, untuned_preset, settings)
+    cfgs = [cfg for family, cfg in pairs if family in families]
+    manifest_file = study / "heldout.json"
+    old = json.loads(manifest_file.read_text()) if manifest_file.exists() else {"runs": []}
+    new = {(x["arm"], x["method"], x["seed"]) for x in rows}
+    keep = [x for x in old["runs"] if (x["arm"], x["method"], x["seed"]) not in new]
+    atomic_write_text(
+        manifest_file, json.dumps({"seeds": sorted(set(seeds)), "runs": keep + rows}, indent=2) + "\n"
+    )
+    print(f"held-out: {len(rows)} runs ({len(pairs)} distinct configs) into {out}", flush=True)
+    if dry_run:
+        return 0
+    from overshoot.population import run_sweep
+
+    return max(run_sweep(cfgs), default=0)
+
+
+# -- the comparison ---------------------------------------------------------------------------------------
+
+
+def heldout_frame(study: Path) -> pd.DataFrame:
+    """The held-out manifest joined with the runs it names (arm, method, seed, status, path, ...)."""
+    manifest_file = study / "heldout.json"
+    if not manifest_file.exists():
+        raise TuningError(f"{manifest_file} is missing: run overshoot-bench-tune rerun {study} first")
+    manifest = pd.DataFrame(json.loads(manifest_file.read_text())["runs"])
+    manifest["path"] = [str((study / "heldout" / p).resolve()) for p in manifest["path"]]
+    present = [p for p in manifest["path"] if (Path(p) / "run.json").exists()]
+    runs = load(present) if present else pd.DataFrame(columns=["path", "status"])
+    info = runs.drop(columns=["method", "seed"], errors="ignore")
+    df = manifest.merge(info, on="path", how="left")
+    df["status"] = df["status"].fillna("missing")
+    return df
+
+
+def savings_frame(held: pd.DataFrame, window: int, reductions: Sequence[float] = REDUCTIONS) -> pd.DataFrame:
+    """Per arm, method (against its family baseline of the same arm) and reduction level: the per-seed
+    savings and their mean, t-interval, bootstrap interval and a within-noise flag."""
+    rows = []
+    done = held[held["status"] == "completed"]
+    curves = {p: curve_of(p) for p in done["path"].unique()}
+    for (arm, family), g in done.groupby(["arm", "family"], sort=False):
+        by_method = {
+            m: {int(s): curves[p] for s, p in zip(mg["seed"], mg["path"], strict=True)}
+            for m, mg in g.groupby("method")
+        }
+        base = BASELINE[str(family)]
+        if base not in by_method:
+            continue
+        for method, mg in g.groupby("method"):
+            if method == base:
+                continue
+            opt, gamma = str(mg["optimizer"].iloc[0]), float(mg["gamma"].iloc[0])
+            for red in reductions:
+                ss = M.per_seed_saving(by_method[base], by_method[str(method)], red, window)
+                vals = [v for v in ss.savings if v is not None]
+                lo, hi = M.bootstrap_interval(vals)
+                ci = ss.summary
+                rows.append(
+                    {
+                        "arm": arm,
+                        "family": family,
+                        "method": method,
+                        "optimizer": opt,
+                        "gamma": gamma,
+                        "reduction": red,
+                        "mean": ci.mean,
+                        "t_low": ci.low,
+                        "t_high": ci.high,
+                        "boot_low": lo,
+                        "boot_high": hi,
+                        "n": ci.n,
+                        "seeds": len(ss.seeds),
+                        "not_reached": ss.n_not_reached,
+                        "baseline_not_reached": ss.n_baseline_not_reached,
+                        "within_noise": M.contains_zero(ci.low, ci.high) or M.contains_zero(lo, hi),
+                        "per_seed": ";".join(
+                            f"{s}:{'NR' if v is None else f'{v:.2f}'}"
+                            for s, v in zip(ss.seeds, ss.savings, strict=True)
+                        ),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def table1_frames(held: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 (best-over-epochs test metric, metric_scale applied) per arm, from :func:`metrics.table1`."""
+    done = held[held["status"] == "completed"]
+    out = []
+    for arm, g in done.groupby("arm", sort=False):
+        rec = pd.DataFrame(
+            {
+                "task": g["task"],
+                "family": g["family"],
+                "optimizer": g["optimizer"],
+                "gamma": g["gamma"],
+                "method": g["method"],
+                "seed": g["seed"],
+                "value": [
+                    M.best_over_epochs(load_run(p).epochs(), str(m), float(s))
+                    for p, m, s in zip(g["path"], g["metric"], g["metric_scale"], strict=True)
+                ],
+                "metric": g["metric"],
+            }
+        )
+        out.append(M.table1(rec).assign(arm=arm))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def time_to_target_frame(held: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and method: steps to the family's validation target (:data:`TARGET_RULE`), censored. A run
+    that diverged counts with the evaluations it logged before (a miss unless one reached the target)."""
+    done = held[held["status"].isin(("completed", "diverged"))]
+    if done.empty:
+        return pd.DataFrame()
+    metric = str(done["metric"].iloc[0])
+    higher = metric == "accuracy"
+    evals = {p: epochs_of(p) for p in done["path"].unique()}
+    rows = []
+    for family, fg in done.groupby("family", sort=False):
+        base = fg[(fg["arm"] == "untuned") & (fg["method"] == BASELINE[str(family)])]
+        base = base[base["status"] == "completed"]
+        bests = [M.best_over_epochs(evals[p], metric, split="val") for p in base["path"]]
+        bests = [b for b in bests if math.isfinite(b)]
+        if not bests:
+            continue
+        target = float(np.median(bests))
+        for (arm, method), g in fg.groupby(["arm", "method"], sort=False):
+            times = []
+            for p in g["path"]:
+                v = evals[p][evals[p]["split"] == "val"]
+                times.append(M.steps_to_target(v[metric].tolist(), v["steps"].tolist(), target, higher))
+            s = M.time_to_target_summary(times)
+            rows.append(
+                {
+                    "arm": arm,
+                    "family": family,
+                    "method": method,
+                    "optimizer": g["optimizer"].iloc[0],
+                    "gamma": g["gamma"].iloc[0],
+                    "target": target,
+                    "metric": metric,
+                    "n": s.n,
+                    "diverged": int((g["status"] == "diverged").sum()),
+                    "reached": s.reached,
+                    "median": s.median,
+                    "median_reached": s.median_reached,
+                    "mean_reached": s.mean_reached,
+                    "per_seed": ";".join(
+                        f"{sd}:{'NR' if t is None else t}" for sd, t in zip(g["seed"], times, strict=True)
+                    ),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: Path) -> list[Path]:
+    """Mean best validation metric (error = 1 - accuracy for accuracy tasks) vs lr, both axes log, one line
+    per method, one panel per family; the selected lr of each method marked with a filled circle, settings
+    ruled out (a tuning seed diverged) with a cross at the top, the untuned lr with a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    from overshoot.figures import method_style, save
+
+    plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42})
+    if "lr" not in table:
+        raise TuningError("the sensitivity figure needs lr among the tuned axes (the tune sweep's lr grid)")
+    families = [f for f in ("sgd", "adam") if f in set(table["family"])]
+    fig, axes = plt.subplots(1, len(families), figsize=(4.6 * len(families), 3.4), squeeze=False)
+    metric = selection["metric"]
+    other = [k for k in selection["axes"] if k != "lr"]
+    for ax, family in zip(axes[0], families, strict=True):
+        fam = table[table["family"] == family]
+        gammas = sorted(set(fam["gamma"]))
+        for (opt, gamma), g in sorted(
+            fam.groupby(["optimizer", "gamma"]), key=lambda kv: M.method_sort_key(*kv[0])
+        ):
+            method = method_name(str(opt), float(gamma))
+            sel = selection["methods"][method]
+            if other:  # the lr curve through the selected values of the other axes
+                g = g[np.logical_and.reduce([g[k] == sel["selected"][k] for k in other])]
+            g = g.sort_values("lr")
+            style = method_style(str(opt), float(gamma), gammas)
+            y = 1.0 - g["score"] if metric == "accuracy" else g["score"]  # error rates on a log axis
+            ok = y.notna()
+            ax.plot(g["lr"][ok], y[ok], marker=".", label=M.method_label(str(opt), float(gamma)), **style)
+            out = g["lr"][~ok]
+            ax.plot(
+                out, np.full(len(out), 0.97), "x", color=style["color"], transform=ax.get_xaxis_transform()
+            )
+            pick = g[g["lr"] == sel["selected"]["lr"]]
+            y_pick = 1.0 - pick["score"] if metric == "accuracy" else pick["score"]
+            ax.plot(pick["lr"], y_pick, "o", color=style["color"], markersize=7, zorder=3)
+        for lr in selection.get("untuned_lr", {}).get(family, []):
+            ax.axvline(lr, color="#999999", linestyle="--", linewidth=1.0)
+        handles, _ = ax.get_legend_handles_labels()
+        handles += [
+            Line2D([], [], color="#444444", marker="o", linestyle="none", markersize=7, label="selected lr"),
+            Line2D([], [], color="#444444", marker="x", linestyle="none", label="ruled out (diverged)"),
+            Line2D([], [], color="#999999", linestyle="--", linewidth=1.0, label="untuned lr"),
+        ]
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        grid = sorted(set(fam["lr"]))
+        ax.xaxis.set_major_locator(FixedLocator(grid[:: max(1, len(grid) // 5)]))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_xlabel("learning rate")
+        what = "error (1 - accuracy)" if metric == "accuracy" else metric
+        ax.set_ylabel(f"best validation {what}\n(mean over tuning seeds)")
+        ax.set_title(f"{selection['task']}: {M.FAMILY_LABEL[family]} family")
+        ax.legend(handles=handles, frameon=False, fontsize=7)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def _pop_size(info: Mapping[str, Any]) -> int:
+    pop = info.get("population")
+    return int(pop.get("size") or 1) if isinstance(pop, dict) else 1
+
+
+def _fmt(x: Any, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:,.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _ci_cell(mean: float, low: float, high: float, digits: int = 1) -> str:
+    if not math.isfinite(mean):
+        return "not reached"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _md(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _label(method: str, selection: Mapping[str, Any]) -> str:
+    m = selection["methods"][method]
+    return M.method_label(m["optimizer"], float(m["gamma"]))
+
+
+def _order(methods: Iterable[str], selection: Mapping[str, Any]) -> list[str]:
+    ms = selection["methods"]
+    return sorted(methods, key=lambda m: M.method_sort_key(ms[m]["optimizer"], float(ms[m]["gamma"])))
+
+
+def report_study(study: Path, out: Path, command: str = "", protocol_note: str = "") -> list[Path]:
+    """Write the comparison of ``study`` to ``out``: report.md, the CSV tables and the sensitivity figure."""
+    selection = json.loads((study / "selection.json").read_text())
+    table = pd.read_csv(study / "trials.csv")
+    held = heldout_frame(study)
+    done = held[held["status"] == "completed"]
+    if done.empty:
+        raise TuningError(f"no completed held-out run in {study / 'heldout'}: run overshoot-bench-tune rerun")
+    window = int(done["config"].iloc[0]["log"]["window"])
+    untuned = done[done["arm"] == "untuned"]
+    selection["untuned_lr"] = {
+        f: sorted({float(h["lr"]) for h in g["hparams"]}) for f, g in untuned.groupby("family")
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    sav = savings_frame(held, window)
+    t1 = table1_frames(held)
+    ttt = time_to_target_frame(held)
+    files = sensitivity_figure(table, selection, out / "sensitivity")
+    for name, df in (("savings", sav), ("table1", t1), ("time_to_target", ttt), ("trials", table)):
+        path = out / f"{name}.csv"
+        atomic_write_text(path, df.to_csv(index=False))
+        files.append(path)
+    text = render(selection, held, sav, t1, ttt, window, command, protocol_note)
+    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / "selection.json", (study / "selection.json").read_text())
+    return [out / "report.md", out / "selection.json", *files]
+
+
+def render(
+    selection: Mapping[str, Any],
+    held: pd.DataFrame,
+    sav: pd.DataFrame,
+    t1: pd.DataFrame,
+    ttt: pd.DataFrame,
+    window: int,
+    command: str,
+    protocol_note: str,
+) -> str:
+    """The markdown report of a study."""
+    done = held[held["status"] == "completed"]
+    metric = selection["metric"]
+    cfg0 = done["config"].iloc[0]
+    hp0 = cfg0["hparams"]
+    axes = selection["axes"]
+    grid = "; ".join(
+        f"{k} in {{{', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}}}"
+        for k, vs in axes.items()
+    )
+    trials = selection["trials_per_method"]
+    steps = sorted({int(i.get("steps") or 0) for i in done["info"]})
+    infos = list(done["info"])
+    devices = sorted({str(i.get("device")) for i in infos})
+    versions = sorted(
+        {", ".join(f"{k} {v}" for k, v in sorted((i.get("versions") or {}).items())) for i in infos}
+    )
+    revs = sorted({str(i.get("git_rev")) for i in infos})
+    threads = sorted({str(i.get("cpu_threads")) for i in infos})
+    # A population's members each record its wall time: count each member's share of it.
+    wall = sum(float(i.get("wall_time_s") or 0.0) / _pop_size(i) for i in infos)
+    heldout_seeds = sorted(set(done["seed"]))
+    lines = [
+        f"# Tuned comparison: {selection['task']}",
+        "",
+        "Does Overshoot still save steps when every method gets the same tuning budget? Each method of the "
+        "paper grid was tuned on the same grid, selected on validation, and re-run on held-out seeds beside "
+        "the untuned (preset) settings under the same protocol.",
+        "",
+        "## Tuning budget and protocol",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| task | {selection['task']} (task options: "
+        + ", ".join(f"{k}={v}" for k, v in cfg0["task_options"].items() if k != "name")
+        + ") |",
+        f"| search space | {grid} (every other hyperparameter at the preset's value) |",
+        f"| tuning seeds | {', '.join(map(str, selection['tuning_seeds']))} |",
+        f"| trials per method | {', '.join(sorted(set(map(str, trials.values()))))} "
+        f"({'the same for every method' if selection['same_budget'] else 'NOT the same for every method'}; "
+        f"{sum(trials.values())} trials in all) |",
+        f"| selection criterion | {selection['criterion']} |",
+        f"| held-out seeds | {', '.join(map(str, heldout_seeds))} (disjoint from the tuning seeds) |",
+        f"| untuned arm | preset={held[held['arm'] == 'untuned']['config'].dropna().iloc[0]['preset']} "
+        "values of the tuned axes, everything else as in tuning |",
+        f"| protocol | {hp0['epochs']} epochs, {', '.join(map(str, steps))} steps per run, schedule "
+        f"{hp0['schedule']}, batch {hp0['batch_size']}, precision {cfg0['precision']}"
+        + (f", max_steps {cfg0['max_steps']}" if cfg0.get("max_steps") else "")
+        + (", last partial batch kept" if cfg0.get("drop_last") is False else "")
+        + (f"; {protocol_note}" if protocol_note else "")
+        + " |",
+        f"| savings metric | steps to X% reduction of the base-weight training loss, per seed against the "
+        f"family baseline of the same arm, trailing mean of {window} steps, X in "
+        f"{', '.join(f'{r:g}' for r in REDUCTIONS)}; mean with 95% t-interval and 95% percentile bootstrap "
+        "interval over seeds (10,000 resamples); 'within noise' when either interval contains 0 |",
+        f"| time to target | {TARGET_RULE.format(what=metric)} |",
+        f"| device | {', '.join(devices)}; CPU threads per run {', '.join(threads)} |",
+        f"| versions | {'; '.join(versions)} |",
+        f"| code revision | {', '.join(revs)} |",
+        f"| held-out training time | {wall / 60:.1f} min ({len(done)} runs) |",
+    ]
+    if command:
+        lines += ["", "Commands:", "", "```bash", command.strip(), "```"]
+    missing = held[held["status"] != "completed"]
+    if len(missing):
+        lines += [
+            "",
+            f"Not completed: {len(missing)} held-out runs, left out of the savings and Table 1; a diverged "
+            "run counts as a miss in time-to-target unless it reached the target before ("
+            + ", ".join(
+                f"{a}/{m}/seed{s}: {st}"
+                for a, m, s, st in zip(
+                    missing["arm"], missing["method"], missing["seed"], missing["status"], strict=True
+                )
+            )
+            + ").",
+        ]
+    # selection
+    rows = []
+    for method in _order(selection["methods"], selection):
+        m = selection["methods"][method]
+        un = held[(held["arm"] == "untuned") & (held["method"] == method)]["hparams"]
+        un_vals = un.iloc[0] if len(un) else {}
+        rows.append(
+            {
+                "method": _label(method, selection),
+                **{
+                    f"selected {k}": f"{m['selected'][k]:g}"
+                    if isinstance(m["selected"][k], float)
+                    else m["selected"][k]
+                    for k in axes
+                },
+                **{f"untuned {k}": f"{un_vals.get(k, math.nan):g}" for k in axes},
+                f"val {metric} (tuning mean)": f"{m['score']:.4g}",
+                "at grid edge": m["edge"] or "no",
+                "trials (diverged)": f"{m['trials']} ({m.get('diverged_trials', 0)})",
+            }
+        )
+    lines += [
+        "",
+        "## Selected settings",
+        "",
+        _md(pd.DataFrame(rows)),
+        "",
+        "![sensitivity](sensitivity.png)",
+        "",
+        f"Sensitivity: best validation {metric} (mean over the tuning seeds) against lr, one line per "
+        "method; filled circles mark the selected lr, the dashed line the untuned lr.",
+    ]
+    # savings
+    lines += [
+        "",
+        "## Step savings against the family baseline, untuned vs tuned",
+        "",
+        "Per-seed saving in %, mean [95% t-interval] / [95% bootstrap interval]; n = seeds where both "
+        "reached the threshold; 'noise' = within noise (an interval contains 0).",
+        "",
+    ]
+    if not sav.empty:
+        for red in REDUCTIONS:
+            rows = []
+            sr = sav[sav["reduction"] == red]
+            for method in _order(set(sr["method"]), selection):
+                row: dict[str, Any] = {"method": _label(method, selection)}
+                for arm in ARMS:
+                    r = sr[(sr["arm"] == arm) & (sr["method"] == method)]
+                    if r.empty:
+                        row[arm] = "–"
+                        continue
+                    r0 = r.iloc[0]
+                    cell = _ci_cell(r0["mean"], r0["t_low"], r0["t_high"])
+                    if math.isfinite(r0["boot_low"]):
+                        cell += f" / [{r0['boot_low']:.1f}, {r0['boot_high']:.1f}]"
+                    cell += f", n={r0['n']}/{r0['seeds']}" + (", noise" if r0["within_noise"] else "")
+                    row[arm] = cell
+                rows.append(row)
+            lines += [f"**{red:.0%} loss reduction**", "", _md(pd.DataFrame(rows)), ""]
+    # table 1
+    if not t1.empty:
+        scale = float(done["metric_scale"].iloc[0])
+        what = f"test {metric}" + (f" x{scale:g}" if scale != 1 else "")
+        lines += [
+            "## Table 1: best-over-epochs " + what,
+            "",
+            "Mean +- 95% t-interval over the held-out seeds; **bold** = best of its family in that arm; "
+            "star = paired t-test by seed against the better family baseline, p < 0.05.",
+            "",
+        ]
+        rows = []
+        digits = 3 if metric == "accuracy" and scale == 1 else 2
+        for method in _order(set(t1["method"]), selection):
+            row = {"method": _label(method, selection)}
+            for arm in ARMS:
+                r = t1[(t1["arm"] == arm) & (t1["method"] == method)]
+                if r.empty:
+                    row[arm] = "–"
+                    continue
+                r0 = r.iloc[0]
+                cell = f"{r0['mean']:.{digits}f} +- {r0['half_width']:.{digits}f}"
+                cell = f"**{cell}**" if r0["best"] else cell
+                row[arm] = cell + (" *" if r0["star"] else "")
+            rows.append(row)
+        lines += [_md(pd.DataFrame(rows)), ""]
+    # time to target
+    if not ttt.empty:
+        lines += ["## Time to a validation target", "", TARGET_RULE.format(what=metric) + ".", ""]
+        for family, fg in ttt.groupby("family", sort=False):
+            target = float(fg["target"].iloc[0])
+            rows = []
+            for method in _order(set(fg["method"]), selection):
+                row = {"method": _label(method, selection)}
+                for arm in ARMS:
+                    r = fg[(fg["arm"] == arm) & (fg["method"] == method)]
+                    if r.empty:
+                        row[arm] = "–"
+                        continue
+                    r0 = r.iloc[0]
+                    med = (
+                        "not reached"
+                        if r0["median"] is None or not math.isfinite(r0["median"])
+                        else f"{r0['median']:,.0f}"
+                    )
+                    mean, med_r = _fmt(r0["mean_reached"], 0), _fmt(r0["median_reached"], 0)
+                    div = f" ({r0['diverged']} diverged)" if r0["diverged"] else ""
+                    row[arm] = (
+                        f"{r0['reached']} of {r0['n']}{div}; median {med}; over reached: median {med_r}, "
+                        f"mean {mean}"
+                    )
+                rows.append(row)
+            lines += [
+                f"**{M.FAMILY_LABEL[str(family)]} family**, target validation {metric} "
+                f"{'>=' if metric == 'accuracy' else '<='} {target:.4g}",
+                "",
+                _md(pd.DataFrame(rows)),
+                "",
+            ]
+    lines += [
+        "Files: savings.csv (per-seed savings), table1.csv, time_to_target.csv (per-seed steps), "
+        "trials.csv (every tuning setting's validation score), selection.json (the selected settings and "
+        "their configs), sensitivity.png/.pdf.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- command line -----------------------------------------------------------------------------------------
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of ``overshoot-bench-tune``."""
+    p = argparse.ArgumentParser(
+        prog="overshoot-bench-tune", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("select", help="pick each method's best tuning setting on validation")
+    s.add_argument("study", type=Path)
+    r = sub.add_parser("rerun", help="train the selected and the untuned settings on held-out seeds")
+    r.add_argument("study", type=Path)
+    r.add_argument(
+        "--seeds", type=_ints, default=list(HELDOUT_SEEDS), help="held-out seeds (default 10,...,100)"
+    )
+    r.add_argument("--family", choices=("sgd", "adam"), action="append", help="only this family (repeatable)")
+    r.add_argument("--untuned-preset", default=None, help="preset of the untuned arm (default: the tuning's)")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="device, threads, progress or checkpoint_every for the re-runs",
+    )
+    r.add_argument(
+        "--dry-run", action="store_true", help="write heldout.json and list the runs; train nothing"
+    )
+    o = sub.add_parser("report", help="write the tuned-vs-untuned comparison")
+    o.add_argument("study", type=Path)
+    o.add_argument("--out", type=Path, required=True)
+    o.add_argument("--command", default="", help="the commands that produced the study, quoted in the report")
+    o.add_argument("--note", default="", help="a protocol note for the report (e.g. a shortened schedule)")
+    a = p.parse_args(argv)
+    try:
+        if not a.study.is_dir():
+            raise TuningError(f"no study directory {a.study}: train the tuning sweep into {a.study}/tuning")
+        if a.cmd == "select":
+            sel = select_study(a.study)
+            for method, m in sel["methods"].items():
+                print(
+                    f"{method}: {m['selected']} val {sel['metric']} {m['score']:.5g}"
+                    + (f" (at the grid edge: {m['edge']})" if m["edge"] else "")
+                )
+            print(f"selection: {a.study / 'selection.json'}")
+            return 0
+        if a.cmd == "rerun":
+            fams = a.family or ["sgd", "adam"]
+            return rerun_study(a.study, a.seeds, fams, a.untuned_preset, a.set, a.dry_run)
+        paths = report_study(a.study, a.out, a.command, a.note)
+        print("\n".join(map(str, paths)))
+        return 0
+    except (TuningError, FileNotFoundError) as e:
+        print(f"overshoot-bench-tune: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
