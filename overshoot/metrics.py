@@ -5,8 +5,11 @@ Two savings computations are offered:
 
 * :func:`paper_saving` repeats the paper's computation exactly (seed-mean curve, trailing mean, threshold
   from the baseline, first crossing counted as an index into the smoothed array, relative saving);
-* :func:`per_seed_saving` is the corrected version: runs are paired by seed, steps are counted as real
-  training steps (the end of the smoothing window), and the savings get a mean and a 95% t-interval.
+* :func:`per_seed_saving` is this project's own variant, not the paper's: runs are paired by seed, each
+  seed's threshold comes from its own baseline run, steps are counted as real training steps (the end of the
+  smoothing window), and the savings get a mean and a 95% t-interval.
+
+Both smooth with :func:`trailing_mean`, the notebook's trailing mean window for window.
 
 "Not reached" is a value (``None`` step counts and savings, counted in ``n_not_reached``), never an error.
 """
@@ -48,18 +51,20 @@ FloatArray = np.ndarray
 
 
 def trailing_mean(x: Sequence[float] | np.ndarray, window: int) -> FloatArray:
-    """S[k] = mean(x[k : k + window]) for k = 0 .. len(x) - window (empty when x is shorter than window).
+    """The paper's trailing mean: S[k] = mean(x[k : k + window]) for k = 0 .. len(x) - window - 1.
 
-    Computed in float64 from a cumulative sum; the rounding error is of order ``eps * sum|x|``, far below
-    any difference that matters for a loss curve. A NaN in ``x`` makes every later entry NaN.
+    This is the public notebook's ``[np.mean(x[i - window:i]) for i in range(window, len(x))]`` window for
+    window: the mean of the window that ends at the last step is left out, so S has ``len(x) - window``
+    entries (empty when x is not longer than the window). Computed in float64 from a cumulative sum; the
+    rounding error is of order ``eps * sum|x|``. A NaN in ``x`` makes every later entry NaN.
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}: pass a positive smoothing window")
     a = np.asarray(x, dtype=np.float64).ravel()
-    if a.size < window:
+    if a.size <= window:
         return np.empty(0, dtype=np.float64)
     c = np.concatenate(([0.0], np.cumsum(a)))
-    return (c[window:] - c[:-window]) / window
+    return (c[window:-1] - c[: -window - 1]) / window
 
 
 def reduction_threshold(smoothed: np.ndarray, reduction: float = 0.95) -> float:
