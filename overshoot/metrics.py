@@ -269,6 +269,8 @@ TABLE1_COLUMNS = (
     "mean_diff",
     "p_value",
     "star",
+    "better",
+    "worse",
 )
 
 
@@ -289,12 +291,18 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[float, 
     return diff, float(stats.ttest_rel(x, y).pvalue), len(seeds)
 
 
-def table1(records: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95) -> pd.DataFrame:
+def table1(
+    records: pd.DataFrame,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+    baselines: Mapping[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
     """Table 1 statistics from one row per run (columns ``TABLE1_INPUT``; value = best test metric).
 
     Per (task, method): mean and t-interval over seeds; ``best`` marks the best mean of each task's family
-    (highest accuracy, lowest loss); each overshoot method gets a two-sided paired t-test, paired by seed,
-    against the better of its family's two baselines (CM/NAG or Adam/NAdam); ``star`` = p < alpha.
+    (highest accuracy, lowest loss); each overshoot method other than a baseline gets a two-sided paired
+    t-test, paired by seed, against the better of its family's baselines (``baselines``: family -> method
+    names, default CM/NAG and Adam/NAdam); ``star`` = p < alpha, ``better``/``worse`` its direction.
     """
     missing = [c for c in TABLE1_INPUT if c not in records.columns]
     if missing:
@@ -313,7 +321,8 @@ def table1(records: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95)
         cis = {m: mean_ci(v.values(), confidence) for m, v in by_method.items()}
         finite = [ci.mean for ci in cis.values() if math.isfinite(ci.mean)]
         best_val = (max(finite) if higher else min(finite)) if finite else math.nan
-        bases = [b for b in FAMILY_BASELINES.get(str(family), ()) if b in cis and math.isfinite(cis[b].mean)]
+        names = (baselines or FAMILY_BASELINES).get(str(family), ())
+        bases = [b for b in names if b in cis and math.isfinite(cis[b].mean)]
         ref = None
         if bases:
             ref = (max if higher else min)(bases, key=lambda b: cis[b].mean)
@@ -322,7 +331,7 @@ def table1(records: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95)
             ci = cis[method]
             diff, p, npairs = math.nan, math.nan, 0
             reference = ""
-            if opt.endswith("_os") and ref is not None:
+            if opt.endswith("_os") and ref is not None and method not in names:
                 reference = ref
                 diff, p, npairs = paired_test(by_method[method], by_method[ref])
             rows.append(
@@ -342,6 +351,8 @@ def table1(records: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95)
                     "mean_diff": diff,
                     "p_value": p,
                     "star": bool(math.isfinite(p) and p < alpha),
+                    "better": bool(math.isfinite(p) and p < alpha and (diff > 0) == higher),
+                    "worse": bool(math.isfinite(p) and p < alpha and (diff > 0) != higher),
                 }
             )
     return pd.DataFrame(rows, columns=list(TABLE1_COLUMNS))

@@ -231,3 +231,19 @@ def test_table1_loss_rows_prefer_lower_and_pick_better_baseline() -> None:
 def test_table1_needs_its_columns() -> None:
     with pytest.raises(ValueError, match="columns"):
         M.table1(pd.DataFrame({"task": ["t"]}))
+
+
+def test_table1_marks_the_direction_and_takes_given_baselines() -> None:
+    seeds = [1, 2, 3, 4, 5]
+    g0 = {1: 0.80, 2: 0.90, 3: 0.70, 4: 0.85, 5: 0.75}
+    worse = {s: v - 0.03 - 0.001 * s for s, v in g0.items()}  # clearly worse, seed by seed
+    better = {s: v + 0.02 + 0.001 * s for s, v in g0.items()}
+    recs = _records({"sgd_os-g0": g0, "sgd_os-g3": better, "sgd_os-g7": worse})
+    t = M.table1(recs, baselines={"sgd": ("sgd_os-g0",)}).set_index("method")
+    assert t.loc["sgd_os-g3", "reference"] == "sgd_os-g0" and t.loc["sgd_os-g0", "reference"] == ""
+    assert t.loc["sgd_os-g3", "better"] and not t.loc["sgd_os-g3", "worse"]
+    assert t.loc["sgd_os-g7", "worse"] and not t.loc["sgd_os-g7", "better"] and t.loc["sgd_os-g7", "star"]
+    # for a loss, lower is better: the same numbers flip direction
+    t = M.table1(_records({"sgd_os-g0": g0, "sgd_os-g7": worse}, "loss"), baselines={"sgd": ("sgd_os-g0",)})
+    assert t.set_index("method").loc["sgd_os-g7", "better"]
+    assert len(seeds) == 5
