@@ -200,13 +200,9 @@ def loss_grid(report: Report, stem: Path) -> list[Path]:
     if not sections:
         raise ValueError("no runs to plot: pass at least one completed run")
     rows = [(s, f) for s in sections for f in sorted(s.protocols, key=lambda f: (f != "sgd", f))]
-    per_row = 1 if len(sections) == 1 else 2
-    nrows = math.ceil(len(rows) / per_row)
     fig, axes = plt.subplots(
-        nrows, 2 * per_row, figsize=(TEXT_IN, 2.0 * nrows), squeeze=False, layout="constrained"
+        len(rows), 2, figsize=(TEXT_IN, 2.0 * len(rows)), squeeze=False, layout="constrained"
     )
-    for ax in axes.ravel()[2 * len(rows) :]:
-        ax.set_visible(False)
     handles: dict[str, Any] = {}
     for i, (sec, family) in enumerate(rows):
         top, bottom = axes.ravel()[2 * i], axes.ravel()[2 * i + 1]
@@ -268,7 +264,7 @@ def _loss_panels(
     top.set_xlim(0, None)
     top.set_title(f"{sec.label}, {_family_label(family)}: training loss")
     bottom.set_title(f"{sec.label}, {_family_label(family)}: {split} loss")
-    top.set_xlabel(f"step (trailing mean over {w} steps, at its last step)")
+    top.set_xlabel("step (at the end of the trailing window)")
     bottom.set_xlabel("epoch")
     top.set_ylabel("training loss (base weights)")
     bottom.set_ylabel(f"{split} loss")

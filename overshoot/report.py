@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from overshoot import metrics as M
-from overshoot.results import RunRecord, Scan, scan, task_label
+from overshoot.results import PAPER_LABEL, RunRecord, Scan, scan, task_label
 from overshoot.store import atomic_write_text
 
 __all__ = ["RunRecord", "build_report", "main"]
@@ -91,6 +91,12 @@ class Section:
         return tuple(b for b in (base, second) if b)
 
 
+def _task_rank(task: str) -> tuple[int, str]:
+    """The paper's order of its tasks (MLP-CA, VAE-FM, ..., GPT-2), then the others by name."""
+    order = list(PAPER_LABEL)
+    return (order.index(task) if task in order else len(order), task)
+
+
 def _family_rank(family: str) -> int:
     return list(COMPARISON).index(family) if family in COMPARISON else len(COMPARISON)
 
@@ -102,7 +108,7 @@ def sections_of(records: Sequence[RunRecord], window: int) -> list[Section]:
     by_task: dict[str, list[RunRecord]] = {}
     for r in records:
         by_task.setdefault(r.task, []).append(r)
-    for task, recs in sorted(by_task.items()):
+    for task, recs in sorted(by_task.items(), key=lambda kv: _task_rank(kv[0])):
         per_family: dict[str, set[str]] = {}
         for r in recs:
             per_family.setdefault(r.family, set()).add(r.protocol)
@@ -393,11 +399,11 @@ def savings_tables(savings: pd.DataFrame, reduction: float, section: str) -> lis
         return []
     pct = f"{reduction * 100:g}%"
     win = _windows(savings)
+    task = str(savings["label"].iloc[0])
     method = [_method_label(m) for m in savings["method"]]
     baseline = [_method_label(b, b) for b in savings["baseline"]]
     paper_disp = pd.DataFrame(
         {
-            "Task": savings["label"],
             "Method": method,
             "Baseline": baseline,
             "k_B": savings["paper_k_baseline"].map(_num),
@@ -407,7 +413,6 @@ def savings_tables(savings: pd.DataFrame, reduction: float, section: str) -> lis
     )
     seed_disp = pd.DataFrame(
         {
-            "Task": savings["label"],
             "Method": method,
             "Baseline": baseline,
             "Pairs": savings["seed_pairs"].map(str),
@@ -425,7 +430,7 @@ def savings_tables(savings: pd.DataFrame, reduction: float, section: str) -> lis
     return [
         Table(
             "savings_paper",
-            f"Step saving to {pct} loss reduction computed as in the paper: seed-mean training loss, "
+            f"{task}: step saving to {pct} loss reduction computed as in the paper: seed-mean training loss, "
             f"{win} (the notebook's, leaving out the window that ends at the last step), threshold "
             f"{pct} of the baseline's reduction, k_B and k_O = first index of the smoothed curve at or "
             "below it",
@@ -435,8 +440,9 @@ def savings_tables(savings: pd.DataFrame, reduction: float, section: str) -> lis
         ),
         Table(
             "savings_per_seed",
-            f"Step saving to {pct} loss reduction per seed (this project's variant, not the paper's): each "
-            f"seed's run against the same seed's baseline, {win}, steps counted at the window's end; "
+            f"{task}: step saving to {pct} loss reduction per seed (this project's variant, not the "
+            f"paper's): each seed's run against the same seed's baseline, {win}, steps counted at the "
+            "window's end; "
             "mean ± 95% t-interval over the seeds where both reached the baseline's threshold (Reached, of "
             "Pairs); O missed / B missed: seeds where the method / the baseline never reached it",
             savings[seed_cols].reset_index(drop=True),
@@ -502,8 +508,12 @@ def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) ->
     sub = []
     for s in sections:
         r = s.records[0]
-        what = "test acc." if r.metric == "accuracy" else "test MSE" if s.task == "housing" else "test loss"
-        sub.append(what + ("" if r.metric_scale == 1 else f" ×{r.metric_scale:g}"))
+        if r.metric == "accuracy":  # shown in percent; the CSV keeps the run's own scale
+            sub.append("test acc. %")
+        else:
+            what = "test MSE" if s.task == "housing" else "test loss"
+            sub.append(what + ("" if r.metric_scale == 1 else f" ×{r.metric_scale:g}"))
+    pct = {s.key: 100.0 if s.records[0].metric == "accuracy" else 1.0 for s in sections}
     rows: list[list[str]] = []
     table = Table(
         "table1",
@@ -527,7 +537,7 @@ def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) ->
                     cells.append("–")
                     continue
                 row = sel.iloc[0]
-                cells.append(format_mean_ci(row["mean"], row["half_width"]))
+                cells.append(format_mean_ci(row["mean"] * pct[s.key], row["half_width"] * pct[s.key]))
                 for what in ("best", "better", "worse"):
                     if row[what]:
                         table.mark(i, s.label, "bold" if what == "best" else what)
@@ -763,7 +773,7 @@ def _tex_width(cols: Sequence[str], display: pd.DataFrame) -> float:
     widths = []
     for j, c in enumerate(cols):
         cells = [str(c), *(str(v) for v in display.iloc[:, j])]
-        widths.append(max(len(x) for x in cells) * 0.062 + 0.11)
+        widths.append(max(len(x) for x in cells) * 0.075 + 0.11)
     return sum(widths)
 
 
@@ -773,14 +783,16 @@ def to_latex(table: Table, label: str) -> str:
     \\cmidrule; bold as \\textbf, significance as $\\uparrow$ / $\\downarrow$."""
     cols = [str(c) for c in table.display.columns]
     n = len(cols)
-    env = "table" if _tex_width(cols, table.display) <= 3.3 else "table*"
+    width = _tex_width(cols, table.display)
+    env = "table" if width <= 3.3 else "table*"
+    size = r"\small" if width <= 6.9 else r"\footnotesize"
     spec = "l" * min(n, 2 if table.name not in ("table1", "protocol") else 1)
     spec = table.tex_spec or spec + "r" * (n - len(spec))
     lines = [
         rf"\begin{{{env}}}[t]",
         r"\centering",
-        r"\small",
-        r"\setlength{\tabcolsep}{4pt}",
+        size,
+        r"\setlength{\tabcolsep}{" + ("3pt" if table.name == "table1" else "4pt") + "}",
         r"\caption{" + tex_escape(table.caption) + "}",
         r"\label{" + label + "}",
         r"\begin{tabular}{" + spec + "}",
@@ -788,7 +800,7 @@ def to_latex(table: Table, label: str) -> str:
         " & ".join(tex_escape(c) for c in cols) + r" \\",
     ]
     if table.subheader:
-        lines.append(" & ".join(tex_escape(s) for s in table.subheader) + r" \\")
+        lines.append(" & ".join(r"{\scriptsize " + tex_escape(s) + "}" for s in table.subheader) + r" \\")
     lines.append(r"\midrule")
     starts = {g[1]: g for g in table.groups}
     for i, row in enumerate(table.display.itertuples(index=False)):
@@ -800,6 +812,8 @@ def to_latex(table: Table, label: str) -> str:
         cells = []
         for c, v in zip(cols, row, strict=True):
             s = tex_escape(str(v))
+            if table.name == "table1":  # the interval in a smaller size: seven tasks fit the text width
+                s = s.replace(r" $\pm$ ", r"{\scriptsize${}\pm{}$", 1) + ("}" if " ± " in str(v) else "")
             marks = table.marks.get((i, c), set())
             if "bold" in marks:
                 s = r"\textbf{" + s + "}"
@@ -1007,7 +1021,7 @@ def terminal_summary(report: Report, out: Path, n_files: int) -> str:
     lines.append("Protocols:")
     for _, row in report.protocol.data.iterrows():
         lines.append(
-            f"  {row['Task']} {row['Family']} [{row['Protocol']}]: {row['Steps']} steps, "
+            f"  {row['Task']}, {row['Family']} family, protocol {row['Protocol']}: {row['Steps']} steps, "
             f"batch {row['Batch']}, "
             f"lr {row['lr']}, {row['Momentum']}, wd {row['Weight decay']}, {row['Schedule']}, preset "
             f"{row['Preset']}, seeds {row['Seeds']}, window {row['Window']}"
@@ -1017,7 +1031,8 @@ def terminal_summary(report: Report, out: Path, n_files: int) -> str:
         lines += ["", *notes]
     if len(report.left_out):
         lines.append(f"{len(report.left_out)} runs left out: see excluded_runs.md")
-    lines += ["", f"Wrote {n_files} files to {out}/ (open {out / 'report.html'} or report.md)"]
+    opened = [f for f in ("report.html", "report.md") if (out / f).exists()]
+    lines += ["", f"Wrote {n_files} files to {out}/" + (f" (open {' or '.join(opened)})" if opened else "")]
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ without an AdamW run (150 steps, short for a 50-step window). Seeds 0 and 1 each
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -41,3 +42,15 @@ def copy_store(src: Path, dst: Path) -> Path:
     """A copy of the run directories of ``src`` (without Hydra's sweep folders) at ``dst``."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".multirun"))
     return dst
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of the executable ``name``; skips the test when it is missing, or fails it when
+    OVERSHOOT_REQUIRE_TOOLS=1 (set by .ci/run, which installs the tools)."""
+    path = shutil.which(name)
+    if path is None:
+        problem = f"{name} not found: apt-get install {package} (as .ci/run does)"
+        if os.environ.get("OVERSHOOT_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"OVERSHOOT_REQUIRE_TOOLS=1 but {problem}")
+        pytest.skip(problem)
+    return path

@@ -234,7 +234,6 @@ def test_table1_needs_its_columns() -> None:
 
 
 def test_table1_marks_the_direction_and_takes_given_baselines() -> None:
-    seeds = [1, 2, 3, 4, 5]
     g0 = {1: 0.80, 2: 0.90, 3: 0.70, 4: 0.85, 5: 0.75}
     worse = {s: v - 0.03 - 0.001 * s for s, v in g0.items()}  # clearly worse, seed by seed
     better = {s: v + 0.02 + 0.001 * s for s, v in g0.items()}
@@ -246,4 +245,3 @@ def test_table1_marks_the_direction_and_takes_given_baselines() -> None:
     # for a loss, lower is better: the same numbers flip direction
     t = M.table1(_records({"sgd_os-g0": g0, "sgd_os-g7": worse}, "loss"), baselines={"sgd": ("sgd_os-g0",)})
     assert t.set_index("method").loc["sgd_os-g7", "better"]
-    assert len(seeds) == 5

@@ -63,9 +63,12 @@ def write_run(
     status: str = "completed",
     ended: str = "2026-01-01T00:00:00",
     lr: float = 1e-3,
+    task_name: str | None = None,
 ) -> Path:
+    """A synthetic completed run with the metric of ``task``, stored as task ``task_name`` (default: task)."""
     metric, scale = TASKS[task]
     family = M.FAMILY_OF[opt]
+    task = task_name or task
     config = {
         "task": task,
         "optimizer": opt,
@@ -166,7 +169,7 @@ def test_report_writes_every_table_figure_and_says_where(
     # The terminal: headline, protocols, where it wrote; not every table.
     n_files = sum(1 for f in out.rglob("*") if f.is_file())
     assert f"Wrote {n_files} files to {out}/" in printed
-    assert "SGDO vs CM" in printed and "Protocols:" in printed and "MLP-CA SGD [" in printed
+    assert "SGDO vs CM" in printed and "Protocols:" in printed and "MLP-CA, SGD family, protocol " in printed
     assert "Steps B" not in printed and "k_B" not in printed
     md = (out / "report.md").read_text()
     assert "status failed" in md and "status running" in md  # listed, left out
