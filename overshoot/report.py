@@ -500,11 +500,6 @@ def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) ->
     """Table 1, one column per section (task), one row per method under its family's header."""
     if t1.empty:
         return None
-    methods = sorted(
-        {(str(o), float(g)) for o, g in zip(t1["optimizer"], t1["gamma"], strict=True)},
-        key=lambda m: M.method_sort_key(*m),
-    )
-    cols = [s.label for s in sections]
     sub = []
     for s in sections:
         r = s.records[0]
@@ -514,7 +509,6 @@ def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) ->
             what = "test MSE" if s.task == "housing" else "test loss"
             sub.append(what + ("" if r.metric_scale == 1 else f" ×{r.metric_scale:g}"))
     pct = {s.key: 100.0 if s.records[0].metric == "accuracy" else 1.0 for s in sections}
-    rows: list[list[str]] = []
     table = Table(
         "table1",
         "Best test metric over epochs (higher accuracy, lower loss is better), mean ± 95% t-interval over "
@@ -525,26 +519,35 @@ def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) ->
         subheader=["", *sub],
         heading="Table 1: best test metric",
     )
-    start = 0
-    for family in sorted({M.FAMILY_OF.get(o, o) for o, _ in methods}, key=_family_rank):
-        fam_methods = [m for m in methods if M.FAMILY_OF.get(m[0], m[0]) == family]
-        for opt, gamma in fam_methods:
-            i = len(rows)
-            cells = [M.method_label(opt, gamma)]
-            for s in sections:
-                sel = t1[(t1["section"] == s.key) & (t1["optimizer"] == opt) & (t1["gamma"] == gamma)]
-                if sel.empty:
-                    cells.append("–")
-                    continue
-                row = sel.iloc[0]
-                cells.append(format_mean_ci(row["mean"] * pct[s.key], row["half_width"] * pct[s.key]))
-                for what in ("best", "better", "worse"):
-                    if row[what]:
-                        table.mark(i, s.label, "bold" if what == "best" else what)
-            rows.append(cells)
-        table.groups.append((M.FAMILY_LABEL.get(family, family) + " family", start, len(rows) - 1))
-        start = len(rows)
-    table.display = pd.DataFrame(rows, columns=["Method", *cols])
+    scale = t1["section"].map(pct)
+    long = t1.assign(
+        row=[M.method_sort_key(o, g) for o, g in zip(t1["optimizer"], t1["gamma"], strict=True)],
+        cell=[
+            format_mean_ci(m, h) for m, h in zip(t1["mean"] * scale, t1["half_width"] * scale, strict=True)
+        ],
+        mark=[
+            {w for w, on in (("bold", b), ("better", u), ("worse", d)) if on}
+            for b, u, d in zip(t1["best"], t1["better"], t1["worse"], strict=True)
+        ],
+    )
+    cells = long.pivot_table(index="row", columns="section", values="cell", aggfunc="first")
+    marks = long.pivot_table(index="row", columns="section", values="mark", aggfunc="first")
+    keys = [s.key for s in sections]
+    cells, marks = cells.reindex(columns=keys).sort_index(), marks.reindex(columns=keys).sort_index()
+    rows = long.drop_duplicates("row").set_index("row").sort_index()
+    disp = cells.fillna("–").set_axis([s.label for s in sections], axis=1)
+    disp.insert(
+        0, "Method", [M.method_label(o, g) for o, g in zip(rows["optimizer"], rows["gamma"], strict=True)]
+    )
+    table.display = disp.reset_index(drop=True)
+    for i, row_marks in enumerate(marks.itertuples(index=False)):
+        for sec, m in zip(sections, row_marks, strict=True):
+            for what in m if isinstance(m, set) else ():
+                table.mark(i, sec.label, what)
+    families = rows["optimizer"].map(lambda o: M.FAMILY_OF.get(o, o)).to_numpy()
+    for family in sorted(set(families), key=_family_rank):
+        idx = np.flatnonzero(families == family)
+        table.groups.append((M.FAMILY_LABEL.get(family, family) + " family", int(idx[0]), int(idx[-1])))
     return table
 
 
