@@ -511,7 +511,8 @@ def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) ->
     pct = {s.key: 100.0 if s.records[0].metric == "accuracy" else 1.0 for s in sections}
     table = Table(
         "table1",
-        "Best test metric over epochs (higher accuracy, lower loss is better), mean ± 95% t-interval over "
+        "Best test metric over epochs (higher accuracy, lower loss is better; accuracy in %), mean ± 95% "
+        "t-interval over "
         f"seeds; bold: best of its family; {BETTER} / {WORSE}: significantly better / worse than the "
         f"better of the family's two baselines (two-sided paired t-test by seed, α = {alpha:g})",
         t1.reset_index(drop=True),
@@ -928,6 +929,12 @@ def _notes(report: Report) -> list[str]:
     for sec in report.sections:
         if sec.window_note:
             notes.append(f"{sec.label}: {sec.window_note}.")
+        lengths = sorted({r.steps for r in sec.records})
+        if len(lengths) > 1:
+            notes.append(
+                f"{sec.label}: runs of one protocol differ in length ({', '.join(map(str, lengths))} steps): "
+                "the paper-style seed-mean curves are cut to the shortest run of each method."
+            )
         for family in sorted(sec.protocols, key=_family_rank):
             base = sec.baseline(family)
             fam = M.FAMILY_LABEL.get(family, family)
@@ -954,9 +961,10 @@ def _notes(report: Report) -> list[str]:
     return notes
 
 
-def render_markdown(report: Report) -> str:
+def render_markdown(report: Report, figures: Sequence[Path] = ()) -> str:
     """The whole report as one Markdown document: summary, protocol, provenance, headline, Table 1, then
-    one part per section with its savings tables, the savings vs gamma and the runs left out."""
+    one part per section with its savings tables, the savings vs gamma, the ``figures`` (paths relative
+    to the report) with their captions and the runs left out."""
     used, out_n = len(report.records), len(report.left_out)
     parts = [
         "# overshoot-bench report\n",
@@ -985,6 +993,13 @@ def render_markdown(report: Report) -> str:
                     for st in by_section[sec.key]:
                         parts.append(f"### {st.caption}\n\n" + to_markdown(st))
     ex = [t for t in report.tables if t.name == "excluded_runs"]
+    if figures:
+        caps = figure_captions(report)
+        parts.append("## Figures\n")
+        for f in figures:
+            parts.append(
+                f"![{f.stem}]({f.as_posix()})\n\n{caps.get(f.stem, f.stem)} (PDF: {f.with_suffix('.pdf')})\n"
+            )
     parts.append("## Runs left out\n\n" + (to_markdown(ex[0]) if ex else "none\n"))
     return "\n".join(parts)
 
@@ -1089,17 +1104,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def write_report(report: Report, out: Path, formats: Sequence[str], figures: bool = True) -> list[Path]:
     """Every output file of ``report`` under ``out``: the tables, report.md, the figures and report.html."""
     written = write_tables(report, out, formats)
-    if "md" in formats:
-        atomic_write_text(out / "report.md", render_markdown(report))
-        written.append(out / "report.md")
     figs: list[Path] = []
     if figures:
         from overshoot.figures import write_all
 
         figs = write_all(report, out / "figures")
         written += figs
+    pngs = [f for f in figs if f.suffix == ".png"]
+    if "md" in formats:
+        atomic_write_text(out / "report.md", render_markdown(report, [f.relative_to(out) for f in pngs]))
+        written.append(out / "report.md")
     if "html" in formats:
-        atomic_write_text(out / "report.html", render_html(report, [f for f in figs if f.suffix == ".png"]))
+        atomic_write_text(out / "report.html", render_html(report, pngs))
         written.append(out / "report.html")
     return written
 
