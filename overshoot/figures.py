@@ -79,7 +79,10 @@ def save(fig: Figure, stem: Path) -> list[Path]:
     paths = []
     for fmt in FIGURE_FORMATS:
         path = stem.with_suffix(f".{fmt}")
-        save_fig = functools.partial(fig.savefig, format=fmt, bbox_inches="tight", pad_inches=0.02)
+        meta = {"CreationDate": None} if fmt == "pdf" else None  # the same figure gives the same bytes
+        save_fig = functools.partial(
+            fig.savefig, format=fmt, bbox_inches="tight", pad_inches=0.02, metadata=meta
+        )
         atomic_write(path, save_fig, "wb")
         paths.append(path)
     plt.close(fig)
