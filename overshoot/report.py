@@ -680,8 +680,13 @@ def provenance_table(scan_: Scan, used: Sequence[RunRecord]) -> tuple[Table, str
 
 
 def _span(start: Any, end: Any) -> str:
-    a, b = str(start or "?")[:16].replace("T", " "), str(end or "?")[:16].replace("T", " ")
-    return f"{a} – {b[11:] if a[:10] == b[:10] else b}"
+    """'2026-12-01 09:35 – 09:37' (the date once when both ends share it); '?' for a missing end."""
+
+    def minute(t: Any) -> str:
+        return t[:16].replace("T", " ") if isinstance(t, str) and t else "?"
+
+    a, b = minute(start), minute(end)
+    return f"{a} – {b[11:] if len(b) > 11 and a[:10] == b[:10] else b}"
 
 
 def _relative(paths: pd.Series, roots: Sequence[Path]) -> list[str]:
