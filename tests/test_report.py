@@ -327,3 +327,28 @@ def test_provenance_one_spelling_per_device_and_dirty_flagged(store: Path, tmp_p
     assert set(prov.display["Revision"]) == {"abc123", "def456*"}
     assert "dirty" in prov.caption and "2 code revisions, 1 of them dirty" in rep.provenance
     assert set(prov.display["Threads"]) == {"1", "1, 2"}
+
+
+def test_cut_log_and_garbage_run_json_are_listed_and_the_rest_reported(
+    cli: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    s = tmp_path / "runs"
+    shutil.copytree(cli, s, ignore=shutil.ignore_patterns(".multirun"))
+    dirs = results.run_dirs([s])
+    cut = next(p for p in dirs if p.parent.name == "sgd")
+    lines = (cut / "steps.csv").read_text().splitlines(keepends=True)
+    (cut / "steps.csv").write_text("".join(lines[: len(lines) * 45 // 100]))
+    garbage = next(p for p in dirs if p.parent.name == "adam_os-g3")
+    (garbage / "run.json").write_text("not json at all")
+    out = tmp_path / "rep"
+    assert R.main([str(s), "--out", str(out), "--window", str(CLI_WINDOW), "--no-figures"]) == 0
+    assert "10 completed runs used, 2 left out" in capsys.readouterr().out
+    excluded = (out / "excluded_runs.md").read_text()
+    assert (
+        f"digits/sgd/{cut.name} | completed | steps.csv | holds 134 rows but run.json says 300 steps"
+        in excluded
+    )
+    assert f"digits/adam_os-g3/{garbage.name} | unreadable | run.json | does not parse" in excluded
+    # the cut CM run is not used: its seed's pair is gone, the other seed still gives a saving
+    row = R.build_report(results.scan([s]), 0.95, CLI_WINDOW).savings.set_index("method").loc["sgd_os-g3"]
+    assert row["seed_pairs"] == 1 and np.isfinite(row["paper_saving"])
