@@ -632,6 +632,7 @@ def protocol_table(sections: Sequence[Section], reduction: float) -> Table:
         "the method's optimizer and γ aside), the smoothing window and the loss reduction of the savings",
         df,
         disp,
+        tex_spec="l" * len(disp.columns),
     )
 
 
@@ -769,7 +770,8 @@ _TEX = {
 
 def tex_escape(s: str) -> str:
     """``s`` with LaTeX special characters escaped and ±, γ, ×, −, ↑, ↓ as math."""
-    out = "".join(_TEX.get(ch, ch) for ch in s)
+    parts = re.split(r"\b(k_[BO])\b", s)  # the paper's step counts k_B, k_O as math
+    out = "".join(f"${p}$" if i % 2 else "".join(_TEX.get(ch, ch) for ch in p) for i, p in enumerate(parts))
     return re.sub(r"(?<!\\)\$\$", "", out)
 
 
