@@ -888,8 +888,12 @@ def build_report(
                 f"the store holds {', '.join(known) or 'none'}"
             )
     if not records:
-        n = len(sc.table)
-        raise ReportError(f"none of the {n} runs found is completed with intact logs: nothing to report")
+        counts = sc.table["status"].value_counts()
+        what = ", ".join(f"{n} {st}" for st, n in counts.items())
+        raise ReportError(
+            f"none of the {len(sc.table)} runs found is completed with intact logs ({what}): "
+            "nothing to report"
+        )
     sections = sections_of(records, window)
     savings = savings_frame(sections, reduction)
     key = (
