@@ -254,16 +254,29 @@ def _loss_panels(
     if math.isfinite(thr):
         top.axhline(thr, color="#555555", lw=0.8, ls=(0, (5, 2)), zorder=1)
     top.axvspan(0, w, color="#eeeeee", lw=0, zorder=0)
-    top.text(
-        w / 2,
-        0.97,
-        f"{w}-step\nwindow",
-        transform=top.get_xaxis_transform(),
-        ha="center",
-        va="top",
-        fontsize=6,
-        color="#666666",
-    )
+    n_max = max(r.base_loss.size for r in recs)
+    if w >= 0.08 * n_max:  # the shaded first window is wide enough to hold its label
+        top.text(
+            w / 2,
+            0.97,
+            f"{w}-step\nwindow",
+            transform=top.get_xaxis_transform(),
+            ha="center",
+            va="top",
+            fontsize=6,
+            color="#666666",
+        )
+    else:
+        top.text(
+            0.98,
+            0.97,
+            f"trailing mean over {w} steps",
+            transform=top.transAxes,
+            ha="right",
+            va="top",
+            fontsize=6,
+            color="#666666",
+        )
     top.set_xlim(0, None)
     top.set_title(f"{sec.label}, {_family_label(family)}: training loss")
     bottom.set_title(f"{sec.label}, {_family_label(family)}: {split} loss")
