@@ -1,10 +1,15 @@
-"""The paper's figures (section 7 of paper.md) from run records, as PNG and PDF with matplotlib (Agg).
+"""The paper's figures (section 7 of paper.md) from a report, as PNG and PDF with matplotlib (Agg).
 
-* :func:`loss_grid` -- training (smoothed base-weight loss per step) and test loss (per epoch), one column
-  per task, seed mean with the seed min-max as a band, log-y, baselines dotted and overshoot solid;
-* :func:`saving_vs_gamma` -- step saving vs gamma per task, CM/NAG and Adam/NAdam marked;
-* :func:`gamma_mu_plane` -- the analytic gamma-mu plane of SGD with overshoot;
+* :func:`loss_grid` -- per task section and family, the smoothed base-weight training loss per step with
+  the 95% threshold and each method's first crossing, and the test loss per epoch;
+* :func:`saving_vs_gamma` -- step saving vs gamma per task section, CM/NAG and Adam/NAdam marked;
+* :func:`gamma_mu_plane` -- the analytic gamma-mu plane of SGD with overshoot, the gammas the runs tried and
+  the measured best gamma of each task section;
 * :func:`distance_vs_gamma` -- mean weighted distance (the ``distance`` column of steps.csv) vs gamma.
+
+Sizes follow a two-column paper: one column is :data:`COLUMN_IN` wide, the full text width :data:`TEXT_IN`;
+fonts are embedded as TrueType (Type 42), legends sit outside the axes in at most three columns, and the
+families differ in line style and marker fill as well as colour.
 """
 
 from __future__ import annotations
@@ -25,28 +30,45 @@ import pandas as pd
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from overshoot import metrics as M
+from overshoot.results import RunRecord
 from overshoot.store import atomic_write
 
 if TYPE_CHECKING:
-    from overshoot.report import RunRecord
+    from overshoot.report import Report, Section
 
 FIGURE_FORMATS = ("png", "pdf")
-BASELINES = ("sgd", "nesterov", "adam", "nadam")
+COLUMN_IN, TEXT_IN = 3.3, 6.9
+MAX_LEGEND_COLUMNS = 3
 # gamma* ~ A * exp(B * mu): the paper's empirical optimum in the gamma-mu plane (paper.md section 7 item 3).
 OPTIMUM_A, OPTIMUM_B = 5.568e-9, 21.914
-FAMILY_COLORS = {"sgd": "#2171b5", "adam": "#cb181d"}
+FAMILY_COLORS = {"sgd": "#08519c", "adam": "#a63603"}
+FAMILY_LINESTYLE = {"sgd": "-", "adam": "--"}
+FAMILY_FILLED = {"sgd": True, "adam": False}
+BASELINE_STYLE: dict[str, dict[str, Any]] = {
+    "sgd": {"color": "#000000", "linestyle": ":", "marker": "s"},
+    "nesterov": {"color": "#6a51a3", "linestyle": "-.", "marker": "D"},
+    "adam": {"color": "#000000", "linestyle": (0, (1, 1.5)), "marker": "s"},
+    "nadam": {"color": "#6a51a3", "linestyle": (0, (4, 1.5, 1, 1.5)), "marker": "D"},
+}
+OS_MARKERS = ("o", "^", "v", "P", "X", "h", "*")
+MAX_POINTS = 1000  # points per plotted training curve
 
 plt.rcParams.update(
     {
-        "font.size": 9,
-        "axes.titlesize": 10,
-        "axes.labelsize": 9,
-        "legend.fontsize": 8,
+        "font.size": 8,
+        "axes.titlesize": 8,
+        "axes.labelsize": 8,
+        "legend.fontsize": 7,
+        "xtick.labelsize": 7,
+        "ytick.labelsize": 7,
         "axes.spines.top": False,
         "axes.spines.right": False,
         "savefig.dpi": 200,
+        "pdf.fonttype": 42,  # TrueType, not Type 3: what IEEE/ACM checkers accept
+        "ps.fonttype": 42,
     }
 )
 
@@ -57,43 +79,64 @@ def save(fig: Figure, stem: Path) -> list[Path]:
     paths = []
     for fmt in FIGURE_FORMATS:
         path = stem.with_suffix(f".{fmt}")
-        atomic_write(path, functools.partial(fig.savefig, format=fmt, bbox_inches="tight"), "wb")
+        meta = {"CreationDate": None} if fmt == "pdf" else None  # the same figure gives the same bytes
+        save_fig = functools.partial(
+            fig.savefig, format=fmt, bbox_inches="tight", pad_inches=0.02, metadata=meta
+        )
+        atomic_write(path, save_fig, "wb")
         paths.append(path)
     plt.close(fig)
     return paths
 
 
 def method_style(optimizer: str, gamma: float, gammas: Sequence[float] = ()) -> dict[str, Any]:
-    """Color and line style of a method: baselines dotted, overshoot solid, darker for larger gamma."""
-    fixed = {"sgd": "#222222", "nesterov": "#7f7f7f", "adam": "#8c2d04", "nadam": "#d95f0e"}
-    if optimizer in fixed:
-        return {"color": fixed[optimizer], "linestyle": ":", "linewidth": 1.4}
-    cmap = plt.get_cmap("Blues" if optimizer == "sgd_os" else "Reds" if optimizer == "adam_os" else "Greens")
-    gs = sorted(set(gammas)) or [gamma]
-    pos = gs.index(gamma) / max(1, len(gs) - 1) if gamma in gs else 0.5
-    return {"color": cmap(0.45 + 0.5 * pos), "linestyle": "-", "linewidth": 1.4}
+    """Colour, line style, marker and marker fill of a method: the SGD family solid with filled markers,
+    the Adam family dashed with open ones, baselines dotted/dash-dotted in black/purple; overshoot gammas
+    darker the larger they are, each with its own marker (greyscale-safe: marker and dash tell them apart)."""
+    family = M.FAMILY_OF.get(optimizer, "sgd")
+    filled = FAMILY_FILLED.get(family, True)
+    if optimizer in BASELINE_STYLE:
+        style = dict(BASELINE_STYLE[optimizer])
+    else:
+        cmap = plt.get_cmap("Blues" if family == "sgd" else "Oranges")
+        gs = sorted(set(gammas)) or [gamma]
+        pos = gs.index(gamma) / max(1, len(gs) - 1) if gamma in gs else 0.5
+        idx = gs.index(gamma) if gamma in gs else 0
+        style = {
+            "color": cmap(0.5 + 0.45 * pos),
+            "linestyle": FAMILY_LINESTYLE.get(family, "-"),
+            "marker": OS_MARKERS[idx % len(OS_MARKERS)],
+        }
+    style["markerfacecolor"] = style["color"] if filled else "white"
+    style["markeredgecolor"] = style["color"]
+    style["linewidth"] = 1.2
+    style["markersize"] = 4
+    return style
 
 
-def _grid(n: int, max_cols: int = 4, size: tuple[float, float] = (3.0, 2.5)) -> tuple[Figure, np.ndarray]:
-    cols = min(n, max_cols)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    return fig, axes.ravel()
-
-
-MAX_POINTS = 1000  # points per plotted training curve
-
-
-def _band(ax: Any, x: np.ndarray, ys: np.ndarray, style: dict[str, Any], label: str) -> None:
-    """Seed mean as a line and the seed min-max as a shaded band."""
-    mean = np.nanmean(ys, axis=0)
-    ax.plot(x, mean, label=label, **style)
-    if ys.shape[0] > 1:
-        ax.fill_between(
-            x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=style["color"], alpha=0.18, lw=0
+def _legend(fig: Figure, handles: dict[str, Any], width: float) -> None:
+    """One legend below the axes, inside the figure's width: at most three columns, fewer when the
+    entries would not fit across."""
+    if not handles:
+        return
+    ncol = min(len(handles), MAX_LEGEND_COLUMNS)
+    while True:
+        leg = fig.legend(
+            list(handles.values()),
+            list(handles.keys()),
+            loc="outside lower center",
+            ncol=ncol,
+            frameon=False,
+            handlelength=2.4,
+            columnspacing=1.0,
         )
+        fig.canvas.draw()
+        box = leg.get_window_extent()
+        if ncol == 1 or box.width <= width * fig.dpi:
+            fig.set_figheight(fig.get_figheight() + box.height / fig.dpi)  # the axes keep their height
+            return
+        leg.remove()
+        ncol -= 1
 
 
 def _log_if_positive(ax: Any) -> None:
@@ -128,117 +171,218 @@ def _test_curves(runs: Sequence[RunRecord]) -> tuple[np.ndarray, np.ndarray, str
     return None
 
 
-def loss_grid(records: Sequence[RunRecord], stem: Path, window: int = 400) -> list[Path]:
-    """Figure 1: training loss (top row) and test loss (bottom row), one column per task.
+def _band(
+    ax: Any,
+    x: np.ndarray,
+    ys: np.ndarray,
+    style: dict[str, Any],
+    label: str,
+    slot: float = 0.5,
+    marks: int = 6,
+) -> None:
+    """Seed mean as a line (with a few markers, shifted by ``slot`` in [0, 1) so that methods' markers
+    fall at different places) and the seed min-max as a shaded band."""
+    mean = np.nanmean(ys, axis=0)
+    every = max(1, len(x) // marks)
+    ax.plot(x, mean, label=label, markevery=(int(every * slot) % every, every), **style)
+    if ys.shape[0] > 1:
+        ax.fill_between(
+            x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=style["color"], alpha=0.15, lw=0
+        )
 
-    The training curve of each seed is the trailing mean of its base-weight loss (``window`` steps, cut to
-    a fifth of the run for short runs), plotted at the window's end step."""
-    tasks = sorted({r.task for r in records})
-    if not tasks:
+
+def _family_label(family: str) -> str:
+    return M.FAMILY_LABEL.get(family, family) + " family"
+
+
+def loss_grid(report: Report, stem: Path) -> list[Path]:
+    """Figure 1: per task section, one row per family: the seed-mean trailing mean of the base-weight
+    training loss (left) with the seed min-max band, the 95% threshold from the baseline and each method's
+    first crossing (the paper's k_B, k_O) marked; the test loss per epoch (right)."""
+    sections = report.sections
+    if not sections:
         raise ValueError("no runs to plot: pass at least one completed run")
-    fig, axes = plt.subplots(2, len(tasks), figsize=(max(3.0 * len(tasks), 4.5), 5.2), squeeze=False)
-    handles: dict[str, Line2D] = {}
-    for j, task in enumerate(tasks):
-        recs = [r for r in records if r.task == task]
-        groups = _by_method(recs)
-        gammas = {o: [g for (o2, g) in groups if o2 == o] for o, _ in groups}
-        top, bottom = axes[0, j], axes[1, j]
-        test_split = "test"
-        for (opt, gamma), runs in groups.items():
-            style = method_style(opt, gamma, gammas[opt])
-            label = M.method_label(opt, gamma)
-            n = min(r.base_loss.size for r in runs)
-            w = max(1, min(window, n // 5))
-            smoothed = np.stack([M.trailing_mean(r.base_loss[:n], w) for r in runs])
-            if smoothed.shape[1]:
-                # a smoothed curve needs no more than MAX_POINTS points: keeps long runs' PDFs small
-                keep = slice(None, None, -(-smoothed.shape[1] // MAX_POINTS))
-                _band(top, (np.arange(smoothed.shape[1]) + w)[keep], smoothed[:, keep], style, label)
-            test = _test_curves(runs)
-            if test is not None:
-                x, ys, test_split = test
-                _band(bottom, x, ys, style, label)
-            handles.setdefault(label, Line2D([], [], **style))
-        top.set_title(task)
-        top.set_xlabel("step")
-        bottom.set_xlabel("epoch")
-        if j == 0:
-            top.set_ylabel("training loss (base weights)")
-            bottom.set_ylabel(f"{test_split} loss")
-        for ax in (top, bottom):
-            _log_if_positive(ax)
-            ax.grid(True, which="major", alpha=0.3)
-    fig.legend(
-        list(handles.values()),
-        list(handles.keys()),
-        loc="upper center",
-        ncol=min(len(handles), 8),
-        frameon=False,
-        bbox_to_anchor=(0.5, 0.0),
+    rows = [(s, f) for s in sections for f in sorted(s.protocols, key=lambda f: (f != "sgd", f))]
+    fig, axes = plt.subplots(
+        len(rows), 2, figsize=(TEXT_IN, 2.0 * len(rows)), squeeze=False, layout="constrained"
     )
-    fig.tight_layout()
+    handles: dict[str, Any] = {}
+    for i, (sec, family) in enumerate(rows):
+        top, bottom = axes.ravel()[2 * i], axes.ravel()[2 * i + 1]
+        _loss_panels(top, bottom, sec, family, report.reduction, handles)
+    handles["seed min–max"] = Patch(facecolor="#888888", alpha=0.3, lw=0)
+    handles[f"{report.reduction * 100:g}% reduction threshold"] = Line2D(
+        [], [], color="#555555", lw=0.8, ls=(0, (5, 2))
+    )
+    handles["first crossing (k_B, k_O)"] = Line2D([], [], color="k", marker="|", ms=8, ls="none", mew=1.2)
+    _legend(fig, handles, TEXT_IN)
     return save(fig, stem)
 
 
-def saving_vs_gamma(savings: pd.DataFrame, stem: Path, reduction: float = 0.95) -> list[Path]:
-    """Figure: step saving vs gamma per task (per-seed mean with 95% CI, paper-style as open markers);
-    CM/Adam at (0, 0), NAG at gamma = mu and NAdam at gamma = b1."""
-    tasks = sorted(set(savings["task"]))
-    if not tasks:
+def _loss_panels(
+    top: Any, bottom: Any, sec: Section, family: str, reduction: float, handles: dict[str, Any]
+) -> None:
+    recs = [r for r in sec.records if r.family == family]
+    groups = _by_method(recs)
+    gammas = {o: [g for (o2, g) in groups if o2 == o] for o, _ in groups}
+    w = sec.window
+    base = sec.baseline(family)
+    thr = math.nan
+    if base is not None:
+        base_runs = [r for r in recs if r.method == base]
+        sb = M.trailing_mean(M.seed_mean_curve([r.base_loss for r in base_runs]), w)
+        thr = M.reduction_threshold(sb, reduction)
+    split = "test"
+    for j, ((opt, gamma), runs) in enumerate(groups.items()):
+        style = method_style(opt, gamma, gammas[opt])
+        label = M.method_label(opt, gamma)
+        slot = (j + 0.5) / len(groups)
+        n = min(r.base_loss.size for r in runs)
+        smoothed = np.stack([M.trailing_mean(r.base_loss[:n], w) for r in runs])
+        if smoothed.shape[1]:
+            keep = slice(None, None, -(-smoothed.shape[1] // MAX_POINTS))
+            x = np.arange(smoothed.shape[1]) + w
+            _band(top, x[keep], smoothed[:, keep], style, label, slot)
+            k = M.first_crossing(M.trailing_mean(M.seed_mean_curve([r.base_loss for r in runs]), w), thr)
+            if k is not None:
+                top.plot([k + w], [thr], marker="|", ms=9, mew=1.4, color=style["color"], ls="none", zorder=4)
+        test = _test_curves(runs)
+        if test is not None:
+            ex, ys, split = test
+            _band(bottom, ex, ys, style, label, slot)
+        handles.setdefault(label, Line2D([], [], **style))
+    if math.isfinite(thr):
+        top.axhline(thr, color="#555555", lw=0.8, ls=(0, (5, 2)), zorder=1)
+    top.axvspan(0, w, color="#eeeeee", lw=0, zorder=0)
+    n_max = max(r.base_loss.size for r in recs)
+    if w >= 0.08 * n_max:  # the shaded first window is wide enough to hold its label
+        top.text(
+            w / 2,
+            0.97,
+            f"{w}-step\nwindow",
+            transform=top.get_xaxis_transform(),
+            ha="center",
+            va="top",
+            fontsize=6,
+            color="#666666",
+        )
+    else:
+        top.text(
+            0.98,
+            0.97,
+            f"trailing mean over {w} steps",
+            transform=top.transAxes,
+            ha="right",
+            va="top",
+            fontsize=6,
+            color="#666666",
+        )
+    top.set_xlim(0, None)
+    top.set_title(f"{sec.label}, {_family_label(family)}: training loss")
+    bottom.set_title(f"{sec.label}, {_family_label(family)}: {split} loss")
+    top.set_xlabel("step (at the end of the trailing window)")
+    bottom.set_xlabel("epoch")
+    top.set_ylabel("training loss (base weights)")
+    bottom.set_ylabel(f"{split} loss")
+    for ax in (top, bottom):
+        _log_if_positive(ax)
+        ax.grid(True, which="major", alpha=0.3)
+
+
+def _dodge(family: str, span: float) -> float:
+    """Horizontal offset of a family's points so that the two families' markers never cover each other."""
+    return (-1.0 if family == "sgd" else 1.0) * 0.01 * span
+
+
+def saving_vs_gamma(report: Report, stem: Path) -> list[Path]:
+    """Step saving vs gamma per task section: the per-seed mean with its 95% t-interval (the number of
+    seeds in the legend) and the paper-style saving; CM/AdamW at (0, 0), NAG at gamma = mu and NAdam at
+    gamma = b1; the families offset a little sideways so no marker hides another."""
+    savings = report.savings
+    sections = [s for s in report.sections if (savings["section"] == s.key).any()]
+    if not sections:
         raise ValueError("no savings to plot: the runs hold no family baseline with another method")
-    fig, axes = _grid(len(tasks))
+    cols = min(len(sections), 3)
+    nrows = math.ceil(len(sections) / cols)
+    width = COLUMN_IN if cols == 1 else TEXT_IN
+    fig, axes = plt.subplots(nrows, cols, figsize=(width, 2.4 * nrows), squeeze=False, layout="constrained")
+    for ax in axes.ravel()[len(sections) :]:
+        ax.set_visible(False)
     handles: dict[str, Any] = {}
-    for ax, task in zip(axes, tasks, strict=False):
-        t = savings[savings["task"] == task]
-        ax.axhline(0.0, color="#999999", lw=0.8)
+    span = max(1.0, float(savings["x_gamma"].max()))
+    for ax, sec in zip(axes.ravel(), sections, strict=False):
+        t = savings[savings["section"] == sec.key]
+        ax.axhline(0.0, color="#999999", lw=0.7)
         for family in sorted(set(t["family"]), key=lambda f: (f != "sgd", f)):
-            c = FAMILY_COLORS.get(family, "#238b45")
             f = t[t["family"] == family]
+            dx = _dodge(family, span)
+            c = FAMILY_COLORS.get(family, "#238b45")
+            filled = FAMILY_FILLED.get(family, True)
             os_ = f[f["optimizer"].astype(str).str.endswith("_os")].sort_values("gamma")
-            base, second = M.FAMILY_BASELINES.get(family, ("", ""))
             name = M.DISPLAY_NAME.get(M.FAMILY_OVERSHOOT.get(family, ""), family)
+            n_seeds = int(os_["seed_pairs"].max()) if len(os_) else 0
             if not os_.empty:
-                x = os_["gamma"].to_numpy(float)
+                x = os_["gamma"].to_numpy(float) + dx
                 y = os_["seed_mean"].to_numpy(float)
                 err = np.nan_to_num(os_["seed_half_width"].to_numpy(float))
-                h = ax.errorbar(x, y, yerr=err, color=c, marker="o", ms=4, capsize=2, lw=1.3)
-                handles.setdefault(f"{name} (per seed, 95% CI)", h)
-                h2 = ax.plot(
-                    x, os_["paper_saving"].to_numpy(float), ls="none", marker="o", mfc="none", ms=7, color=c
+                h = ax.errorbar(
+                    x,
+                    y,
+                    yerr=err,
+                    color=c,
+                    marker="o",
+                    ms=4,
+                    capsize=2,
+                    lw=1.1,
+                    ls=FAMILY_LINESTYLE.get(family, "-"),
+                    mfc=c if filled else "white",
                 )
-                handles.setdefault(f"{name} (paper-style)", h2[0])
-            h3 = ax.plot([0.0], [0.0], ls="none", marker="s", ms=6, color=c)
-            handles.setdefault(f"{M.DISPLAY_NAME.get(base, base)} (baseline)", h3[0])
-            sec = f[f["optimizer"] == second]
-            if not sec.empty:
-                row = sec.iloc[0]
+                handles.setdefault(f"{name}, per seed ({n_seeds} seeds)", h)
+                h2 = ax.plot(
+                    x, os_["paper_saving"].to_numpy(float), ls="none", marker="x", ms=5, color=c, mew=1.1
+                )
+                handles.setdefault(f"{name}, paper-style", h2[0])
+            base = sec.baseline(family) or ""
+            bstyle = BASELINE_STYLE.get(M.FAMILY_BASELINES.get(family, ("",))[0], {"marker": "s"})
+            h3 = ax.plot(
+                [dx],
+                [0.0],
+                ls="none",
+                marker=bstyle["marker"],
+                ms=6,
+                color=c,
+                mfc=c if filled else "white",
+                zorder=3,
+            )
+            handles.setdefault(f"{_baseline_name(base)} (baseline)", h3[0])
+            second = M.FAMILY_BASELINES.get(family, ("", ""))[1]
+            sec_rows = f[f["optimizer"] == second]
+            if not sec_rows.empty:
+                row = sec_rows.iloc[0]
                 h4 = ax.errorbar(
-                    [row["x_gamma"]],
+                    [row["x_gamma"] + dx],
                     [row["seed_mean"]],
                     yerr=[np.nan_to_num(row["seed_half_width"])],
                     ls="none",
                     marker="D",
-                    ms=6,
+                    ms=5,
                     color=c,
-                    mfc="white",
+                    mfc=c if filled else "white",
                     capsize=2,
                 )
                 sym = "μ" if family == "sgd" else "β1"
-                handles.setdefault(f"{M.DISPLAY_NAME.get(second, second)} (γ = {sym})", h4)
-        ax.set_title(task)
+                handles.setdefault(f"{M.DISPLAY_NAME.get(second, second)} at γ = {sym}", h4)
+        ax.set_title(f"{sec.label} (window {sec.window} steps)")
         ax.set_xlabel("γ")
-        ax.set_ylabel(f"saving to {reduction * 100:g}% loss reduction (%)")
+        ax.set_ylabel(f"steps saved to {report.reduction * 100:g}% reduction (%)")
         ax.grid(True, alpha=0.3)
-    fig.legend(
-        list(handles.values()),
-        list(handles.keys()),
-        loc="upper center",
-        ncol=min(len(handles), 4),
-        frameon=False,
-        bbox_to_anchor=(0.5, 0.0),
-    )
-    fig.tight_layout()
+    _legend(fig, handles, width)
     return save(fig, stem)
+
+
+def _baseline_name(method: str) -> str:
+    opt, _, g = method.partition("-g")
+    return M.method_label(opt, float(g or 0)) if opt else "baseline"
 
 
 def optimum_gamma(mu: np.ndarray | float) -> np.ndarray:
@@ -246,43 +390,107 @@ def optimum_gamma(mu: np.ndarray | float) -> np.ndarray:
     return OPTIMUM_A * np.exp(OPTIMUM_B * np.asarray(mu, dtype=float))
 
 
+def best_gammas(report: Report) -> pd.DataFrame:
+    """Per section and family: the momentum (mu or b1), the gammas tried and the gamma with the largest
+    per-seed mean saving (paper-style where no seed pair reached)."""
+    rows = []
+    for sec in report.sections:
+        for family in sec.protocols:
+            recs = [r for r in sec.records if r.family == family]
+            tried = sorted({r.gamma for r in recs if r.optimizer.endswith("_os")})
+            mom = next((r.momentum for r in recs if r.momentum is not None), math.nan)
+            s = report.savings[(report.savings["section"] == sec.key) & (report.savings["family"] == family)]
+            s = s[s["optimizer"].astype(str).str.endswith("_os")]
+            value = s["seed_mean"].where(s["seed_mean"].notna(), s["paper_saving"])
+            best = float(s.loc[value.idxmax(), "gamma"]) if value.notna().any() else math.nan
+            rows.append(
+                {
+                    "section": sec.key,
+                    "label": sec.label,
+                    "family": family,
+                    "momentum": mom,
+                    "tried": tried,
+                    "best_gamma": best,
+                }
+            )
+    return pd.DataFrame(rows, columns=["section", "label", "family", "momentum", "tried", "best_gamma"])
+
+
 def gamma_mu_plane(
-    stem: Path, mu_range: tuple[float, float] = (0.5, 0.98), gamma_max: float = 20.0
+    stem: Path,
+    report: Report | None = None,
+    mu_range: tuple[float, float] = (0.5, 0.98),
+    gamma_max: float = 20.0,
 ) -> list[Path]:
     """Figure: the gamma-mu plane of SGDO: CM (gamma 0), NAG (gamma = mu), plain SGD (gamma = mu/(1-mu)),
-    the negative-momentum region above it and the empirical optimum gamma*."""
+    the negative-momentum region above it and the empirical optimum gamma*; with a report, the (mu, gamma)
+    points its runs tried and the measured best gamma of each task section (AdamO's at b1)."""
     mu = np.linspace(*mu_range, 400)
     sgd = mu / (1 - mu)
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    ax.fill_between(mu, np.minimum(sgd, gamma_max), gamma_max, color="#fdd0a2", alpha=0.6, lw=0)
-    ax.plot(mu, np.zeros_like(mu), color="#222222", lw=1.6, label="CM (γ = 0)")
-    ax.plot(mu, mu, color="#7f7f7f", lw=1.6, ls="--", label="NAG (γ = μ)")
-    ax.plot(mu, sgd, color="#d94801", lw=1.6, label="plain SGD (γ = μ/(1−μ))")
-    opt = optimum_gamma(mu)
-    ax.plot(mu, opt, color="#2171b5", lw=1.8, label="empirical optimum γ* ≈ 5.568e-9·exp(21.914μ)")
-    for m in (0.9, 0.95):
-        if mu_range[0] <= m <= mu_range[1]:
-            ax.plot([m], optimum_gamma(m), marker="o", color="#2171b5", ms=4)
-            ax.annotate(
-                f"γ*({m:g}) ≈ {float(optimum_gamma(m)):.1f}",
-                (m, float(optimum_gamma(m))),
-                textcoords="offset points",
-                xytext=(-70, 6),
-                fontsize=7,
-            )
-    ax.text(mu_range[0] + 0.02, gamma_max * 0.85, "negative momentum", fontsize=8, color="#8c2d04")
+    fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.7), layout="constrained")
+    ax.fill_between(mu, np.minimum(sgd, gamma_max), gamma_max, color="#fdd0a2", alpha=0.5, lw=0)
+    handles: dict[str, Any] = {}
+    handles["CM (γ = 0)"] = ax.plot(mu, np.zeros_like(mu), color="#000000", lw=1.4, ls=":")[0]
+    handles["NAG (γ = μ)"] = ax.plot(mu, mu, color="#6a51a3", lw=1.4, ls="-.")[0]
+    handles["SGD (γ = μ/(1−μ))"] = ax.plot(mu, sgd, color="#d94801", lw=1.4, ls="--")[0]
+    handles["paper's optimum γ*"] = ax.plot(mu, optimum_gamma(mu), color="#2171b5", lw=1.6)[0]
+    ax.text(mu_range[0] + 0.02, gamma_max * 0.88, "negative momentum", fontsize=7, color="#8c2d04")
+    if report is not None:
+        best = best_gammas(report)
+        for _, row in best.iterrows():
+            if not math.isfinite(row["momentum"]):
+                continue
+            fam = row["family"]
+            c = FAMILY_COLORS.get(fam, "#238b45")
+            filled = FAMILY_FILLED.get(fam, True)
+            name = M.DISPLAY_NAME.get(M.FAMILY_OVERSHOOT.get(fam, ""), fam)
+            dx = _dodge(fam, mu_range[1] - mu_range[0]) / 3
+            if row["tried"]:
+                h = ax.plot(
+                    [row["momentum"] + dx] * len(row["tried"]),
+                    row["tried"],
+                    ls="none",
+                    marker=".",
+                    ms=4,
+                    color="#777777",
+                )
+                handles.setdefault("γ tried", h[0])
+            if math.isfinite(row["best_gamma"]):
+                h = ax.plot(
+                    [row["momentum"] + dx],
+                    [row["best_gamma"]],
+                    ls="none",
+                    marker="*",
+                    ms=9,
+                    color=c,
+                    mfc=c if filled else "white",
+                    mew=1.0,
+                    zorder=4,
+                )
+                sym = "μ" if fam == "sgd" else "β1"
+                handles.setdefault(f"{name} best γ (at {sym})", h[0])
+                ax.annotate(
+                    row["label"],
+                    (row["momentum"] + dx, row["best_gamma"]),
+                    textcoords="offset points",
+                    xytext=(-4 if fam == "sgd" else 4, 5),
+                    ha="right" if fam == "sgd" else "left",
+                    fontsize=6,
+                    color=c,
+                )
     ax.set_xlim(*mu_range)
     ax.set_ylim(-0.5, gamma_max)
-    ax.set_xlabel("momentum μ")
+    ax.set_xlabel("momentum μ (β1 for AdamO)")
     ax.set_ylabel("overshoot γ")
-    ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.8), frameon=False)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
+    _legend(fig, handles, COLUMN_IN)
     return save(fig, stem)
 
 
-def distance_vs_gamma(records: Sequence[RunRecord], stem: Path) -> list[Path]:
-    """Figure: per run, the mean over steps of the logged weighted distance vs gamma, colored by the run's
+def distance_vs_gamma(
+    records: Sequence[RunRecord], stem: Path, labels: dict[str, str] | None = None
+) -> list[Path]:
+    """Figure: per run, the mean over steps of the logged weighted distance vs gamma, coloured by the run's
     mean training loss, one line (through the seed means) and marker per (family, b1 or mu). Nothing is
     written (empty list) when no run logged the distance (``log.distance=true``)."""
     pts = []
@@ -297,22 +505,34 @@ def distance_vs_gamma(records: Sequence[RunRecord], stem: Path) -> list[Path]:
         return []
     df = pd.DataFrame(pts, columns=["task", "family", "momentum", "gamma", "distance", "loss"])
     tasks = sorted(set(df["task"]))
-    fig, axes = _grid(len(tasks), max_cols=3, size=(3.6, 2.9))
+    cols = min(len(tasks), 3)
+    width = COLUMN_IN if cols == 1 else TEXT_IN
+    fig, axes = plt.subplots(
+        math.ceil(len(tasks) / cols),
+        cols,
+        figsize=(width, 2.5 * math.ceil(len(tasks) / cols)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax in axes.ravel()[len(tasks) :]:
+        ax.set_visible(False)
     lo, hi = float(df["loss"].min()), float(df["loss"].max())
     norm = LogNorm(lo, hi) if 0 < lo < hi else Normalize(lo, hi)
     markers = ["o", "s", "^", "D", "v", "P"]
     sc = None
-    for ax, task in zip(axes, tasks, strict=False):
+    handles: dict[str, Any] = {}
+    for ax, task in zip(axes.ravel(), tasks, strict=False):
         t = df[df["task"] == task]
         groups = t.groupby(["family", t["momentum"].fillna(-1.0)], sort=True)
         for i, ((family, mom), g) in enumerate(groups):
             sym = "μ" if family == "sgd" else "β1"
-            name = M.FAMILY_LABEL.get(str(family), str(family))
-            label = f"{name} family, {sym} = {mom:g}" if mom >= 0 else f"{name} family"
+            label = (
+                f"{_family_label(str(family))}, {sym} = {mom:g}" if mom >= 0 else _family_label(str(family))
+            )
             means = g.groupby("gamma")["distance"].mean()
             color = FAMILY_COLORS.get(str(family), "#238b45")
-            ls = "-" if i % 2 == 0 else "--"
-            ax.plot(means.index, means.to_numpy(), color=color, lw=1.1, ls=ls, zorder=2)
+            ls = FAMILY_LINESTYLE.get(str(family), "-")
+            ax.plot(means.index, means.to_numpy(), color=color, lw=1.0, ls=ls, zorder=2)
             sc = ax.scatter(
                 g["gamma"],
                 g["distance"],
@@ -320,30 +540,33 @@ def distance_vs_gamma(records: Sequence[RunRecord], stem: Path) -> list[Path]:
                 cmap="viridis",
                 norm=norm,
                 marker=markers[i % len(markers)],
-                s=24,
+                s=18,
                 edgecolors="k",
                 linewidths=0.3,
                 zorder=3,
             )
-            ax.plot([], [], color=color, ls=ls, marker=markers[i % len(markers)], mfc="white", label=label)
-        ax.set_title(task)
+            handles.setdefault(
+                label, Line2D([], [], color=color, ls=ls, marker=markers[i % len(markers)], mfc="white")
+            )
+        ax.set_title((labels or {}).get(task, task))
         ax.set_xlabel("γ")
         ax.set_ylabel("average weighted distance")
         ax.grid(True, alpha=0.3)
-        ax.legend(frameon=False)
     if sc is not None:
-        fig.colorbar(sc, ax=[a for a in axes if a.get_visible()], label="mean training loss", shrink=0.9)
+        fig.colorbar(
+            sc, ax=[a for a in axes.ravel() if a.get_visible()], label="mean training loss", shrink=0.9
+        )
+    _legend(fig, handles, width)
     return save(fig, stem)
 
 
-def write_all(
-    records: Sequence[RunRecord], savings: pd.DataFrame, out: Path, window: int = 400, reduction: float = 0.95
-) -> list[Path]:
-    """Every figure into ``out``: loss_grid, saving_vs_gamma (when there are savings), gamma_mu_plane and
-    distance_vs_gamma (when a run logged the distance); the written paths."""
-    paths = loss_grid(records, out / "loss_grid", window)
-    if not savings.empty:
-        paths += saving_vs_gamma(savings, out / "saving_vs_gamma", reduction)
-    paths += gamma_mu_plane(out / "gamma_mu_plane")
-    paths += distance_vs_gamma(records, out / "distance_vs_gamma")
+def write_all(report: Report, out: Path) -> list[Path]:
+    """Every figure of ``report`` into ``out``: loss_grid, saving_vs_gamma (when there are savings),
+    gamma_mu_plane and distance_vs_gamma (when a run logged the distance); the written paths."""
+    paths = loss_grid(report, out / "loss_grid")
+    if not report.savings.empty:
+        paths += saving_vs_gamma(report, out / "saving_vs_gamma")
+    paths += gamma_mu_plane(out / "gamma_mu_plane", report)
+    labels = {s.task: s.label for s in report.sections}
+    paths += distance_vs_gamma(report.records, out / "distance_vs_gamma", labels)
     return paths

@@ -5,8 +5,11 @@ Two savings computations are offered:
 
 * :func:`paper_saving` repeats the paper's computation exactly (seed-mean curve, trailing mean, threshold
   from the baseline, first crossing counted as an index into the smoothed array, relative saving);
-* :func:`per_seed_saving` is the corrected version: runs are paired by seed, steps are counted as real
-  training steps (the end of the smoothing window), and the savings get a mean and a 95% t-interval.
+* :func:`per_seed_saving` is this project's own variant, not the paper's: runs are paired by seed, each
+  seed's threshold comes from its own baseline run, steps are counted as real training steps (the end of the
+  smoothing window), and the savings get a mean and a 95% t-interval.
+
+Both smooth with :func:`trailing_mean`, the notebook's trailing mean window for window.
 
 "Not reached" is a value (``None`` step counts and savings, counted in ``n_not_reached``), never an error.
 """
@@ -48,18 +51,20 @@ FloatArray = np.ndarray
 
 
 def trailing_mean(x: Sequence[float] | np.ndarray, window: int) -> FloatArray:
-    """S[k] = mean(x[k : k + window]) for k = 0 .. len(x) - window (empty when x is shorter than window).
+    """The paper's trailing mean: S[k] = mean(x[k : k + window]) for k = 0 .. len(x) - window - 1.
 
-    Computed in float64 from a cumulative sum; the rounding error is of order ``eps * sum|x|``, far below
-    any difference that matters for a loss curve. A NaN in ``x`` makes every later entry NaN.
+    This is the public notebook's ``[np.mean(x[i - window:i]) for i in range(window, len(x))]`` window for
+    window: the mean of the window that ends at the last step is left out, so S has ``len(x) - window``
+    entries (empty when x is not longer than the window). Computed in float64 from a cumulative sum; the
+    rounding error is of order ``eps * sum|x|``. A NaN in ``x`` makes every later entry NaN.
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}: pass a positive smoothing window")
     a = np.asarray(x, dtype=np.float64).ravel()
-    if a.size < window:
+    if a.size <= window:
         return np.empty(0, dtype=np.float64)
     c = np.concatenate(([0.0], np.cumsum(a)))
-    return (c[window:] - c[:-window]) / window
+    return (c[window:-1] - c[: -window - 1]) / window
 
 
 def reduction_threshold(smoothed: np.ndarray, reduction: float = 0.95) -> float:
@@ -264,6 +269,8 @@ TABLE1_COLUMNS = (
     "mean_diff",
     "p_value",
     "star",
+    "better",
+    "worse",
 )
 
 
@@ -284,12 +291,18 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[float, 
     return diff, float(stats.ttest_rel(x, y).pvalue), len(seeds)
 
 
-def table1(records: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95) -> pd.DataFrame:
+def table1(
+    records: pd.DataFrame,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+    baselines: Mapping[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
     """Table 1 statistics from one row per run (columns ``TABLE1_INPUT``; value = best test metric).
 
     Per (task, method): mean and t-interval over seeds; ``best`` marks the best mean of each task's family
-    (highest accuracy, lowest loss); each overshoot method gets a two-sided paired t-test, paired by seed,
-    against the better of its family's two baselines (CM/NAG or Adam/NAdam); ``star`` = p < alpha.
+    (highest accuracy, lowest loss); each overshoot method other than a baseline gets a two-sided paired
+    t-test, paired by seed, against the better of its family's baselines (``baselines``: family -> method
+    names, default CM/NAG and Adam/NAdam); ``star`` = p < alpha, ``better``/``worse`` its direction.
     """
     missing = [c for c in TABLE1_INPUT if c not in records.columns]
     if missing:
@@ -308,7 +321,8 @@ def table1(records: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95)
         cis = {m: mean_ci(v.values(), confidence) for m, v in by_method.items()}
         finite = [ci.mean for ci in cis.values() if math.isfinite(ci.mean)]
         best_val = (max(finite) if higher else min(finite)) if finite else math.nan
-        bases = [b for b in FAMILY_BASELINES.get(str(family), ()) if b in cis and math.isfinite(cis[b].mean)]
+        names = (baselines or FAMILY_BASELINES).get(str(family), ())
+        bases = [b for b in names if b in cis and math.isfinite(cis[b].mean)]
         ref = None
         if bases:
             ref = (max if higher else min)(bases, key=lambda b: cis[b].mean)
@@ -317,7 +331,7 @@ def table1(records: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95)
             ci = cis[method]
             diff, p, npairs = math.nan, math.nan, 0
             reference = ""
-            if opt.endswith("_os") and ref is not None:
+            if opt.endswith("_os") and ref is not None and method not in names:
                 reference = ref
                 diff, p, npairs = paired_test(by_method[method], by_method[ref])
             rows.append(
@@ -337,6 +351,8 @@ def table1(records: pd.DataFrame, alpha: float = 0.05, confidence: float = 0.95)
                     "mean_diff": diff,
                     "p_value": p,
                     "star": bool(math.isfinite(p) and p < alpha),
+                    "better": bool(math.isfinite(p) and p < alpha and (diff > 0) == higher),
+                    "worse": bool(math.isfinite(p) and p < alpha and (diff > 0) != higher),
                 }
             )
     return pd.DataFrame(rows, columns=list(TABLE1_COLUMNS))

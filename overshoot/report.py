@@ -1,31 +1,44 @@
 """``overshoot-bench-report``: savings tables, Table 1 and the paper's figures from a run store.
 
-Usage: ``overshoot-bench-report [RUNS...] [--out DIR] [--format md,csv,tex] [--paper] [--reduction 95]
-[--window 400] [--alpha 0.05] [--no-figures]``. Completed runs are aggregated; running, failed and
-diverged runs (and older duplicates of a task/method/seed) are listed and left out. Every table is written
-to ``--out`` (default ``<first RUNS path>/report``) once per format, the figures (PNG and PDF) to
-``<out>/figures`` unless ``--no-figures``, and the Markdown of everything is printed.
+Usage: ``overshoot-bench-report [RUNS...] [--out DIR] [--format md,csv,tex,html] [--paper] [--reduction 95]
+[--window 400] [--alpha 0.05] [--protocol ID[,ID]] [--no-figures]``.
+
+Runs are read with :func:`overshoot.results.scan`; runs that are not completed, whose logs are cut or do
+not parse, and older true duplicates (same config hash) are listed with the reason and left out. Runs are
+compared only within one protocol (:func:`overshoot.results.protocol_id`): each task gets one section per
+protocol, a family's methods against its baseline of the same protocol (CM or AdamW, else SGDO/AdamO at
+gamma 0, which are CM and AdamW). Every table goes to ``--out`` (default ``<first RUNS>/report``) once per
+format, beside ``report.md`` and the self-contained ``report.html``; the figures (PNG and PDF) go to
+``<out>/figures``. The terminal gets the headline, the protocols and where the files went.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
+import itertools
 import math
+import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from overshoot import metrics as M
-from overshoot.store import Run, atomic_write_text, find_runs, method_name
+from overshoot.results import PAPER_LABEL, RunRecord, Scan, scan, task_label
+from overshoot.store import atomic_write_text
 
-FORMATS = ("md", "csv", "tex")
+__all__ = ["RunRecord", "build_report", "main"]
+
+FORMATS = ("md", "csv", "tex", "html")
+MINUS = "\u2212"
+BETTER, WORSE = "↑", "↓"
+# A section's window is at most this fraction of its shortest run (the rule for short runs).
+WINDOW_FRACTION = 5
 
 # paper.md section 6: mean step saving (%) to 95% loss reduction over the 7 tasks, per family and gamma.
 PAPER_HEADLINE: dict[tuple[str, float], float] = {
@@ -37,156 +50,101 @@ PAPER_HEADLINE: dict[tuple[str, float], float] = {
     ("adam", 7.0): 20.11,
 }
 COMPARISON = {"sgd": "SGDO vs CM", "adam": "AdamO vs Adam"}
-# Table 1 scale of a task's metric, used only when a run.json lacks ``metric_scale`` (paper: MLP-CA MSE x100).
-FALLBACK_METRIC_SCALE = {"housing": 100.0}
 
 
 class ReportError(Exception):
     """Bad input to the report: printed as one line, exit status 2."""
 
 
+# --------------------------------------------------------------------------------------------- sections
+
+
 @dataclass
-class RunRecord:
-    """One completed run, loaded once for every table and figure."""
+class Section:
+    """The runs of one task under one protocol per family: everything compared with each other."""
 
     task: str
-    family: str
-    optimizer: str
-    gamma: float
-    seed: int
-    metric: str
-    metric_scale: float
-    momentum: float | None  # mu (SGD family) or b1 (Adam family)
-    path: Path
-    base_loss: np.ndarray
-    epochs: pd.DataFrame
-    distance: np.ndarray | None = None
+    protocols: dict[str, str]  # family -> protocol id
+    records: list[RunRecord]
+    window: int  # the smoothing window used (after the short-run rule)
+    window_note: str  # why it differs from the requested one ("" when it does not)
+    label: str = ""  # the task's paper label, plus the protocols when the task has several sections
 
     @property
-    def method(self) -> str:
-        return method_name(self.optimizer, self.gamma)
+    def key(self) -> str:
+        """Unique within a report: task and protocol ids (used in LaTeX labels and CSV)."""
+        return "-".join([self.task, *(self.protocols[f] for f in sorted(self.protocols, key=_family_rank))])
 
-    @property
-    def label(self) -> str:
-        return M.method_label(self.optimizer, self.gamma)
+    def baseline(self, family: str) -> str | None:
+        """The method name of the family baseline: CM/AdamW, else SGDO/AdamO at gamma 0; None without."""
+        methods = {r.method for r in self.records if r.family == family}
+        base = M.FAMILY_BASELINES.get(family, ("",))[0]
+        if base in methods:
+            return base
+        zero = f"{M.FAMILY_OVERSHOOT.get(family, '')}-g0"
+        return zero if zero in methods else None
 
-    @property
-    def x_gamma(self) -> float:
-        """Where the method sits on the gamma axis: NAG at mu, NAdam at b1, baselines at 0."""
-        if self.optimizer in ("nesterov", "nadam"):
-            return self.momentum if self.momentum is not None else 0.9
-        return self.gamma
-
-
-@dataclass
-class Table:
-    """A table in two forms: ``data`` (numbers, written as CSV) and ``display`` (strings, for md/tex)."""
-
-    name: str
-    title: str
-    data: pd.DataFrame
-    display: pd.DataFrame
-    bold: set[tuple[int, str]] = field(default_factory=set)  # (row, column) cells in bold
-    star: set[tuple[int, str]] = field(default_factory=set)  # (row, column) cells with a star
+    def baselines(self, family: str) -> tuple[str, ...]:
+        """The methods that count as baselines of the family in Table 1 (baseline, then NAG or NAdam)."""
+        second = M.FAMILY_BASELINES.get(family, ("", ""))[1]
+        base = self.baseline(family)
+        return tuple(b for b in (base, second) if b)
 
 
-# --------------------------------------------------------------------------------------------- loading
+def _task_rank(task: str) -> tuple[int, str]:
+    """The paper's order of its tasks (MLP-CA, VAE-FM, ..., GPT-2), then the others by name."""
+    order = list(PAPER_LABEL)
+    return (order.index(task) if task in order else len(order), task)
 
 
-def _hparam(config: Mapping[str, Any], key: str) -> Any:
-    for node in (config.get("hparams"), config.get("optimizer"), config):
-        if isinstance(node, Mapping) and node.get(key) is not None:
-            return node[key]
-    return None
+def _family_rank(family: str) -> int:
+    return list(COMPARISON).index(family) if family in COMPARISON else len(COMPARISON)
 
 
-def _momentum(config: Mapping[str, Any]) -> float | None:
-    """mu (SGD family) or b1 (Adam family): ``hparams.momentum``, else the first of ``betas``."""
-    mu = _hparam(config, "momentum")
-    if mu is not None:
-        return float(mu)
-    betas = _hparam(config, "betas")
-    return float(betas[0]) if isinstance(betas, Sequence) and betas else None
-
-
-def _name(node: Any) -> str:
-    """An optimizer or task name given as a string or as a config node with ``name``."""
-    if isinstance(node, Mapping):
-        node = node.get("name")
-    return "" if node is None else str(node)
-
-
-def _infer_metric(epochs: pd.DataFrame) -> str:
-    """'accuracy' when the epoch log holds any accuracy, else 'loss' (for run.json files without 'metric')."""
-    if "accuracy" in epochs and pd.to_numeric(epochs["accuracy"], errors="coerce").notna().any():
-        return "accuracy"
-    return "loss"
-
-
-def load_records(runs: Iterable[Run]) -> tuple[list[RunRecord], pd.DataFrame]:
-    """The completed runs as records, and a frame (path, status, reason) of the runs left out.
-
-    Of several completed runs of one (task, method, seed) the one that ended last is kept."""
-    kept: dict[tuple[str, str, int], tuple[str, RunRecord]] = {}
-    left_out: list[dict[str, str]] = []
-    for run in runs:
-        info, cfg = run.info, run.config
-        if run.status != "completed":
-            left_out.append({"path": str(run.path), "status": run.status, "reason": f"status {run.status}"})
-            continue
-        opt = _name(info.get("optimizer") or cfg.get("optimizer"))
-        task = _name(info.get("task") or cfg.get("task"))
-        family = str(info.get("family") or cfg.get("family") or M.FAMILY_OF.get(opt, ""))
-        steps = run.steps()
-        if not opt or not task or "base_loss" not in steps or steps.empty:
-            left_out.append(
-                {
-                    "path": str(run.path),
-                    "status": run.status,
-                    "reason": "no base_loss steps, task or optimizer",
-                }
-            )
-            continue
-        steps = steps.sort_values("step")
-        dist = None
-        if "distance" in steps:
-            d = pd.to_numeric(steps["distance"], errors="coerce").to_numpy(np.float64)
-            dist = d if np.isfinite(d).any() else None
-        epochs = run.epochs()
-        rec = RunRecord(
-            task=task,
-            family=family,
-            optimizer=opt,
-            gamma=float(info.get("gamma") or cfg.get("gamma") or 0.0),
-            seed=int(info.get("seed", cfg.get("seed", 0))),
-            metric=str(info.get("metric") or _infer_metric(epochs)),
-            metric_scale=float(info.get("metric_scale") or FALLBACK_METRIC_SCALE.get(task, 1.0)),
-            momentum=_momentum(cfg),
-            path=run.path,
-            base_loss=pd.to_numeric(steps["base_loss"], errors="coerce").to_numpy(np.float64),
-            epochs=epochs,
-            distance=dist,
-        )
-        key = (task, rec.method, rec.seed)
-        ended = str(info.get("ended") or "")
-        if key in kept:
-            old_ended, old = kept[key]
-            newer, older = (rec, old) if ended >= old_ended else (old, rec)
-            left_out.append(
-                {"path": str(older.path), "status": "completed", "reason": f"duplicate of {newer.path}"}
-            )
-            if newer is old:
-                continue
-        kept[key] = (ended, rec)
-    records = sorted((r for _, r in kept.values()), key=lambda r: (r.task, r.family, r.method, r.seed))
-    return records, pd.DataFrame(left_out, columns=["path", "status", "reason"])
+def sections_of(records: Sequence[RunRecord], window: int) -> list[Section]:
+    """Group records into sections: per task, the families' protocols share one section when each family
+    has exactly one protocol there; otherwise every protocol gets its own section."""
+    out: list[Section] = []
+    by_task: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_task.setdefault(r.task, []).append(r)
+    for task, recs in sorted(by_task.items(), key=lambda kv: _task_rank(kv[0])):
+        per_family: dict[str, set[str]] = {}
+        for r in recs:
+            per_family.setdefault(r.family, set()).add(r.protocol)
+        if all(len(p) == 1 for p in per_family.values()):
+            groups = [{f: next(iter(p)) for f, p in per_family.items()}]
+        else:
+            groups = [{f: p} for f, ps in sorted(per_family.items()) for p in sorted(ps)]
+        for protocols in groups:
+            members = [r for r in recs if protocols.get(r.family) == r.protocol]
+            shortest = min(r.steps for r in members)
+            w = window
+            note = ""
+            if window * WINDOW_FRACTION > shortest:
+                w = max(1, shortest // WINDOW_FRACTION)
+                note = (
+                    f"runs of {shortest} steps are short for the {window}-step window: it shrinks to a "
+                    f"{WINDOW_FRACTION}th of the shortest run, {w} steps (pass --window to choose another)"
+                )
+            out.append(Section(task, protocols, members, w, note))
+    counts = pd.Series([s.task for s in out]).value_counts()
+    for s in out:
+        s.label = task_label(s.task)
+        if counts[s.task] > 1:
+            s.label += " [" + "/".join(s.protocols[f] for f in sorted(s.protocols, key=_family_rank)) + "]"
+    return out
 
 
 # --------------------------------------------------------------------------------------------- numbers
 
 
 SAVINGS_COLUMNS = (
+    "section",
     "task",
+    "label",
+    "protocol",
+    "window",
     "family",
     "optimizer",
     "gamma",
@@ -198,6 +156,7 @@ SAVINGS_COLUMNS = (
     "paper_k_method",
     "paper_saving",
     "seeds",
+    "seed_pairs",
     "seed_n",
     "seed_mean",
     "seed_half_width",
@@ -210,99 +169,109 @@ SAVINGS_COLUMNS = (
 )
 
 
-def _group(records: Sequence[RunRecord]) -> dict[tuple[str, str], dict[str, list[RunRecord]]]:
-    out: dict[tuple[str, str], dict[str, list[RunRecord]]] = {}
-    for r in records:
-        out.setdefault((r.task, r.family), {}).setdefault(r.method, []).append(r)
-    return out
-
-
 def _mean_steps(ks: Sequence[int | None]) -> float:
     vals = [k for k in ks if k is not None]
     return float(np.mean(vals)) if vals else math.nan
 
 
-def savings_frame(records: Sequence[RunRecord], reduction: float = 0.95, window: int = 400) -> pd.DataFrame:
-    """One row per (task, family, non-baseline method): the paper-style and the per-seed saving
-    against the family baseline (CM or Adam). Families without baseline runs get no rows."""
+def _by_method(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+    out: dict[str, list[RunRecord]] = {}
+    for r in sorted(records, key=lambda r: (M.method_sort_key(r.optimizer, r.gamma), r.seed)):
+        out.setdefault(r.method, []).append(r)
+    return out
+
+
+def savings_frame(sections: Sequence[Section], reduction: float = 0.95) -> pd.DataFrame:
+    """One row per (section, family, method other than the baseline): the paper-style saving and this
+    project's per-seed saving against the family baseline of the same protocol."""
     rows: list[dict[str, Any]] = []
-    groups = sorted(_group(records).items(), key=lambda kv: (kv[0][0], _family_rank(kv[0][1])))
-    for (task, family), methods in groups:
-        base_name = M.FAMILY_BASELINES.get(family, ("",))[0]
-        base = methods.get(base_name)
-        if not base:
-            continue
-        for method, runs in sorted(methods.items(), key=lambda kv: M.method_sort_key(*_og(kv[1]))):
-            if method == base_name:
+    for sec in sections:
+        for family in sorted(sec.protocols, key=_family_rank):
+            base_name = sec.baseline(family)
+            if base_name is None:
                 continue
-            ps = M.paper_saving([r.base_loss for r in base], [r.base_loss for r in runs], reduction, window)
-            ss = M.per_seed_saving(
-                {r.seed: r.base_loss for r in base}, {r.seed: r.base_loss for r in runs}, reduction, window
-            )
-            rows.append(
-                {
-                    "task": task,
-                    "family": family,
-                    "optimizer": runs[0].optimizer,
-                    "gamma": runs[0].gamma,
-                    "x_gamma": runs[0].x_gamma,
-                    "method": method,
-                    "baseline": base_name,
-                    "threshold": ps.threshold,
-                    "paper_k_baseline": ps.k_baseline,
-                    "paper_k_method": ps.k_method,
-                    "paper_saving": math.nan if ps.saving is None else ps.saving,
-                    "seeds": " ".join(map(str, ss.seeds)),
-                    "seed_n": ss.summary.n,
-                    "seed_mean": ss.summary.mean,
-                    "seed_half_width": ss.summary.half_width,
-                    "seed_low": ss.summary.low,
-                    "seed_high": ss.summary.high,
-                    "seed_not_reached": ss.n_not_reached,
-                    "seed_baseline_not_reached": ss.n_baseline_not_reached,
-                    "seed_steps_baseline": _mean_steps(ss.k_baseline),
-                    "seed_steps_method": _mean_steps(ss.k_method),
-                }
-            )
+            methods = _by_method([r for r in sec.records if r.family == family])
+            base = methods[base_name]
+            for method, runs in methods.items():
+                if method == base_name:
+                    continue
+                w = sec.window
+                ps = M.paper_saving([r.base_loss for r in base], [r.base_loss for r in runs], reduction, w)
+                ss = M.per_seed_saving(
+                    {r.seed: r.base_loss for r in base}, {r.seed: r.base_loss for r in runs}, reduction, w
+                )
+                rows.append(
+                    {
+                        "section": sec.key,
+                        "task": sec.task,
+                        "label": sec.label,
+                        "protocol": sec.protocols[family],
+                        "window": w,
+                        "family": family,
+                        "optimizer": runs[0].optimizer,
+                        "gamma": runs[0].gamma,
+                        "x_gamma": runs[0].x_gamma,
+                        "method": method,
+                        "baseline": base_name,
+                        "threshold": ps.threshold,
+                        "paper_k_baseline": ps.k_baseline,
+                        "paper_k_method": ps.k_method,
+                        "paper_saving": math.nan if ps.saving is None else ps.saving,
+                        "seeds": " ".join(map(str, ss.seeds)),
+                        "seed_pairs": len(ss.seeds),
+                        "seed_n": ss.summary.n,
+                        "seed_mean": ss.summary.mean,
+                        "seed_half_width": ss.summary.half_width,
+                        "seed_low": ss.summary.low,
+                        "seed_high": ss.summary.high,
+                        "seed_not_reached": ss.n_not_reached,
+                        "seed_baseline_not_reached": ss.n_baseline_not_reached,
+                        "seed_steps_baseline": _mean_steps(ss.k_baseline),
+                        "seed_steps_method": _mean_steps(ss.k_method),
+                    }
+                )
     df = pd.DataFrame(rows, columns=list(SAVINGS_COLUMNS))
     for c in ("paper_k_baseline", "paper_k_method"):
         df[c] = df[c].astype("Int64")
     return df
 
 
-def _og(runs: Sequence[RunRecord]) -> tuple[str, float]:
-    return runs[0].optimizer, runs[0].gamma
-
-
-def table1_frame(records: Sequence[RunRecord], alpha: float = 0.05) -> pd.DataFrame:
-    """Table 1 statistics (see :func:`overshoot.metrics.table1`) of the records."""
-    rows = [
-        {
-            "task": r.task,
-            "family": r.family,
-            "optimizer": r.optimizer,
-            "gamma": r.gamma,
-            "method": r.method,
-            "seed": r.seed,
-            "value": M.best_over_epochs(r.epochs, r.metric, r.metric_scale),
-            "metric": r.metric,
-        }
-        for r in records
-    ]
-    return M.table1(pd.DataFrame(rows, columns=list(M.TABLE1_INPUT)), alpha=alpha)
+def table1_frame(sections: Sequence[Section], alpha: float = 0.05) -> pd.DataFrame:
+    """Table 1 statistics (see :func:`overshoot.metrics.table1`) per section, with the section's key."""
+    frames = []
+    for sec in sections:
+        rows = [
+            {
+                "task": r.task,
+                "family": r.family,
+                "optimizer": r.optimizer,
+                "gamma": r.gamma,
+                "method": r.method,
+                "seed": r.seed,
+                "value": M.best_over_epochs(r.epochs, r.metric, r.metric_scale),
+                "metric": r.metric,
+            }
+            for r in sec.records
+        ]
+        bases = {f: sec.baselines(f) for f in sec.protocols}
+        t = M.table1(pd.DataFrame(rows, columns=list(M.TABLE1_INPUT)), alpha=alpha, baselines=bases)
+        frames.append(t.assign(section=sec.key, label=sec.label))
+    if not frames:
+        return pd.DataFrame(columns=[*M.TABLE1_COLUMNS, "section", "label"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def headline_frame(savings: pd.DataFrame, paper: bool = False) -> pd.DataFrame:
-    """Mean paper-style saving over tasks per family and gamma (the paper's headline), optionally beside
-    the paper's numbers (paper.md section 6) and the difference measured - paper."""
-    cols = ["comparison", "family", "gamma", "tasks", "tasks_not_reached", "measured"]
+    """Mean paper-style saving of the overshoot methods over the sections per family and gamma (the
+    paper's headline), optionally beside the paper's numbers (paper.md section 6) and measured - paper."""
+    cols = ["comparison", "family", "gamma", "sections", "sections_not_reached", "measured"]
     if paper:
         cols += ["paper", "difference"]
-    rows = []
     os_rows = savings[savings["optimizer"].astype(str).str.endswith("_os")]
     keys = set(zip(os_rows["family"], os_rows["gamma"], strict=True))
     if paper:
         keys |= set(PAPER_HEADLINE)
+    rows = []
     for family, gamma in sorted(keys, key=lambda k: (_family_rank(k[0]), k[1])):
         sel = os_rows[(os_rows["family"] == family) & (os_rows["gamma"] == gamma)]
         vals = sel["paper_saving"].dropna()
@@ -311,8 +280,8 @@ def headline_frame(savings: pd.DataFrame, paper: bool = False) -> pd.DataFrame:
             "comparison": COMPARISON.get(family, family),
             "family": family,
             "gamma": gamma,
-            "tasks": len(vals),
-            "tasks_not_reached": len(sel) - len(vals),
+            "sections": len(vals),
+            "sections_not_reached": len(sel) - len(vals),
             "measured": measured,
         }
         if paper:
@@ -323,19 +292,45 @@ def headline_frame(savings: pd.DataFrame, paper: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-# --------------------------------------------------------------------------------------------- display
+# --------------------------------------------------------------------------------------------- tables
 
 
-def _family_rank(family: str) -> int:
-    return list(COMPARISON).index(family) if family in COMPARISON else len(COMPARISON)
+@dataclass
+class Table:
+    """A table in two forms: ``data`` (numbers, for CSV) and ``display`` (strings, for md/tex/html).
+
+    ``marks`` holds cell marks ('bold', 'better', 'worse') by (row, column); ``groups`` the row groups of
+    a table whose rows fall into families (label, first row, last row), drawn as header rows in LaTeX;
+    ``subheader`` an optional second header line; ``section`` the section key for per-section tables."""
+
+    name: str
+    caption: str
+    data: pd.DataFrame
+    display: pd.DataFrame
+    marks: dict[tuple[int, str], set[str]] = field(default_factory=dict)
+    groups: list[tuple[str, int, int]] = field(default_factory=list)
+    subheader: list[str] | None = None
+    section: str = ""
+    heading: str = ""  # the Markdown/HTML heading (default: the caption)
+    tex_spec: str = ""  # the tabular column spec (default: text columns left, the rest right)
+
+    def mark(self, row: int, col: str, what: str) -> None:
+        self.marks.setdefault((row, col), set()).add(what)
+
+
+def signed(x: float, digits: int = 1) -> str:
+    """A number with a true minus sign (U+2212); '–' when not finite."""
+    if not math.isfinite(x):
+        return "–"
+    return f"{x:.{digits}f}".replace("-", MINUS)
 
 
 def _num(x: Any, digits: int = 1) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)) or x is pd.NA:
+    if x is None or x is pd.NA or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    return f"{float(x):.{digits}f}"
+        return f"{int(x):,}"
+    return signed(float(x), digits)
 
 
 def _decimals(half_width: float, mean: float) -> int:
@@ -348,17 +343,27 @@ def _decimals(half_width: float, mean: float) -> int:
 
 
 def format_mean_ci(mean: float, half_width: float, digits: int | None = None) -> str:
-    """'m ± h' (just 'm' without an interval, '–' without a mean)."""
+    """'m ± h' (just 'm' without an interval, '–' without a mean), with a true minus sign."""
     if not math.isfinite(mean):
         return "–"
     d = _decimals(half_width, mean) if digits is None else digits
-    return f"{mean:.{d}f} ± {half_width:.{d}f}" if math.isfinite(half_width) else f"{mean:.{d}f}"
+    if not math.isfinite(half_width):
+        return signed(mean, d)
+    return f"{signed(mean, d)} ± {half_width:.{d}f}"
+
+
+def _method_label(method: str, family_baseline: str | None = None) -> str:
+    opt, _, g = method.partition("-g")
+    label = M.method_label(opt, float(g or 0))
+    if family_baseline == method and opt.endswith("_os"):
+        label += " (= CM)" if opt == "sgd_os" else " (= AdamW)"
+    return label
 
 
 def _paper_cell(row: pd.Series) -> str:
     s = row["paper_saving"]
     if isinstance(s, float) and math.isfinite(s):
-        return f"{s:.1f}"
+        return signed(s)
     if pd.isna(row["paper_k_baseline"]):
         return "baseline " + M.NOT_REACHED
     if pd.isna(row["paper_k_method"]):
@@ -368,226 +373,373 @@ def _paper_cell(row: pd.Series) -> str:
 
 def _seed_cell(row: pd.Series) -> str:
     if row["seed_n"] == 0:
-        return "baseline " + M.NOT_REACHED if row["seed_not_reached"] == 0 else M.NOT_REACHED
+        if row["seed_pairs"] == 0:
+            return "no seed in common"
+        if row["seed_baseline_not_reached"] == row["seed_pairs"]:
+            return "baseline " + M.NOT_REACHED
+        return M.NOT_REACHED
     return format_mean_ci(row["seed_mean"], row["seed_half_width"], 1)
 
 
-def _label(optimizer: str, gamma: float) -> str:
-    return M.method_label(optimizer, gamma)
+def _windows(savings: pd.DataFrame) -> str:
+    ws = savings.drop_duplicates("section")
+    vals = sorted(set(ws["window"]))
+    if len(vals) == 1:
+        return f"{int(vals[0])}-step trailing mean"
+    return (
+        "trailing mean of "
+        + ", ".join(f"{int(w)} ({lab})" for w, lab in zip(ws["window"], ws["label"], strict=True))
+        + " steps"
+    )
 
 
-def savings_tables(savings: pd.DataFrame, reduction: float, window: int) -> list[Table]:
-    """The paper-style and the per-seed savings tables, and both savings-vs-gamma layouts."""
+def savings_tables(savings: pd.DataFrame, reduction: float, section: str) -> list[Table]:
+    """The paper-style and the per-seed savings tables of one section's rows."""
+    if savings.empty:
+        return []
     pct = f"{reduction * 100:g}%"
+    win = _windows(savings)
+    task = str(savings["label"].iloc[0])
+    method = [_method_label(m) for m in savings["method"]]
+    baseline = [_method_label(b, b) for b in savings["baseline"]]
     paper_disp = pd.DataFrame(
         {
-            "Task": savings["task"],
-            "Method": [_label(o, g) for o, g in zip(savings["optimizer"], savings["gamma"], strict=True)],
-            "Baseline": [M.DISPLAY_NAME.get(b, b) for b in savings["baseline"]],
-            "k_B (index)": savings["paper_k_baseline"].map(_num),
-            "k_O (index)": savings["paper_k_method"].map(_num),
+            "Method": method,
+            "Baseline": baseline,
+            "k_B": savings["paper_k_baseline"].map(_num),
+            "k_O": savings["paper_k_method"].map(_num),
             "Saving %": [_paper_cell(r) for _, r in savings.iterrows()],
         }
     )
     seed_disp = pd.DataFrame(
         {
-            "Task": savings["task"],
-            "Method": paper_disp["Method"],
-            "Baseline": paper_disp["Baseline"],
-            "Seeds": savings["seed_n"].map(str) + "/" + savings["seeds"].map(lambda s: str(len(s.split()))),
+            "Method": method,
+            "Baseline": baseline,
+            "Pairs": savings["seed_pairs"].map(str),
+            "Reached": savings["seed_n"].map(str),
             "Steps B": savings["seed_steps_baseline"].map(lambda x: _num(x, 0)),
             "Steps O": savings["seed_steps_method"].map(lambda x: _num(x, 0)),
-            "Saving % (95% CI)": [_seed_cell(r) for _, r in savings.iterrows()],
-            "Not reached": savings["seed_not_reached"].map(str),
+            "Saving % ± CI": [_seed_cell(r) for _, r in savings.iterrows()],
+            "O missed": savings["seed_not_reached"].map(str),
+            "B missed": savings["seed_baseline_not_reached"].map(str),
         }
     )
-    paper_cols = ["task", "family", "optimizer", "gamma", "method", "baseline", "threshold"]
-    paper_cols += ["paper_k_baseline", "paper_k_method", "paper_saving"]
-    seed_cols = [c for c in SAVINGS_COLUMNS if c.startswith("seed") or c in paper_cols[:6]]
+    paper_cols = ["section", "task", "protocol", "window", "family", "optimizer", "gamma", "method"]
+    paper_cols += ["baseline", "threshold", "paper_k_baseline", "paper_k_method", "paper_saving"]
+    seed_cols = [*paper_cols[:9], *(c for c in SAVINGS_COLUMNS if c.startswith("seed"))]
     return [
         Table(
             "savings_paper",
-            f"Step saving to {pct} loss reduction, computed as in the paper (seed-mean curve, "
-            f"{window}-step trailing mean, steps as smoothed-array indices)",
+            f"{task}: step saving to {pct} loss reduction computed as in the paper: seed-mean training loss, "
+            f"{win} (the notebook's, leaving out the window that ends at the last step), threshold "
+            f"{pct} of the baseline's reduction, k_B and k_O = first index of the smoothed curve at or "
+            "below it",
             savings[paper_cols].reset_index(drop=True),
             paper_disp.reset_index(drop=True),
+            section=section,
         ),
         Table(
             "savings_per_seed",
-            f"Step saving to {pct} loss reduction per seed (paired by seed, real steps at the window's end), "
-            "mean ± 95% t-interval over seeds where both reached it",
+            f"{task}: step saving to {pct} loss reduction per seed (this project's variant, not the "
+            f"paper's): each seed's run against the same seed's baseline, {win}, steps counted at the "
+            "window's end; "
+            "mean ± 95% t-interval over the seeds where both reached the baseline's threshold (Reached, of "
+            "Pairs); O missed / B missed: seeds where the method / the baseline never reached it",
             savings[seed_cols].reset_index(drop=True),
             seed_disp.reset_index(drop=True),
+            section=section,
         ),
-        _vs_gamma(savings, "paper", f"Saving % to {pct} loss reduction vs gamma, paper-style"),
-        _vs_gamma(savings, "seed", f"Saving % to {pct} loss reduction vs gamma, per-seed mean ± 95% CI"),
     ]
 
 
-def _vs_gamma(savings: pd.DataFrame, kind: str, title: str) -> Table:
-    """Rows (family, task) plus a mean-over-tasks row per family; columns: the second baseline, then gamma."""
+def vs_gamma_table(savings: pd.DataFrame, kind: str, reduction: float) -> Table | None:
+    """Savings vs gamma: rows (family, section), plus a mean row per family over several sections;
+    columns: the second baseline (NAG or NAdam at gamma = mu or b1), then each gamma."""
+    if savings.empty:
+        return None
+    pct = f"{reduction * 100:g}%"
+    value = "paper_saving" if kind == "paper" else "seed_mean"
+    is_os = savings["optimizer"].astype(str).str.endswith("_os")
+    gammas = sorted(set(savings.loc[is_os, "gamma"]))
+    rows = savings.assign(
+        column=np.where(is_os, savings["gamma"].map(lambda g: f"γ={g:g}"), "NAG / NAdam"),
+        cell=[(_paper_cell(r) if kind == "paper" else _seed_cell(r)) for _, r in savings.iterrows()],
+        fam=savings["family"].map(lambda f: str(M.FAMILY_LABEL.get(f, f)) + " family"),
+    )
+    columns = ["NAG / NAdam", *(f"γ={g:g}" for g in gammas)]
+    disp = rows.pivot_table(
+        index=["fam", "label"], columns="column", values="cell", aggfunc="first", sort=False
+    )
+    disp = disp.reindex(columns=[c for c in columns if c in disp.columns]).fillna("–")
+    if savings["section"].nunique() > 1:
+        means = rows.groupby(["fam", "column"], sort=False)[value].agg(["mean", "count", "size"])
+        for fam in rows["fam"].unique():
+            cells = {}
+            for col in disp.columns:
+                if (fam, col) in means.index:
+                    m = means.loc[(fam, col)]
+                    n, size = int(m["count"]), int(m["size"])
+                    cells[col] = f"{signed(float(m['mean']))} ({n}/{size} sections)" if n else "–"
+            disp.loc[(fam, "mean over sections"), :] = pd.Series(cells)
+        disp = disp.sort_index(
+            level=0, key=lambda idx: idx.map(lambda f: f != "SGD family"), sort_remaining=False
+        )
+    disp = disp.fillna("–").reset_index().rename(columns={"fam": "Family", "label": "Task"})
+    disp.columns.name = None
+    data = rows[["section", "task", "family", "method", "x_gamma", value, "seed_half_width"]].rename(
+        columns={"x_gamma": "gamma", value: "saving"}
+    )
+    if kind == "paper":
+        data = data.drop(columns="seed_half_width")
     name = "savings_vs_gamma" if kind == "paper" else "savings_vs_gamma_per_seed"
-    value_col = "paper_saving" if kind == "paper" else "seed_mean"
-    gammas = (
-        sorted(set(savings.loc[savings["optimizer"].str.endswith("_os"), "gamma"])) if len(savings) else []
-    )
-    headers = ["Family", "Task", "NAG / NAdam", *(f"γ={g:g}" for g in gammas)]
-    disp_rows: list[list[str]] = []
-    data_rows: list[dict[str, Any]] = []
-    for family in sorted(set(savings["family"]), key=_family_rank):
-        fam = savings[savings["family"] == family]
-        second = M.FAMILY_BASELINES.get(family, ("", ""))[1]
-        for task in sorted(set(fam["task"])):
-            t = fam[fam["task"] == task]
-            cells = [M.FAMILY_LABEL.get(family, family) + " family", task]
-            for col in [second, *gammas]:
-                sel = (
-                    t[t["optimizer"] == col]
-                    if isinstance(col, str)
-                    else t[t["optimizer"].str.endswith("_os") & (t["gamma"] == col)]
-                )
-                if sel.empty:
-                    cells.append("–")
-                    continue
-                row = sel.iloc[0]
-                cells.append(_paper_cell(row) if kind == "paper" else _seed_cell(row))
-                data_rows.append(
-                    {
-                        "family": family,
-                        "task": task,
-                        "method": row["method"],
-                        "gamma": row["x_gamma"],
-                        "saving": row[value_col],
-                        **({"half_width": row["seed_half_width"]} if kind == "seed" else {}),
-                    }
-                )
-            disp_rows.append(cells)
-        cells = [M.FAMILY_LABEL.get(family, family) + " family", "mean over tasks"]
-        for col in [second, *gammas]:
-            sel = (
-                fam[fam["optimizer"] == col]
-                if isinstance(col, str)
-                else fam[fam["optimizer"].str.endswith("_os") & (fam["gamma"] == col)]
-            )
-            vals = sel[value_col].dropna()
-            cells.append(f"{vals.mean():.1f} ({len(vals)}/{len(sel)} tasks)" if len(vals) else "–")
-        disp_rows.append(cells)
-    return Table(name, title, pd.DataFrame(data_rows), pd.DataFrame(disp_rows, columns=headers))
+    how = "paper-style" if kind == "paper" else "per-seed mean ± 95% t-interval (this project's variant)"
+    return Table(name, f"Step saving % to {pct} loss reduction vs γ, {how}; {_windows(savings)}", data, disp)
 
 
-def table1_table(t1: pd.DataFrame, records: Sequence[RunRecord]) -> Table:
-    """Table 1 wide: one row per task, one column per method; bold = best in family, star = p < alpha."""
-    methods = sorted({(r.optimizer, r.gamma) for r in records}, key=lambda m: M.method_sort_key(*m))
-    labels = [_label(o, g) for o, g in methods]
-    scale = {r.task: (r.metric, r.metric_scale) for r in records}
-    rows: list[list[str]] = []
-    bold: set[tuple[int, str]] = set()
-    star: set[tuple[int, str]] = set()
-    for i, task in enumerate(sorted(set(t1["task"]))):
-        metric, sc = scale.get(task, ("accuracy", 1.0))
-        what = ("test accuracy" if metric == "accuracy" else "test loss") + ("" if sc == 1 else f" ×{sc:g}")
-        cells = [task, what]
-        for (opt, gamma), label in zip(methods, labels, strict=True):
-            sel = t1[(t1["task"] == task) & (t1["optimizer"] == opt) & (t1["gamma"] == gamma)]
-            if sel.empty:
-                cells.append("–")
-                continue
-            row = sel.iloc[0]
-            cells.append(format_mean_ci(row["mean"], row["half_width"]))
-            if row["best"]:
-                bold.add((i, label))
-            if row["star"]:
-                star.add((i, label))
-        rows.append(cells)
-    disp = pd.DataFrame(rows, columns=["Task", "Metric", *labels])
-    return Table(
+def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) -> Table | None:
+    """Table 1, one column per section (task), one row per method under its family's header."""
+    if t1.empty:
+        return None
+    sub = []
+    for s in sections:
+        r = s.records[0]
+        if r.metric == "accuracy":  # shown in percent; the CSV keeps the run's own scale
+            sub.append("test acc. %")
+        else:
+            what = "test MSE" if s.task == "housing" else "test loss"
+            sub.append(what + ("" if r.metric_scale == 1 else f" ×{r.metric_scale:g}"))
+    pct = {s.key: 100.0 if s.records[0].metric == "accuracy" else 1.0 for s in sections}
+    table = Table(
         "table1",
-        "Table 1: best test metric over epochs, mean ± 95% t-interval over seeds; bold = best in family, "
-        "* = paired t-test (by seed) against the better family baseline rejects equality",
+        "Best test metric over epochs (higher accuracy, lower loss is better; accuracy in %), mean ± 95% "
+        "t-interval over "
+        f"seeds; bold: best of its family; {BETTER} / {WORSE}: significantly better / worse than the "
+        f"better of the family's two baselines (two-sided paired t-test by seed, α = {alpha:g})",
         t1.reset_index(drop=True),
-        disp,
-        bold,
-        star,
+        pd.DataFrame(),
+        subheader=["", *sub],
+        heading="Table 1: best test metric",
     )
+    scale = t1["section"].map(pct)
+    long = t1.assign(
+        row=[M.method_sort_key(o, g) for o, g in zip(t1["optimizer"], t1["gamma"], strict=True)],
+        cell=[
+            format_mean_ci(m, h) for m, h in zip(t1["mean"] * scale, t1["half_width"] * scale, strict=True)
+        ],
+        mark=[
+            {w for w, on in (("bold", b), ("better", u), ("worse", d)) if on}
+            for b, u, d in zip(t1["best"], t1["better"], t1["worse"], strict=True)
+        ],
+    )
+    cells = long.pivot_table(index="row", columns="section", values="cell", aggfunc="first")
+    marks = long.pivot_table(index="row", columns="section", values="mark", aggfunc="first")
+    keys = [s.key for s in sections]
+    cells, marks = cells.reindex(columns=keys).sort_index(), marks.reindex(columns=keys).sort_index()
+    rows = long.drop_duplicates("row").set_index("row").sort_index()
+    disp = cells.fillna("–").set_axis([s.label for s in sections], axis=1)
+    disp.insert(
+        0, "Method", [M.method_label(o, g) for o, g in zip(rows["optimizer"], rows["gamma"], strict=True)]
+    )
+    table.display = disp.reset_index(drop=True)
+    for i, row_marks in enumerate(marks.itertuples(index=False)):
+        for sec, m in zip(sections, row_marks, strict=True):
+            for what in m if isinstance(m, set) else ():
+                table.mark(i, sec.label, what)
+    families = rows["optimizer"].map(lambda o: M.FAMILY_OF.get(o, o)).to_numpy()
+    for family in sorted(set(families), key=_family_rank):
+        idx = np.flatnonzero(families == family)
+        table.groups.append((M.FAMILY_LABEL.get(family, family) + " family", int(idx[0]), int(idx[-1])))
+    return table
 
 
-def headline_table(head: pd.DataFrame, paper: bool) -> Table:
+def headline_table(head: pd.DataFrame, paper: bool) -> Table | None:
+    if head.empty:
+        return None
     disp = pd.DataFrame(
         {
             "Comparison": head["comparison"],
             "γ": head["gamma"].map(lambda g: f"{g:g}"),
-            "Tasks": head["tasks"].map(str),
+            "Sections": head["sections"].map(str),
             "Measured %": head["measured"].map(_num),
         }
     )
     if paper:
         disp["Paper %"] = head["paper"].map(lambda x: _num(x, 2))
-        disp["Difference"] = head["difference"].map(lambda x: "–" if not math.isfinite(x) else f"{x:+.1f}")
-    title = "Headline: mean paper-style saving over the tasks measured" + (
-        " beside the paper's numbers (the mean over its 7 tasks)" if paper else ""
+        disp["Difference"] = head["difference"].map(
+            lambda x: "–" if not math.isfinite(x) else ("+" if x >= 0 else "") + signed(x)
+        )
+    caption = "Headline: mean paper-style step saving over the task sections measured" + (
+        " beside the paper's (the mean over its 7 tasks, paper section 6)" if paper else ""
     )
-    return Table("headline", title, head, disp)
+    return Table("headline", caption, head, disp)
 
 
-def _device_label(info: dict[str, Any]) -> str:
-    """run.json's device, with the CPU threads the run trained on where it recorded them."""
-    dev, threads = str(info.get("device") or "?"), info.get("cpu_threads")
-    if dev.startswith("cpu") and threads and "thread" not in dev:  # older runs put them in the device
-        dev += f", {threads} thread{'s' if threads != 1 else ''}"
-    return dev
+def _hp(r: RunRecord, key: str) -> str:
+    """A hyperparameter of a run as shown in the protocol table ('–' when the config lacks it)."""
+    v = (r.config.get("hparams") or {}).get(key)
+    if v is None:
+        return "–"
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def provenance_table(records: Sequence[RunRecord]) -> Table:
-    """Where and with which versions the runs used ran: one row per (device, versions, git revision)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for r in records:
-        info = json.loads((r.path / "run.json").read_text())
-        v = info.get("versions") or {}
-        fields = [_device_label(info), v.get("torch"), v.get("python"), v.get("overshoot")]
-        fields.append(info.get("git_rev"))
-        key = tuple(str(x or "?") for x in fields)
-        groups.setdefault(key, []).append(info)
-    rows = [
-        {
-            "Device": k[0],
-            "torch": k[1],
-            "Python": k[2],
-            "overshoot-bench": k[3],
-            "git revision": k[4][:12] + ("-dirty" if k[4].endswith("-dirty") else ""),
-            "Runs": len(infos),
-            "From": min(str(i.get("started", "?")) for i in infos)[:16],
-            "To": max(str(i.get("ended", "?")) for i in infos)[:16],
-        }
-        for k, infos in sorted(groups.items())
-    ]
+def _seed_list(seeds: Sequence[int]) -> str:
+    s = sorted(set(seeds))
+    if len(s) > 3 and all(b - a == s[1] - s[0] for a, b in itertools.pairwise(s)):
+        return f"{len(s)} ({s[0]}, {s[1]}, …, {s[-1]})"
+    return f"{len(s)} (" + ", ".join(map(str, s)) + ")"
+
+
+def protocol_table(sections: Sequence[Section], reduction: float) -> Table:
+    """What produced the numbers: per section and family, the settings every run there shares."""
+    rows = []
+    for sec in sections:
+        for family in sorted(sec.protocols, key=_family_rank):
+            recs = [r for r in sec.records if r.family == family]
+            r = recs[0]
+            steps = sorted({x.steps for x in recs})
+            betas = f"β1 {_hp(r, 'momentum')}, β2 {_hp(r, 'beta2')}" if family == "adam" else None
+            rows.append(
+                {
+                    "section": sec.key,
+                    "Task": sec.label,
+                    "Family": M.FAMILY_LABEL.get(family, family),
+                    "Protocol": sec.protocols[family],
+                    "Steps": "/".join(f"{s:,}" for s in steps),
+                    "Epochs": _hp(r, "epochs"),
+                    "Max steps": str(r.config.get("max_steps") or "–"),
+                    "Batch": _hp(r, "batch_size"),
+                    "lr": _hp(r, "lr"),
+                    "Momentum": betas or f"μ {_hp(r, 'momentum')}",
+                    "Weight decay": _hp(r, "weight_decay"),
+                    "Schedule": _hp(r, "schedule"),
+                    "Preset": r.config.get("preset", "–"),
+                    "Delay": _hp(r, "delay") if family == "adam" else "–",
+                    "Precision": r.config.get("precision", "–"),
+                    "Methods": ", ".join(_method_label(m, sec.baseline(family)) for m in _by_method(recs)),
+                    "Seeds": _seed_list([x.seed for x in recs]),
+                    "Runs": len(recs),
+                    "Window": f"{sec.window}" + (" (shrunk)" if sec.window_note else ""),
+                    "Reduction": f"{reduction * 100:g}%",
+                }
+            )
     df = pd.DataFrame(rows)
-    title = "Provenance: the devices and versions the runs used ran on"
-    return Table("provenance", title, df, df.astype(str))
+    disp = df.drop(columns=["section"]).set_index(["Task", "Family"]).T
+    disp.columns = [f"{t}, {f} family" for t, f in disp.columns]
+    disp = disp.astype(str).rename_axis("Setting").reset_index()
+    return Table(
+        "protocol",
+        "Protocol: the settings shared by every run compared in each task section and family (seeds and "
+        "the method's optimizer and γ aside), the smoothing window and the loss reduction of the savings",
+        df,
+        disp,
+        tex_spec="l" * len(disp.columns),
+    )
 
 
-def excluded_table(left_out: pd.DataFrame) -> Table:
-    disp = left_out.rename(columns={"path": "Run", "status": "Status", "reason": "Reason"})
-    return Table("excluded_runs", "Runs left out", left_out, disp)
+def provenance_table(scan_: Scan, used: Sequence[RunRecord]) -> tuple[Table, str]:
+    """Where and with which versions the runs used ran: one row per (device, versions, git revision), the
+    CPU threads listed per row, dirty revisions flagged; and a one-line summary."""
+    paths = {str(r.path) for r in used}
+    t = scan_.table[scan_.table["path"].isin(paths)].copy()
+    t["git_rev"] = t["git_rev"].fillna("unknown")
+    for c in ("torch", "python", "overshoot", "device"):
+        t[c] = t[c].fillna("?").astype(str)
+    g = t.groupby(["device", "torch", "python", "overshoot", "git_rev", "dirty"], sort=True, dropna=False)
+    data = g.agg(
+        threads=("cpu_threads", lambda s: ", ".join(str(int(x)) for x in sorted(set(s.dropna())))),
+        runs=("path", "size"),
+        started=("started", "min"),
+        ended=("ended", "max"),
+    ).reset_index()
+    disp = pd.DataFrame(
+        {
+            "Device": data["device"],
+            "Threads": data["threads"].replace("", "–"),
+            "torch": data["torch"],
+            "Python": data["python"],
+            "Package": data["overshoot"],
+            "Revision": [r + ("*" if d else "") for r, d in zip(data["git_rev"], data["dirty"], strict=True)],
+            "Runs": data["runs"].map(str),
+            "Trained (UTC)": [_span(a, b) for a, b in zip(data["started"], data["ended"], strict=True)],
+        }
+    )
+    revs = data.drop_duplicates("git_rev")
+    n_dirty = int(revs["dirty"].sum())
+    devices = sorted(set(data["device"]))
+    summary = (
+        f"{len(used)} runs on {len(devices)} device{'s' if len(devices) != 1 else ''} "
+        f"({'; '.join(devices)}), "
+        f"{len(revs)} code revision{'s' if len(revs) != 1 else ''}"
+        + (f", {n_dirty} of them dirty (uncommitted changes)" if n_dirty else "")
+    )
+    caption = (
+        "Provenance: the devices, versions (Package: overshoot-bench) and code revisions of the runs used"
+    )
+    if n_dirty:
+        caption += "; * = dirty: trained from a checkout with uncommitted changes"
+    return Table("provenance", caption, data, disp), summary
+
+
+def _span(start: Any, end: Any) -> str:
+    """'2026-12-01 09:35 – 09:37' (the date once when both ends share it); '?' for a missing end."""
+
+    def minute(t: Any) -> str:
+        return t[:16].replace("T", " ") if isinstance(t, str) and t else "?"
+
+    a, b = minute(start), minute(end)
+    return f"{a} – {b[11:] if len(b) > 11 and a[:10] == b[:10] else b}"
+
+
+def _relative(paths: pd.Series, roots: Sequence[Path]) -> list[str]:
+    out = []
+    for p in paths:
+        rel = str(p)
+        for root in roots:
+            try:
+                rel = str(Path(p).relative_to(root.resolve()))
+                break
+            except ValueError:
+                continue
+        out.append(rel)
+    return out
+
+
+def excluded_table(left_out: pd.DataFrame, roots: Sequence[Path] = ()) -> Table | None:
+    if left_out.empty:
+        return None
+    disp = left_out.assign(path=_relative(left_out["path"], roots))
+    disp = disp.rename(columns={"path": "Run", "status": "Status", "file": "File", "reason": "Reason"})
+    t = Table("excluded_runs", "Runs left out, with the file and the reason", left_out, disp.astype(str))
+    t.tex_spec = "lllp{2.6in}"
+    return t
 
 
 # --------------------------------------------------------------------------------------------- rendering
 
 
+def _cell_md(t: Table, i: int, c: str, v: Any) -> str:
+    s = str(v).replace("|", "\\|")
+    marks = t.marks.get((i, c), set())
+    if "bold" in marks:
+        s = f"**{s}**"
+    if "better" in marks:
+        s += " " + BETTER
+    if "worse" in marks:
+        s += " " + WORSE
+    return s
+
+
 def to_markdown(table: Table) -> str:
-    """A GitHub Markdown table of ``table.display`` (bold as **x**, star as x\\*)."""
+    """A GitHub Markdown table of ``table.display`` (bold as **x**, significance as ↑ / ↓)."""
     cols = [str(c) for c in table.display.columns]
-
-    def cell(i: int, c: str, v: Any) -> str:
-        s = str(v).replace("|", "\\|")
-        if (i, c) in table.bold:
-            s = f"**{s}**"
-        if (i, c) in table.star:
-            s += "\\*"
-        return s
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    head = cols
+    if table.subheader:
+        head = [f"{c} ({s})" if s else c for c, s in zip(cols, table.subheader, strict=True)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for i, row in enumerate(table.display.itertuples(index=False)):
-        lines.append("| " + " | ".join(cell(i, c, v) for c, v in zip(cols, row, strict=True)) + " |")
+        lines.append(
+            "| " + " | ".join(_cell_md(table, i, c, v) for c, v in zip(cols, row, strict=True)) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -604,61 +756,92 @@ _TEX = {
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
     "γ": r"$\gamma$",
+    "α": r"$\alpha$",
+    "β": r"$\beta$",
+    "μ": r"$\mu$",
     "×": r"$\times$",
     "–": "--",
+    MINUS: r"$-$",
+    BETTER: r"$\uparrow$",
+    WORSE: r"$\downarrow$",
+    "…": r"\ldots{}",
 }
 
 
 def tex_escape(s: str) -> str:
-    """``s`` with LaTeX special characters escaped and ±, γ, × as math."""
-    return "".join(_TEX.get(ch, ch) for ch in s)
+    """``s`` with LaTeX special characters escaped and ±, γ, ×, −, ↑, ↓ as math."""
+    parts = re.split(r"\b(k_[BO])\b", s)  # the paper's step counts k_B, k_O as math
+    out = "".join(f"${p}$" if i % 2 else "".join(_TEX.get(ch, ch) for ch in p) for i, p in enumerate(parts))
+    return re.sub(r"(?<!\\)\$\$", "", out)
 
 
-def to_latex(table: Table) -> str:
-    """A booktabs ``table`` environment of ``table.display`` (bold as \\textbf, star as $^*$)."""
+def _slug(s: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in s.lower()).strip("-")
+
+
+def _tex_width(cols: Sequence[str], display: pd.DataFrame) -> float:
+    """Rough width in inches of the table at \\small with 4pt column separation."""
+    widths = []
+    for j, c in enumerate(cols):
+        cells = [str(c), *(str(v) for v in display.iloc[:, j])]
+        widths.append(max(len(x) for x in cells) * 0.075 + 0.11)
+    return sum(widths)
+
+
+def to_latex(table: Table, label: str) -> str:
+    """A booktabs table of ``table.display`` with caption and ``\\label{label}``: ``table`` when it fits
+    a column of a two-column paper, else ``table*``; family row groups as \\multicolumn headers with a
+    \\cmidrule; bold as \\textbf, significance as $\\uparrow$ / $\\downarrow$."""
     cols = [str(c) for c in table.display.columns]
-    spec = "ll" + "r" * max(0, len(cols) - 2)
+    n = len(cols)
+    width = _tex_width(cols, table.display)
+    env = "table" if width <= 3.3 else "table*"
+    size = r"\small" if width <= 6.9 else r"\footnotesize"
+    spec = "l" * min(n, 2 if table.name not in ("table1", "protocol") else 1)
+    spec = table.tex_spec or spec + "r" * (n - len(spec))
     lines = [
-        r"\begin{table}[t]",
+        rf"\begin{{{env}}}[t]",
         r"\centering",
-        r"\caption{" + tex_escape(table.title) + "}",
-        r"\label{tab:" + table.name.replace("_", "-") + "}",
-        r"\begin{tabular}{" + spec[: len(cols)] + "}",
+        size,
+        r"\setlength{\tabcolsep}{" + ("3pt" if table.name == "table1" else "4pt") + "}",
+        r"\caption{" + tex_escape(table.caption) + "}",
+        r"\label{" + label + "}",
+        r"\begin{tabular}{" + spec + "}",
         r"\toprule",
         " & ".join(tex_escape(c) for c in cols) + r" \\",
-        r"\midrule",
     ]
+    if table.subheader:
+        lines.append(" & ".join(r"{\scriptsize " + tex_escape(s) + "}" for s in table.subheader) + r" \\")
+    lines.append(r"\midrule")
+    starts = {g[1]: g for g in table.groups}
     for i, row in enumerate(table.display.itertuples(index=False)):
+        if i in starts:
+            if i > 0:
+                lines.append(r"\addlinespace")
+            lines.append(rf"\multicolumn{{{n}}}{{l}}{{\textit{{{tex_escape(starts[i][0])}}}}} \\")
+            lines.append(rf"\cmidrule(lr){{1-{n}}}")
         cells = []
         for c, v in zip(cols, row, strict=True):
             s = tex_escape(str(v))
-            if (i, c) in table.bold:
+            if table.name == "table1":  # the interval in a smaller size: seven tasks fit the text width
+                s = s.replace(r" $\pm$ ", r"{\scriptsize${}\pm{}$", 1) + ("}" if " ± " in str(v) else "")
+            marks = table.marks.get((i, c), set())
+            if "bold" in marks:
                 s = r"\textbf{" + s + "}"
-            if (i, c) in table.star:
-                s += r"$^{*}$"
+            if "better" in marks:
+                s += r"$^{\uparrow}$"
+            if "worse" in marks:
+                s += r"$^{\downarrow}$"
             cells.append(s)
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\end{{{env}}}"]
     return "\n".join(lines) + "\n"
 
 
-def write_tables(tables: Sequence[Table], out: Path, formats: Sequence[str]) -> list[Path]:
-    """Write each table once per format as ``<out>/<name>.<fmt>`` (atomically); the written paths."""
-    written = []
-    for t in tables:
-        for fmt in formats:
-            if fmt == "md":
-                text = f"## {t.title}\n\n" + to_markdown(t)
-            elif fmt == "tex":
-                text = to_latex(t)
-            elif fmt == "csv":
-                text = t.data.to_csv(index=False)
-            else:
-                raise ReportError(f"unknown format {fmt!r}: use any of {','.join(FORMATS)}")
-            path = out / f"{t.name}.{fmt}"
-            atomic_write_text(path, text)
-            written.append(path)
-    return written
+def tex_label(table: Table, report_key: str) -> str:
+    """A label unique within a report: the table's name, then its section (task and protocols) or, for a
+    table over the whole report, the report's tasks and protocol digest."""
+    return "tab:" + _slug(table.name) + "-" + (table.section or report_key)
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -666,45 +849,220 @@ def write_tables(tables: Sequence[Table], out: Path, formats: Sequence[str]) -> 
 
 @dataclass
 class Report:
-    """Everything the report computed: the tables in print order, and the inputs of the figures."""
+    """Everything the report computed: the tables, the sections and the inputs of the figures."""
 
     tables: list[Table]
+    sections: list[Section]
     records: list[RunRecord]
     savings: pd.DataFrame
     left_out: pd.DataFrame
+    scan: Scan
+    provenance: str
+    headline: Table | None
+    protocol: Table
+    key: str  # the report's tasks and a digest of its sections, for LaTeX labels
+    window: int
+    reduction: float
 
 
 def build_report(
-    runs: Sequence[Run],
+    runs: Scan | Sequence[Any],
     reduction: float = 0.95,
     window: int = 400,
     alpha: float = 0.05,
     paper: bool = False,
+    protocols: Sequence[str] = (),
+    roots: Sequence[Path] = (),
 ) -> Report:
-    """All tables of the report from ``runs`` (raises ReportError when no run is usable)."""
-    records, left_out = load_records(runs)
+    """All tables of the report from a :class:`~overshoot.results.Scan` (or what :func:`scan` takes);
+    ``protocols`` keeps only runs whose protocol id starts with one of them. Raises ReportError when no
+    run is usable."""
+    sc = runs if isinstance(runs, Scan) else scan(runs)
+    records = sc.records
+    if protocols:
+        known = sorted({r.protocol for r in records})
+        records = [r for r in records if any(r.protocol.startswith(p) for p in protocols)]
+        if not records:
+            raise ReportError(
+                f"no usable run has protocol {','.join(protocols)}: "
+                f"the store holds {', '.join(known) or 'none'}"
+            )
     if not records:
-        raise ReportError(f"none of the {len(runs)} runs found is completed: nothing to report")
-    savings = savings_frame(records, reduction, window)
-    tables = [
-        table1_table(table1_frame(records, alpha), records),
-        *savings_tables(savings, reduction, window),
-        headline_table(headline_frame(savings, paper), paper),
-        provenance_table(records),
-        excluded_table(left_out),
+        counts = sc.table["status"].value_counts()
+        what = ", ".join(f"{n} {st}" for st, n in counts.items())
+        raise ReportError(
+            f"none of the {len(sc.table)} runs found is completed with intact logs ({what}): "
+            "nothing to report"
+        )
+    sections = sections_of(records, window)
+    savings = savings_frame(sections, reduction)
+    key = (
+        "-".join(sorted({s.task for s in sections}))
+        + "-"
+        + hashlib.sha256(" ".join(s.key for s in sections).encode()).hexdigest()[:6]
+    )
+    protocol = protocol_table(sections, reduction)
+    prov, prov_summary = provenance_table(sc, records)
+    head = headline_table(headline_frame(savings, paper), paper)
+    tables: list[Table] = [protocol, prov]
+    if head is not None:
+        tables.append(head)
+    t1 = table1_table(table1_frame(sections, alpha), sections, alpha)
+    if t1 is not None:
+        tables.append(t1)
+    for sec in sections:
+        tables += savings_tables(savings[savings["section"] == sec.key], reduction, sec.key)
+    for kind in ("paper", "seed"):
+        vg = vs_gamma_table(savings, kind, reduction)
+        if vg is not None:
+            tables.append(vg)
+    ex = excluded_table(sc.left_out, roots)
+    if ex is not None:
+        tables.append(ex)
+    return Report(
+        tables,
+        sections,
+        records,
+        savings,
+        sc.left_out,
+        sc,
+        prov_summary,
+        head,
+        protocol,
+        key,
+        window,
+        reduction,
+    )
+
+
+def _notes(report: Report) -> list[str]:
+    notes = []
+    for sec in report.sections:
+        if sec.window_note:
+            notes.append(f"{sec.label}: {sec.window_note}.")
+        lengths = sorted({r.steps for r in sec.records})
+        if len(lengths) > 1:
+            notes.append(
+                f"{sec.label}: runs of one protocol differ in length ({', '.join(map(str, lengths))} steps): "
+                "the paper-style seed-mean curves are cut to the shortest run of each method."
+            )
+        for family in sorted(sec.protocols, key=_family_rank):
+            base = sec.baseline(family)
+            fam = M.FAMILY_LABEL.get(family, family)
+            if base is None:
+                notes.append(
+                    f"{sec.label}: the {fam} family has no baseline run (CM/AdamW or γ=0) in protocol "
+                    f"{sec.protocols[family]}: no savings for it "
+                    f"(add optimizer={M.FAMILY_BASELINES[family][0]} runs)."
+                    if family in M.FAMILY_BASELINES
+                    else f"{sec.label}: family {family} has no known baseline."
+                )
+            elif base.endswith("-g0"):
+                notes.append(
+                    f"{sec.label}: {_method_label(base, base)} is the {fam} family's baseline "
+                    "(no CM/AdamW run)."
+                )
+    tasks = pd.Series([s.task for s in report.sections]).value_counts()
+    for task, n in tasks.items():
+        if n > 1:
+            notes.append(
+                f"{task_label(str(task))} has {n} protocols: one section each, compared only within it "
+                "(pick one with --protocol ID)."
+            )
+    return notes
+
+
+def render_markdown(report: Report, figures: Sequence[Path] = ()) -> str:
+    """The whole report as one Markdown document: summary, protocol, provenance, headline, Table 1, then
+    one part per section with its savings tables, the savings vs gamma, the ``figures`` (paths relative
+    to the report) with their captions and the runs left out."""
+    used, out_n = len(report.records), len(report.left_out)
+    parts = [
+        "# overshoot-bench report\n",
+        f"{used} completed runs used, {out_n} left out; {len(report.sections)} task section"
+        f"{'s' if len(report.sections) != 1 else ''}. {report.provenance}.\n",
     ]
-    return Report(tables, records, savings, left_out)
-
-
-def render_markdown(report: Report) -> str:
-    """The whole report as one Markdown document."""
-    parts = ["# overshoot-bench report\n", f"{len(report.records)} completed runs used.\n"]
+    notes = _notes(report)
+    if notes:
+        parts.append("\n".join(f"- {n}" for n in notes) + "\n")
+    by_section: dict[str, list[Table]] = {}
     for t in report.tables:
-        if t.name == "excluded_runs" and t.display.empty:
-            parts.append("## Runs left out\n\nnone\n")
+        if t.section:
+            by_section.setdefault(t.section, []).append(t)
+    for t in report.tables:
+        if t.section or t.name == "excluded_runs":
             continue
-        parts.append(f"## {t.title}\n\n" + to_markdown(t))
+        parts.append(
+            f"## {t.heading or t.caption}\n\n"
+            + ("" if not t.heading else t.caption + ".\n\n")
+            + to_markdown(t)
+        )
+        if t.name == "table1":
+            for sec in report.sections:
+                if sec.key in by_section:
+                    parts.append(f"## {sec.label}: savings (protocol {', '.join(sec.protocols.values())})\n")
+                    for st in by_section[sec.key]:
+                        parts.append(f"### {st.caption}\n\n" + to_markdown(st))
+    ex = [t for t in report.tables if t.name == "excluded_runs"]
+    if figures:
+        caps = figure_captions(report)
+        parts.append("## Figures\n")
+        for f in figures:
+            parts.append(
+                f"![{f.stem}]({f.as_posix()})\n\n{caps.get(f.stem, f.stem)} (PDF: {f.with_suffix('.pdf')})\n"
+            )
+    parts.append("## Runs left out\n\n" + (to_markdown(ex[0]) if ex else "none\n"))
     return "\n".join(parts)
+
+
+def write_tables(report: Report, out: Path, formats: Sequence[str]) -> list[Path]:
+    """Write each table once per format as ``<out>/<name>.<fmt>`` (atomically; per-section tables of one
+    name go in one file, a LaTeX table each); the written paths. Empty tables are not written."""
+    written = []
+    names: dict[str, list[Table]] = {}
+    for t in report.tables:
+        if not t.display.empty:
+            names.setdefault(t.name, []).append(t)
+    for name, ts in names.items():
+        for fmt in formats:
+            if fmt == "md":
+                text = "\n".join(f"## {t.caption}\n\n" + to_markdown(t) for t in ts)
+            elif fmt == "tex":
+                text = "\n".join(to_latex(t, tex_label(t, report.key)) for t in ts)
+            elif fmt == "csv":
+                text = pd.concat([t.data for t in ts], ignore_index=True).to_csv(index=False)
+            else:
+                continue
+            path = out / f"{name}.{fmt}"
+            atomic_write_text(path, text)
+            written.append(path)
+    return written
+
+
+def terminal_summary(report: Report, out: Path, n_files: int) -> str:
+    """What the terminal shows: the headline, the protocols in brief, the notes and where the files went."""
+    lines = [
+        f"{len(report.records)} completed runs used, {len(report.left_out)} left out; {report.provenance}.",
+        "",
+    ]
+    if report.headline is not None:
+        lines += [report.headline.caption + ":", to_markdown(report.headline)]
+    lines.append("Protocols:")
+    for _, row in report.protocol.data.iterrows():
+        lines.append(
+            f"  {row['Task']}, {row['Family']} family, protocol {row['Protocol']}: {row['Steps']} steps, "
+            f"batch {row['Batch']}, "
+            f"lr {row['lr']}, {row['Momentum']}, wd {row['Weight decay']}, {row['Schedule']}, preset "
+            f"{row['Preset']}, seeds {row['Seeds']}, window {row['Window']}"
+        )
+    notes = _notes(report)
+    if notes:
+        lines += ["", *notes]
+    if len(report.left_out):
+        lines.append(f"{len(report.left_out)} runs left out: see excluded_runs.md")
+    opened = [f for f in ("report.html", "report.md") if (out / f).exists()]
+    lines += ["", f"Wrote {n_files} files to {out}/" + (f" (open {' or '.join(opened)})" if opened else "")]
+    return "\n".join(lines)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -719,20 +1077,28 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("runs", nargs="*", default=["runs"], help="run store directories (default: runs)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: <first RUNS>/report)")
-    p.add_argument("--format", default="md,csv,tex", help="comma-separated subset of md,csv,tex")
+    p.add_argument("--format", default="md,csv,tex,html", help="comma-separated subset of md,csv,tex,html")
     p.add_argument(
         "--paper", action="store_true", help="show the paper's headline numbers and the difference"
     )
     p.add_argument("--reduction", type=float, default=95.0, help="loss reduction in percent (default 95)")
-    p.add_argument("--window", type=int, default=400, help="trailing-mean window in steps (default 400)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=400,
+        help="trailing-mean window in steps (default 400, the paper's; "
+        f"at most 1/{WINDOW_FRACTION} of a section's shortest run)",
+    )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the t-tests")
+    p.add_argument("--protocol", default="", help="report only these protocol ids (comma-separated prefixes)")
     p.add_argument("--no-figures", action="store_true", help="write only the tables")
     a = p.parse_args(argv)
     a.formats = [f.strip() for f in a.format.split(",") if f.strip()]
     bad = [f for f in a.formats if f not in FORMATS]
     if bad or not a.formats:
         raise ReportError(
-            f"unknown format {','.join(bad) or a.format!r}: use a comma-separated subset of md,csv,tex"
+            f"unknown format {','.join(bad) or a.format!r}: "
+            f"use a comma-separated subset of {','.join(FORMATS)}"
         )
     if not 0 < a.reduction <= 100:
         raise ReportError(
@@ -742,32 +1108,213 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         raise ReportError(f"--window {a.window} must be a positive number of steps")
     if not 0 < a.alpha < 1:
         raise ReportError(f"--alpha {a.alpha} must lie in (0, 1)")
+    a.protocols = [x.strip() for x in a.protocol.split(",") if x.strip()]
     return a
+
+
+def write_report(report: Report, out: Path, formats: Sequence[str], figures: bool = True) -> list[Path]:
+    """Every output file of ``report`` under ``out``: the tables, report.md, the figures and report.html."""
+    written = write_tables(report, out, formats)
+    figs: list[Path] = []
+    if figures:
+        from overshoot.figures import write_all
+
+        figs = write_all(report, out / "figures")
+        written += figs
+    pngs = [f for f in figs if f.suffix == ".png"]
+    if "md" in formats:
+        atomic_write_text(out / "report.md", render_markdown(report, [f.relative_to(out) for f in pngs]))
+        written.append(out / "report.md")
+    if "html" in formats:
+        atomic_write_text(out / "report.html", render_html(report, pngs))
+        written.append(out / "report.html")
+    return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (2 on bad input, with one line on stderr)."""
     try:
         a = _parse(argv)
-        runs = find_runs(a.runs)
-        if not runs:
+        sc = scan(a.runs)
+        if sc.table.empty:
             raise ReportError(f"no runs found under {' '.join(map(str, a.runs))}: pass a run store directory")
-        report = build_report(runs, a.reduction / 100, a.window, a.alpha, a.paper)
+        report = build_report(
+            sc, a.reduction / 100, a.window, a.alpha, a.paper, a.protocols, [Path(r) for r in a.runs]
+        )
         out = a.out if a.out is not None else Path(a.runs[0]) / "report"
-        write_tables(report.tables, out, a.formats)
-        md = render_markdown(report)
-        if "md" in a.formats:
-            atomic_write_text(out / "report.md", md)
-        if not a.no_figures:
-            from overshoot.figures import write_all
-
-            write_all(report.records, report.savings, out / "figures", a.window, a.reduction / 100)
-    except (ReportError, OSError, ValueError, yaml.YAMLError) as e:
-        # Unusable input (paths, arguments, unreadable run files): one line on stderr, no traceback.
+        written = write_report(report, out, a.formats, not a.no_figures)
+    except (ReportError, OSError, ValueError) as e:
+        # Unusable input (paths, arguments): one line on stderr, no traceback.
         print("overshoot-bench-report: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
-    print(md)
+    print(terminal_summary(report, out, len(written)))
     return 0
+
+
+# --------------------------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:80em;
+padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}h3{font-size:1.05em}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-variant-numeric:tabular-nums}
+th,td{padding:.25em .6em;border-bottom:1px solid #e4e4e4;text-align:left;white-space:nowrap}
+th{background:#f4f4f4;cursor:pointer;user-select:none}th[aria-sort=ascending]::after{content:" \\25B2"}
+th[aria-sort=descending]::after{content:" \\25BC"}tr.group td{font-style:italic;background:#fafafa}
+.caption{color:#555;max-width:60em}.better{color:#1a7f37}.worse{color:#b42318}
+figure{margin:1em 0 2em}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;max-width:60em}
+"""
+
+_JS = """
+(function(){
+  function key(text){
+    var t=text.replace(/\\u2212/g,'-').replace(/,/g,'').trim();
+    var m=t.match(/^[-+]?\\d*\\.?\\d+(e[-+]?\\d+)?/i);
+    return m?parseFloat(m[0]):null;
+  }
+  document.querySelectorAll('table.sortable').forEach(function(table){
+    var heads=table.querySelectorAll('thead th');
+    heads.forEach(function(th,col){
+      th.addEventListener('click',function(){
+        var asc=th.getAttribute('aria-sort')!=='ascending';
+        heads.forEach(function(h){h.removeAttribute('aria-sort');});
+        th.setAttribute('aria-sort',asc?'ascending':'descending');
+        var body=table.tBodies[0];
+        var rows=Array.prototype.slice.call(body.rows)
+          .filter(function(r){return !r.classList.contains('group');});
+        rows.sort(function(a,b){
+          var x=a.cells[col].textContent,y=b.cells[col].textContent,kx=key(x),ky=key(y),c;
+          if(kx!==null&&ky!==null){c=kx-ky;}else if(kx!==null){c=-1;}
+          else if(ky!==null){c=1;}else{c=x.localeCompare(y);}
+          return asc?c:-c;
+        });
+        body.querySelectorAll('tr.group').forEach(function(g){g.remove();});
+        rows.forEach(function(r){body.appendChild(r);});
+      });
+    });
+  });
+})();
+"""
+
+
+def _esc(s: Any) -> str:
+    import html
+
+    return html.escape(str(s), quote=True)
+
+
+def to_html(table: Table) -> str:
+    """A sortable HTML table of ``table.display`` (click a header to sort; family groups as header rows)."""
+    cols = [str(c) for c in table.display.columns]
+    head = cols
+    if table.subheader:
+        head = [f"{c} ({s})" if s else c for c, s in zip(cols, table.subheader, strict=True)]
+    out = [f'<table class="sortable" data-name="{_esc(table.name)}">', "<thead><tr>"]
+    out += [f'<th scope="col">{_esc(c)}</th>' for c in head]
+    out.append("</tr></thead><tbody>")
+    starts = {g[1]: g[0] for g in table.groups}
+    for i, row in enumerate(table.display.itertuples(index=False)):
+        if i in starts:
+            out.append(f'<tr class="group"><td colspan="{len(cols)}">{_esc(starts[i])}</td></tr>')
+        cells = []
+        for c, v in zip(cols, row, strict=True):
+            s = _esc(v)
+            marks = table.marks.get((i, c), set())
+            if "bold" in marks:
+                s = f"<strong>{s}</strong>"
+            if "better" in marks:
+                s += f' <span class="better" title="significantly better">{BETTER}</span>'
+            if "worse" in marks:
+                s += f' <span class="worse" title="significantly worse">{WORSE}</span>'
+            cells.append(f"<td>{s}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def figure_captions(report: Report) -> dict[str, str]:
+    """The caption of each figure by file stem (the window and the band named)."""
+    ws = sorted({s.window for s in report.sections})
+    win = (
+        f"{ws[0]}-step"
+        if len(ws) == 1
+        else "per-section (" + ", ".join(f"{s.label} {s.window}" for s in report.sections) + ")"
+    )
+    pct = f"{report.reduction * 100:g}%"
+    return {
+        "loss_grid": (
+            f"Training loss at the base weights, seed mean of the {win} trailing mean "
+            "(plotted at the window's "
+            f"last step; the first window is shaded), band = seed min–max; dashed: the {pct} reduction "
+            "threshold from the family baseline, ticks: each method's first crossing (k_B, k_O). Right: test "
+            "loss per epoch, seed mean and min–max."
+        ),
+        "saving_vs_gamma": (
+            f"Steps saved to {pct} loss reduction vs γ ({win} window): per-seed mean ± 95% t-interval "
+            "(this project's variant, seed count in the legend) and paper-style (×); the baseline at 0, "
+            "NAG at "
+            "γ = μ, NAdam at γ = β1; the two families are offset sideways."
+        ),
+        "gamma_mu_plane": (
+            "The γ-μ plane of SGD with overshoot: CM, NAG, plain SGD and the negative-momentum region, the "
+            "paper's empirical optimum γ*, the γ the runs tried and the measured best γ per task section "
+            "(largest per-seed mean saving)."
+        ),
+        "distance_vs_gamma": "Average weighted distance vs γ per run, coloured by its mean training loss.",
+    }
+
+
+def render_html(report: Report, pngs: Sequence[Path]) -> str:
+    """The whole report as one self-contained HTML file: protocol and provenance first, sortable tables,
+    the figures embedded as PNG data; no network access needed to open it."""
+    import base64
+
+    tasks = ", ".join(s.label for s in report.sections)
+    md_intro = (
+        f"{len(report.records)} completed runs used, {len(report.left_out)} left out; "
+        f"{len(report.sections)} task section{'s' if len(report.sections) != 1 else ''}. {report.provenance}."
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>overshoot-bench report: {_esc(tasks)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>overshoot-bench report: {_esc(tasks)}</h1>",
+        f"<p>{_esc(md_intro)}</p>",
+    ]
+    notes = _notes(report)
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
+    by_section: dict[str, list[Table]] = {}
+    for t in report.tables:
+        if t.section:
+            by_section.setdefault(t.section, []).append(t)
+    for t in report.tables:
+        if t.section or t.name == "excluded_runs" or t.display.empty:
+            continue
+        parts.append(f"<h2>{_esc(t.heading or t.caption.split(':')[0])}</h2>")
+        parts.append(f'<p class="caption">{_esc(t.caption)}.</p>' + to_html(t))
+        if t.name == "table1":
+            for sec in report.sections:
+                for st in by_section.get(sec.key, []):
+                    parts.append(f"<h3>{_esc(sec.label)}: {_esc(st.name.replace('_', ' '))}</h3>")
+                    parts.append(f'<p class="caption">{_esc(st.caption)}.</p>' + to_html(st))
+    if pngs:
+        caps = figure_captions(report)
+        parts.append("<h2>Figures</h2>")
+        for png in pngs:
+            data = base64.b64encode(png.read_bytes()).decode("ascii")
+            cap = caps.get(png.stem, png.stem)
+            parts.append(
+                f'<figure id="fig-{_esc(png.stem)}"><img alt="{_esc(png.stem)}" '
+                f'src="data:image/png;base64,{data}"><figcaption>{_esc(png.stem.replace("_", " "))}: '
+                f"{_esc(cap)} (PDF beside it in figures/)</figcaption></figure>"
+            )
+    ex = [t for t in report.tables if t.name == "excluded_runs"]
+    parts.append("<h2>Runs left out</h2>" + (to_html(ex[0]) if ex else "<p>none</p>"))
+    parts.append(f"<script>{_JS}</script></body></html>")
+    return "\n".join(parts) + "\n"
 
 
 if __name__ == "__main__":

@@ -31,5 +31,5 @@ for task in "${tasks[@]}"; do
 		exit 2
 		;;
 	esac
-	overshoot-bench-report "$OUT/$task" --paper --format md,csv,tex --out "results/$task"
+	overshoot-bench-report "$OUT/$task" --paper --out "results/$task"
 done

@@ -19,7 +19,9 @@ def step_curve(drop: int, n: int = 2000, hi: float = 2.0, lo: float = 0.0) -> np
 
 
 def naive_smooth(x: np.ndarray, w: int) -> np.ndarray:
-    return np.array([np.mean(x[k : k + w]) for k in range(len(x) - w + 1)])
+    """The public notebook's trailing mean, verbatim up to the window name."""
+    values = x
+    return np.array([np.mean(values[i - w : i]) for i in range(w, len(values))])
 
 
 def naive_first(s: np.ndarray, thr: float) -> int | None:
@@ -32,10 +34,36 @@ def naive_first(s: np.ndarray, thr: float) -> int | None:
 def test_trailing_mean_matches_direct_means() -> None:
     x = np.random.default_rng(0).random(500)
     np.testing.assert_allclose(M.trailing_mean(x, 37), naive_smooth(x, 37), rtol=1e-12)
-    assert M.trailing_mean(x, 501).size == 0
-    assert M.trailing_mean(x, 500).shape == (1,)
+    assert M.trailing_mean(x, 37).shape == (500 - 37,)  # the window ending at the last step is left out
+    assert M.trailing_mean(x, 500).size == 0 and M.trailing_mean(x, 501).size == 0
+    assert M.trailing_mean(x, 499).shape == (1,)
+    assert M.trailing_mean(x, 499)[0] == pytest.approx(x[:499].mean())
     with pytest.raises(ValueError, match="window"):
         M.trailing_mean(x, 0)
+
+
+def test_paper_saving_matches_the_notebook_window_for_window() -> None:
+    """A hand-made curve whose last step drops: the notebook's S leaves that window out, so S[-1], the
+    threshold and the saving all differ from a trailing mean that keeps it."""
+    w = 400
+    values = np.concatenate([np.linspace(2.0, 1.0, 600), np.full(399, 1.0), [0.0]])  # N = 1000
+    s = naive_smooth(values, w)
+    assert s.shape == (600,)
+    np.testing.assert_allclose(M.trailing_mean(values, w), s, rtol=1e-12, atol=1e-15)
+    assert s[-1] == pytest.approx(np.mean(values[599:999]))  # steps N-401 .. N-2
+    method = np.concatenate([np.linspace(2.0, 1.0, 450), np.full(550, 1.0)])
+    sm = naive_smooth(method, w)
+    thr = s[0] - 0.95 * (s[0] - s[-1])
+    kb, ko = naive_first(s, thr), naive_first(sm, thr)
+    assert kb is not None and ko is not None
+    r = M.paper_saving([values], [method], 0.95, w)
+    assert r.threshold == pytest.approx(thr, rel=1e-12)
+    assert (r.k_baseline, r.k_method) == (kb, ko)
+    assert r.saving == pytest.approx(100 * (kb - ko) / kb)
+    # Keeping the last window (S with N - w + 1 entries) moves the threshold and the baseline's crossing.
+    kept = np.array([np.mean(values[k : k + w]) for k in range(len(values) - w + 1)])
+    thr_kept = kept[0] - 0.95 * (kept[0] - kept[-1])
+    assert thr_kept < thr and naive_first(kept, thr_kept) != kb
 
 
 def test_steps_to_reduction_counts_real_steps_at_window_end() -> None:
@@ -203,3 +231,17 @@ def test_table1_loss_rows_prefer_lower_and_pick_better_baseline() -> None:
 def test_table1_needs_its_columns() -> None:
     with pytest.raises(ValueError, match="columns"):
         M.table1(pd.DataFrame({"task": ["t"]}))
+
+
+def test_table1_marks_the_direction_and_takes_given_baselines() -> None:
+    g0 = {1: 0.80, 2: 0.90, 3: 0.70, 4: 0.85, 5: 0.75}
+    worse = {s: v - 0.03 - 0.001 * s for s, v in g0.items()}  # clearly worse, seed by seed
+    better = {s: v + 0.02 + 0.001 * s for s, v in g0.items()}
+    recs = _records({"sgd_os-g0": g0, "sgd_os-g3": better, "sgd_os-g7": worse})
+    t = M.table1(recs, baselines={"sgd": ("sgd_os-g0",)}).set_index("method")
+    assert t.loc["sgd_os-g3", "reference"] == "sgd_os-g0" and t.loc["sgd_os-g0", "reference"] == ""
+    assert t.loc["sgd_os-g3", "better"] and not t.loc["sgd_os-g3", "worse"]
+    assert t.loc["sgd_os-g7", "worse"] and not t.loc["sgd_os-g7", "better"] and t.loc["sgd_os-g7", "star"]
+    # for a loss, lower is better: the same numbers flip direction
+    t = M.table1(_records({"sgd_os-g0": g0, "sgd_os-g7": worse}, "loss"), baselines={"sgd": ("sgd_os-g0",)})
+    assert t.set_index("method").loc["sgd_os-g7", "better"]

@@ -1,22 +1,27 @@
-"""overshoot-bench-report on a synthetic run store written through store.RunWriter, and on a tiny real one."""
+"""overshoot-bench-report on a synthetic run store written through store.RunWriter and on small stores
+built by the CLI (tests/report_store.py): sections per protocol, gamma 0 as baseline, the window rule,
+the terminal."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from report_store import WINDOW as CLI_WINDOW
+from report_store import cli_store
 from scipy import stats
 
 from overshoot import metrics as M
 from overshoot import report as R
-from overshoot.store import STEP_COLUMNS, RunWriter, find_runs, run_path
+from overshoot import results
+from overshoot.store import STEP_COLUMNS, RunWriter, run_path
 
 TASKS = {"digits": ("accuracy", 1.0), "housing": ("loss", 100.0)}
 # (optimizer, gamma, time constant of the synthetic loss: smaller = faster)
@@ -35,6 +40,7 @@ N_STEPS, N_EPOCHS = 800, 4
 WINDOW = 100
 FIGURES = ("loss_grid", "saving_vs_gamma", "gamma_mu_plane", "distance_vs_gamma")
 TABLES = (
+    "protocol",
     "table1",
     "savings_paper",
     "savings_per_seed",
@@ -44,6 +50,7 @@ TABLES = (
     "provenance",
     "excluded_runs",
 )
+FORMATS = ("md", "csv", "tex")
 
 
 def write_run(
@@ -56,16 +63,28 @@ def write_run(
     status: str = "completed",
     ended: str = "2026-01-01T00:00:00",
     lr: float = 1e-3,
+    task_name: str | None = None,
 ) -> Path:
+    """A synthetic completed run with the metric of ``task``, stored as task ``task_name`` (default: task)."""
     metric, scale = TASKS[task]
     family = M.FAMILY_OF[opt]
+    task = task_name or task
     config = {
         "task": task,
         "optimizer": opt,
         "family": family,
         "gamma": gamma,
         "seed": seed,
-        "hparams": {"lr": lr, "momentum": 0.9, "batch_size": 64, "epochs": N_EPOCHS},
+        "hparams": {
+            "lr": lr,
+            "momentum": 0.9,
+            "beta2": 0.999,
+            "batch_size": 64,
+            "epochs": N_EPOCHS,
+            "weight_decay": 0.0,
+            "schedule": "constant",
+            "delay": 50,
+        },
     }
     rng = np.random.default_rng(seed * 1000 + int(tau))
     t = np.arange(N_STEPS)
@@ -100,7 +119,17 @@ def write_run(
             "accuracy": np.repeat(acc_col, 2),
         }
     )
-    w.write_info(status=status, metric=metric, metric_scale=scale, ended=ended)
+    w.write_info(
+        status=status,
+        metric=metric,
+        metric_scale=scale,
+        ended=ended,
+        steps=N_STEPS,
+        device="cpu (x86_64)",
+        cpu_threads=1,
+        git_rev="abc123",
+        versions={"torch": "2.14.1"},
+    )
     return w.path
 
 
@@ -116,7 +145,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_report_writes_every_table_and_figure(
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cli_store(tmp_path_factory)
+
+
+def test_report_writes_every_table_figure_and_says_where(
     store: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "rep"
@@ -124,30 +158,38 @@ def test_report_writes_every_table_and_figure(
     assert rc == 0
     printed = capsys.readouterr().out
     for name in TABLES:
-        for fmt in R.FORMATS:
+        for fmt in FORMATS:
             f = out / f"{name}.{fmt}"
             assert f.is_file() and f.stat().st_size > 0, f
     for name in FIGURES:
         for fmt in ("png", "pdf"):
             f = out / "figures" / f"{name}.{fmt}"
             assert f.is_file() and f.stat().st_size > 1000, f
-    assert (out / "report.md").read_text().strip() == printed.strip()
-    # The failed and the running run are listed and left out; the gamma-7 method never completed.
-    assert "status failed" in printed and "status running" in printed
+    assert (out / "report.html").stat().st_size > 10_000
+    # The terminal: headline, protocols, where it wrote; not every table.
+    n_files = sum(1 for f in out.rglob("*") if f.is_file())
+    assert f"Wrote {n_files} files to {out}/" in printed
+    assert "SGDO vs CM" in printed and "Protocols:" in printed and "MLP-CA, SGD family, protocol " in printed
+    assert "Steps B" not in printed and "k_B" not in printed
+    md = (out / "report.md").read_text()
+    assert "status failed" in md and "status running" in md  # listed, left out
     assert "AdamO γ=7" not in (out / "table1.md").read_text()
     tex = (out / "table1.tex").read_text()
-    assert r"\textbf{" in tex and r"$\pm$" in tex and r"\begin{tabular}" in tex
+    assert r"\textbf{" in tex and r"$\pm$" in tex and r"\multicolumn" in tex and r"\cmidrule" in tex
+    assert "Table 1" not in tex and "MLP-CA" in tex  # no 'Table N:' in captions; paper task labels
     head = (out / "headline.csv").read_text().splitlines()
-    assert head[0] == "comparison,family,gamma,tasks,tasks_not_reached,measured,paper,difference"
+    assert head[0] == "comparison,family,gamma,sections,sections_not_reached,measured,paper,difference"
     assert any(line.startswith("SGDO vs CM,sgd,3.0,2,0,") and "23.77" in line for line in head)
+    assert "−" in (out / "headline.md").read_text() and "-1" not in (out / "headline.md").read_text()
+    assert "$-$" in (out / "headline.tex").read_text()
 
 
 def test_report_numbers_match_metrics_on_the_store(store: Path) -> None:
-    runs = find_runs([store])
-    random.Random(0).shuffle(runs)  # pairing must follow seeds, not directory order
-    rep = R.build_report(runs, 0.95, WINDOW)
+    sc = results.scan([store])
+    random.Random(0).shuffle(sc.records)  # pairing must follow seeds, not directory order
+    rep = R.build_report(sc, 0.95, WINDOW)
     assert len(rep.records) == len(TASKS) * len(METHODS) * len(SEEDS)
-    assert len(rep.left_out) == 2
+    assert len(rep.left_out) == 2 and [s.window for s in rep.sections] == [WINDOW, WINDOW]
     recs = {(r.task, r.method, r.seed): r for r in rep.records}
     row = rep.savings.set_index(["task", "method"]).loc[("housing", "adam_os-g5")]
     base = {s: recs[("housing", "adam", s)].base_loss for s in SEEDS}
@@ -156,56 +198,77 @@ def test_report_numbers_match_metrics_on_the_store(store: Path) -> None:
     ss = M.per_seed_saving(base, meth, 0.95, WINDOW)
     assert row["paper_saving"] == pytest.approx(ps.saving)
     assert row["seed_mean"] == pytest.approx(ss.summary.mean) and row["seed_n"] == 3
-    assert row["x_gamma"] == 5.0
-    assert rep.savings.set_index(["task", "method"]).loc[("digits", "nesterov"), "x_gamma"] == 0.9
-
-    t1 = next(t for t in rep.tables if t.name == "table1").data.set_index(["task", "method"])
-    cell = t1.loc[("housing", "sgd_os-g3")]
-    vals = {
-        m: [M.best_over_epochs(recs[("housing", m, s)].epochs, "loss", 100.0) for s in SEEDS]
-        for m in ("sgd", "nesterov", "sgd_os-g3")
-    }
-    ref = "sgd" if np.mean(vals["sgd"]) < np.mean(vals["nesterov"]) else "nesterov"
-    assert cell["reference"] == ref
-    assert cell["p_value"] == pytest.approx(stats.ttest_rel(vals["sgd_os-g3"], vals[ref]).pvalue)
-    assert cell["mean"] == pytest.approx(np.mean(vals["sgd_os-g3"]))
-    assert cell["mean"] > 1.0  # housing's test MSE is scaled x100
+    lo, hi = stats.t.interval(0.95, 2, loc=np.mean(ss.savings), scale=stats.sem(ss.savings))
+    assert (row["seed_low"], row["seed_high"]) == (pytest.approx(lo), pytest.approx(hi))
 
 
-def test_report_formats_subset_and_no_figures(
-    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+def test_two_protocols_gamma_zero_baseline_and_the_window_rule(
+    cli: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    out = tmp_path / "csv_only"
+    out = tmp_path / "rep"
+    assert R.main([str(cli), "--out", str(out), "--window", str(CLI_WINDOW), "--no-figures"]) == 0
+    printed = capsys.readouterr().out
+    rep = R.build_report(results.scan([cli]), 0.95, CLI_WINDOW)
+    assert len(rep.records) == 12 and rep.left_out.empty  # nothing dropped
+    # digits' Adam family has two protocols (lr 0.001 and the lr 0.002 gamma sweep): a section each.
+    assert len(rep.sections) == 3 and len({s.key for s in rep.sections}) == 3
+    by_base = {(r["section"], r["method"]): r["baseline"] for _, r in rep.savings.iterrows()}
+    sweep = next(s for s in rep.sections if any(r.method == "adam_os-g0" for r in s.records))
+    # gamma 0 is the baseline where no AdamW run exists; compared only within its own protocol
+    assert by_base == {
+        (sweep.key, "adam_os-g5"): "adam_os-g0",
+        **{(s.key, "sgd_os-g3"): "sgd" for s in rep.sections if "sgd" in s.protocols},
+        **{(s.key, "adam_os-g3"): "adam" for s in rep.sections if s is not sweep and "adam" in s.protocols},
+    }
+    # The 150-step sweep is short for the 50-step window: it shrinks to a fifth of the run, and says so.
+    assert sweep.window == 30 and "shrinks" in sweep.window_note
+    assert {s.window for s in rep.sections if s is not sweep} == {CLI_WINDOW}
+    md = (out / "report.md").read_text()
+    assert "runs of 150 steps are short for the 50-step window" in md and "short for the" in printed
+    assert "AdamO γ=0 (= AdamW) is the Adam family's baseline" in md
+    assert "30-step trailing mean" in (out / "savings_paper.md").read_text()
+    assert "has 3 protocols: one section each" in printed
+    # --protocol picks one
+    pid = sweep.protocols["adam"]
+    assert R.main([str(cli), "--out", str(tmp_path / "one"), "--protocol", pid, "--no-figures"]) == 0
+    proto = (tmp_path / "one" / "protocol.csv").read_text()
+    assert pid in proto and proto.count("\n") == 2
+    assert R.main([str(cli), "--out", str(tmp_path / "none"), "--protocol", "zzzz", "--no-figures"]) == 2
+    assert "no usable run has protocol zzzz" in capsys.readouterr().err
+
+
+def test_latex_labels_are_unique_and_name_task_and_protocol(cli: Path, store: Path, tmp_path: Path) -> None:
+    labels: list[str] = []
+    for src, name in ((cli, "a"), (store, "b")):
+        out = tmp_path / name
+        assert R.main([str(src), "--out", str(out), "--window", "50", "--no-figures", "--format", "tex"]) == 0
+        for f in out.glob("*.tex"):
+            labels += re.findall(r"\\label\{([^}]*)\}", f.read_text())
+    assert len(labels) == len(set(labels)) > 10
+    rep = R.build_report(results.scan([cli]), 0.95, 50)
+    for sec in rep.sections:
+        for t in rep.tables:
+            if t.section == sec.key:
+                label = R.tex_label(t, rep.key)
+                assert "digits" in label and all(p in label for p in sec.protocols.values())
+
+
+def test_empty_tables_are_not_written(store: Path, tmp_path: Path) -> None:
+    only = tmp_path / "only"
+    for p in results.run_dirs([store]):
+        if "/digits/" in str(p) and "/sgd/" in str(p) and "seed10" in str(p):
+            shutil.copytree(p, only / p.name)
+    assert R.main([str(only), "--out", str(tmp_path / "o"), "--window", "50", "--no-figures"]) == 0
+    written = {f.name for f in (tmp_path / "o").iterdir()}
+    assert "table1.tex" in written and "protocol.md" in written
+    assert not {n for n in written if n.startswith(("savings", "headline", "excluded"))}
+
+
+def test_report_formats_subset_and_no_figures(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "csv-only"
     assert R.main([str(store), "--out", str(out), "--format", "csv", "--no-figures", "--window", "50"]) == 0
-    assert sorted(p.suffix for p in out.iterdir()) == [".csv"] * len(TABLES)
-    assert "| Task |" in capsys.readouterr().out
-
-
-def test_not_reached_renders_as_text(tmp_path: Path) -> None:
-    for seed in (1, 2):
-        write_run(tmp_path, "digits", "adam", 0.0, 300.0, seed)
-        p = write_run(tmp_path, "digits", "adam_os", 3.0, 250.0, seed)
-        steps = p / "steps.csv"  # a loss that stays flat never reaches the baseline's threshold
-        lines = steps.read_text().splitlines()
-        cols = lines[0].split(",")
-        i = cols.index("base_loss")
-        rows = [r.split(",") for r in lines[1:]]
-        for r in rows:
-            r[i] = "3.0"
-        steps.write_text("\n".join([lines[0], *(",".join(r) for r in rows)]) + "\n")
-    rep = R.build_report(find_runs([tmp_path]), 0.95, WINDOW)
-    md = R.render_markdown(rep)
-    assert M.NOT_REACHED in md
-    row = rep.savings.iloc[0]
-    assert row["seed_not_reached"] == 2 and np.isnan(row["paper_saving"])
-
-
-def test_duplicates_keep_the_latest_run(tmp_path: Path) -> None:
-    old = write_run(tmp_path, "digits", "adam", 0.0, 150.0, 1, ended="2026-01-01T00:00:00")
-    new = write_run(tmp_path, "digits", "adam", 0.0, 150.0, 1, ended="2026-01-02T00:00:00", lr=2e-3)
-    records, left_out = R.load_records(reversed(find_runs([tmp_path])))
-    assert [r.path for r in records] == [new]
-    assert list(left_out["path"]) == [str(old)] and "duplicate" in left_out["reason"].iloc[0]
+    names = {p.name for p in out.iterdir()}
+    assert names == {f"{t}.csv" for t in TABLES}
 
 
 @pytest.mark.parametrize(
@@ -213,9 +276,11 @@ def test_duplicates_keep_the_latest_run(tmp_path: Path) -> None:
     [
         ["{missing}"],
         ["{empty}"],
-        ["{store}", "--format", "md,html"],
-        ["{store}", "--reduction", "120"],
+        ["{store}", "--format", "md,xml"],
+        ["{store}", "--reduction", "0"],
+        ["{store}", "--reduction", "150"],
         ["{store}", "--window", "0"],
+        ["{store}", "--alpha", "1.5"],
         ["{store}", "--bogus"],
     ],
 )
@@ -243,55 +308,47 @@ def test_console_script_bad_input_has_no_traceback(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") == 1 and "no run store" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    shutil.which("overshoot-bench") is None, reason="overshoot-bench console script not installed"
-)
-def test_tiny_real_store_from_the_cli(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
-    cmd = ["overshoot-bench", "-m", "optimizer=adam,adam_os", "seed=0,1", "max_steps=120", f"out={runs}"]
-    cmd += ["log.window=50", "log.distance=true", "progress=none", "device=cpu"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert [r.status for r in find_runs([runs])] == ["completed"] * 4
-    out = tmp_path / "report"
-    proc = subprocess.run(
-        ["overshoot-bench-report", str(runs), "--out", str(out), "--paper", "--window", "50"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in TABLES:
-        for fmt in R.FORMATS:
-            assert (out / f"{name}.{fmt}").stat().st_size > 0
-    for name in FIGURES:
-        for fmt in ("png", "pdf"):
-            assert (out / "figures" / f"{name}.{fmt}").stat().st_size > 1000
-    assert "| digits | test accuracy |" in proc.stdout and "AdamO γ=5" in proc.stdout
-    rep = R.build_report(find_runs([runs]), 0.95, 50)
-    assert len(rep.records) == 4 and rep.left_out.empty
-    row = rep.savings.iloc[0]
-    assert (row["task"], row["method"], row["seed_n"]) == ("digits", "adam_os-g5", 2)
-    assert np.isfinite(row["paper_saving"]) and np.isfinite(row["seed_mean"])
-
-
-def test_provenance_names_the_cpu_threads(tmp_path: Path) -> None:
-    infos = [
-        {"device": "cpu (x86_64)", "cpu_threads": 1},
-        {"device": "cpu (x86_64)", "cpu_threads": 4},
-        {"device": "cpu (x86_64, 2 threads)", "cpu_threads": None},  # written before cpu_threads existed
-        {"device": "NVIDIA H100 80GB HBM3 (cuda:0)", "cpu_threads": 16},
+def test_provenance_one_spelling_per_device_and_dirty_flagged(store: Path, tmp_path: Path) -> None:
+    s = tmp_path / "runs"
+    shutil.copytree(store, s)
+    dirs = [
+        p for p in results.run_dirs([s]) if json.loads((p / "run.json").read_text())["status"] == "completed"
     ]
-    records = []
-    for i, info in enumerate(infos):
-        (tmp_path / str(i)).mkdir()
-        (tmp_path / str(i) / "run.json").write_text(json.dumps({**info, "git_rev": "abc"}))
-        records.append(SimpleNamespace(path=tmp_path / str(i)))
-    devices = set(R.provenance_table(records).data["Device"])  # type: ignore[arg-type]
-    assert devices == {
-        "cpu (x86_64), 1 thread",
-        "cpu (x86_64), 4 threads",
-        "cpu (x86_64, 2 threads)",
-        "NVIDIA H100 80GB HBM3 (cuda:0)",
-    }
+    variants = [
+        {"device": "cpu (x86_64, 2 threads)", "cpu_threads": None, "git_rev": "abc123"},
+        {"device": "cpu (x86_64)", "cpu_threads": 1, "git_rev": "def456-dirty"},
+    ]
+    for i, p in enumerate(dirs[:20]):
+        info = json.loads((p / "run.json").read_text())
+        (p / "run.json").write_text(json.dumps({**info, **variants[i % 2]}))
+    rep = R.build_report(results.scan([s]), 0.95, WINDOW)
+    prov = next(t for t in rep.tables if t.name == "provenance")
+    assert set(prov.display["Device"]) == {"cpu (x86_64)"}
+    assert set(prov.display["Revision"]) == {"abc123", "def456*"}
+    assert "dirty" in prov.caption and "2 code revisions, 1 of them dirty" in rep.provenance
+    assert set(prov.display["Threads"]) == {"1", "1, 2"}
+
+
+def test_cut_log_and_garbage_run_json_are_listed_and_the_rest_reported(
+    cli: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    s = tmp_path / "runs"
+    shutil.copytree(cli, s, ignore=shutil.ignore_patterns(".multirun"))
+    dirs = results.run_dirs([s])
+    cut = next(p for p in dirs if p.parent.name == "sgd")
+    lines = (cut / "steps.csv").read_text().splitlines(keepends=True)
+    (cut / "steps.csv").write_text("".join(lines[: len(lines) * 45 // 100]))
+    garbage = next(p for p in dirs if p.parent.name == "adam_os-g3")
+    (garbage / "run.json").write_text("not json at all")
+    out = tmp_path / "rep"
+    assert R.main([str(s), "--out", str(out), "--window", str(CLI_WINDOW), "--no-figures"]) == 0
+    assert "10 completed runs used, 2 left out" in capsys.readouterr().out
+    excluded = (out / "excluded_runs.md").read_text()
+    assert (
+        f"digits/sgd/{cut.name} | completed | steps.csv | holds 134 rows but run.json says 300 steps"
+        in excluded
+    )
+    assert f"digits/adam_os-g3/{garbage.name} | unreadable | run.json | does not parse" in excluded
+    # the cut CM run is not used: its seed's pair is gone, the other seed still gives a saving
+    row = R.build_report(results.scan([s]), 0.95, CLI_WINDOW).savings.set_index("method").loc["sgd_os-g3"]
+    assert row["seed_pairs"] == 1 and np.isfinite(row["paper_saving"])

@@ -1,0 +1,149 @@
+"""overshoot.results on a store built by the CLI: the run table, protocols, integrity checks on read."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from report_store import cli_store, copy_store
+
+from overshoot import results
+from overshoot.store import find_runs
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cli_store(tmp_path_factory)
+
+
+def test_load_one_row_per_run_with_config_metrics_and_protocol(store: Path) -> None:
+    df = results.load([store])
+    assert len(df) == 12 and df["usable"].all() and (df["status"] == "completed").all()
+    for col in (
+        "task",
+        "method",
+        "optimizer",
+        "family",
+        "gamma",
+        "seed",
+        "lr",
+        "batch_size",
+        "momentum",
+        "schedule",
+        "epochs",
+        "max_steps",
+        "steps",
+        "final_test_accuracy",
+        "best_test_accuracy",
+        "steps_to_95",
+        "config_hash",
+        "protocol",
+        "device",
+        "torch",
+        "git_rev",
+        "path",
+    ):
+        assert col in df.columns, col
+    assert set(df["steps"]) == {300, 150}
+    # A baseline and its overshoot method share a protocol; another lr or step count is another protocol.
+    per = df.groupby(["family", "lr", "max_steps"])["protocol"].nunique()
+    assert (per == 1).all() and df["protocol"].nunique() == 3
+    sgd = df[df["family"] == "sgd"]
+    assert set(sgd["method"]) == {"sgd", "sgd_os-g3"} and sgd["protocol"].nunique() == 1
+    assert df["config_hash"].is_unique
+    # pivots work on it directly
+    pivot = df.pivot_table("best_test_accuracy", "method", "protocol")
+    assert pivot.notna().sum().sum() == df.groupby(["method", "protocol"]).ngroups
+
+
+def test_curves_are_the_step_records_in_long_form(store: Path) -> None:
+    c = results.curves([store])
+    assert len(c) == 8 * 300 + 4 * 150
+    assert {"task", "method", "seed", "protocol", "step", "base_loss", "path"} <= set(c.columns)
+    one = c[(c["method"] == "adam_os-g5") & (c["seed"] == 1)]
+    assert list(one["step"]) == list(range(150))
+
+
+def test_protocol_ignores_seed_method_and_storage(store: Path) -> None:
+    run = find_runs([store])[0]
+    cfg = run.config
+    same = {**cfg, "seed": 99, "optimizer": "sgd_os", "gamma": 7.0, "out": "/elsewhere", "device": "cuda"}
+    assert results.protocol_id(same) == results.protocol_id(cfg)
+    assert results.protocol_id({**cfg, "hparams": {**cfg["hparams"], "lr": 0.5}}) != results.protocol_id(cfg)
+
+
+def test_cut_steps_csv_and_garbage_run_json_are_listed_not_fatal(store: Path, tmp_path: Path) -> None:
+    s = copy_store(store, tmp_path / "runs")
+    dirs = results.run_dirs([s])
+    cut, garbage = dirs[0], dirs[1]
+    lines = (cut / "steps.csv").read_text().splitlines(keepends=True)
+    (cut / "steps.csv").write_text("".join(lines[: len(lines) * 45 // 100]))
+    (garbage / "run.json").write_text('{"status": "compl')
+    sc = results.scan([s])
+    assert len(sc.table) == 12 and len(sc.records) == 10
+    out = sc.left_out.set_index("path")
+    assert (
+        out.loc[str(cut), "file"] == "steps.csv"
+        and "rows but run.json says 300 steps" in out.loc[str(cut), "reason"]
+    )
+    assert out.loc[str(garbage), "file"] == "run.json" and out.loc[str(garbage), "status"] == "unreadable"
+    assert "does not parse" in out.loc[str(garbage), "reason"]
+    row = sc.table.set_index("path").loc[str(cut)]
+    assert not row["usable"] and "steps.csv" in row["problem"]
+    # A row cut in the middle (the last line half written) is caught even when the count is not checked.
+    info = json.loads((dirs[2] / "run.json").read_text())
+    del info["steps"]
+    (dirs[2] / "run.json").write_text(json.dumps(info))
+    text = (dirs[2] / "steps.csv").read_text()
+    (dirs[2] / "steps.csv").write_text(text[: text.rindex(",", 0, len(text) - 5)])
+    assert str(dirs[2]) in set(results.scan([s]).left_out["path"])
+
+
+def test_true_duplicates_keep_the_newest_and_say_why(store: Path, tmp_path: Path) -> None:
+    s = copy_store(store, tmp_path / "runs")
+    src = results.run_dirs([s])[0]
+    dup = src.parent / (src.name + "-copy")
+    shutil.copytree(src, dup)
+    info = json.loads((dup / "run.json").read_text())
+    info["ended"] = "2999-01-01T00:00:00+00:00"
+    (dup / "run.json").write_text(json.dumps(info))
+    sc = results.scan([s])
+    assert len(sc.records) == 12 and str(dup.resolve()) in {str(r.path) for r in sc.records}
+    (reason,) = sc.left_out.loc[sc.left_out["path"] == str(src.resolve()), "reason"]
+    assert reason.startswith(f"duplicate of {dup.resolve()}") and "same config hash" in reason
+
+
+def test_running_run_whose_process_is_gone_is_stale() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host, now = socket.gethostname(), time.time()
+    alive = {"status": "running", "host": host, "pid": os.getpid(), "heartbeat": now}
+    assert results.live_status(alive) == "running"
+    assert results.live_status({**alive, "pid": dead.pid}) == "stale"
+    assert results.live_status({**alive, "heartbeat": now - 2 * results.STALE_AFTER_S}) == "stale"
+    other = {**alive, "host": host + "-elsewhere", "pid": dead.pid}
+    assert results.live_status(other) == "running"  # another machine's pid says nothing here
+    assert results.live_status({"status": "completed", "pid": dead.pid, "host": host}) == "completed"
+
+
+def test_one_spelling_per_device() -> None:
+    assert results.device_name({"device": "cpu (x86_64, 2 threads)"}) == ("cpu (x86_64)", 2)
+    assert results.device_name({"device": "cpu (x86_64, 1 threads)"}) == ("cpu (x86_64)", 1)
+    assert results.device_name({"device": "cpu (x86_64)", "cpu_threads": 4}) == ("cpu (x86_64)", 4)
+    assert results.device_name({"device": "NVIDIA H100 80GB HBM3 (cuda:0)", "cpu_threads": 16}) == (
+        "NVIDIA H100 80GB HBM3",
+        16,
+    )
+
+
+def test_missing_store_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no run store"):
+        results.load([tmp_path / "nope"])
+    assert results.load([tmp_path]).empty and isinstance(results.load([tmp_path]), pd.DataFrame)
