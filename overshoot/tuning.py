@@ -566,7 +566,7 @@ def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: 
             style = method_style(str(opt), float(gamma), gammas)
             y = 1.0 - g["score"] if metric == "accuracy" else g["score"]  # error rates on a log axis
             ok = y.notna()
-            ax.plot(g["lr"][ok], y[ok], marker=".", label=M.method_label(str(opt), float(gamma)), **style)
+            ax.plot(g["lr"][ok], y[ok], label=M.method_label(str(opt), float(gamma)), **style)
             out = g["lr"][~ok]
             ax.plot(
                 out, np.full(len(out), 0.97), "x", color=style["color"], transform=ax.get_xaxis_transform()
