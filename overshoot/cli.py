@@ -48,6 +48,7 @@ from overshoot.store import (
     load_run,
     makedirs,
     method_name,
+    os_error_line,
     run_path,
     store_error,
 )
@@ -452,6 +453,10 @@ def main() -> None:
         if not own_errors:
             raise
         print(f"overshoot-bench: error: {hydra_error_line(e)}", file=sys.stderr, flush=True)
+        _exit_codes.append(2)
+    except OSError as e:  # Hydra creating a multirun's folder under an unwritable out=
+        where = e.filename or "the run store"
+        print(f"overshoot-bench: error: {os_error_line(e, where)}: choose a writable out=", file=sys.stderr)
         _exit_codes.append(2)
     finally:
         if sum(_outcomes.values()) > 1:

@@ -93,8 +93,10 @@ def os_error_line(e: OSError, path: Path | str) -> str:
         return f"read-only file system: cannot write {path}"
     if code in (errno.EACCES, errno.EPERM):
         return f"permission denied writing {path}"
-    if code in (errno.ENOTDIR, errno.EEXIST) and e.filename is not None:
-        return f"cannot create {path}: a part of {e.filename} is a file, not a directory"
+    if code in (errno.ENOTDIR, errno.EEXIST):
+        blocker = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"cannot create {path}: {blocker} is a file, not a directory"
     return f"cannot write {path}: {e.strerror or e}"
 
 
@@ -562,7 +564,7 @@ class RunWriter:
         a warning says so, and ``start`` moves it aside)."""
         try:
             return read_info_file(self.info_file)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return {}
         except ValueError as e:
             _warn(f"{e}; treating the run as never started")
