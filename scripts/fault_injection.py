@@ -60,7 +60,75 @@ def _strict_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
-def _wait_for_claim(proc: subprocess.Popen[bytes], store: Path) -> float:
+class Forked:
+    """A run of ``overshoot.cli.run_one`` in a forked child of this process (torch already imported, so no
+    start-up cost); the child's output goes to ``log``. Quacks like the part of subprocess.Popen used here."""
+
+    def __init__(self, overrides: list[str], log: Path) -> None:
+        self.log, self.returncode = log, None
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                from overshoot.cli import run_one
+                from overshoot.config import compose
+
+                code = run_one(compose(overrides))
+            except KeyboardInterrupt:
+                code = 130
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _launch(store: Path, steps: int, extra: list[str], fork: bool) -> Any:
+    if fork:
+        store.mkdir(parents=True, exist_ok=True)
+        return Forked(_command(store, steps, extra)[len(BENCH) :], store.parent / f"{store.name}.log")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        _command(store, steps, extra),
+        cwd=store.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+def _finish(proc: Any) -> tuple[int, str]:
+    """Wait for a launch to end; (exit code, its output)."""
+    if isinstance(proc, Forked):
+        return proc.wait(), proc.output()
+    out, _ = proc.communicate(timeout=600)
+    return proc.returncode, out.decode(errors="replace")
+
+
+def _wait_for_claim(proc: Any, store: Path) -> float:
     """Wait until the launch has claimed its run directory (imports and config done) or exited; the time."""
     t0 = time.perf_counter()
     while proc.poll() is None and not any(store.rglob(".claim")):
@@ -76,21 +144,20 @@ def _state_at_kill(run: Path | None) -> tuple[int, bool]:
     return max(text.count(b"\n") - 1, 0), (run / "checkpoint.pt").exists()
 
 
-def trial(i: int, store: Path, steps: int, delay: float, ref: Path, extra: list[str]) -> dict[str, Any]:
+def trial(
+    i: int, store: Path, steps: int, delay: float, ref: Path, extra: list[str], fork: bool
+) -> dict[str, Any]:
     """One kill-and-resume trial in ``store``; the row of trials.csv."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = _command(store, steps, extra)
-    proc = subprocess.Popen(
-        cmd, cwd=store.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-    )
+    proc = _launch(store, steps, extra, fork)
     _wait_for_claim(proc, store)
     time.sleep(delay)
     finished_first = proc.poll() is not None
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _finish(proc)
     rows_at_kill, ckpt_at_kill = _state_at_kill(_run_dir(store))
     leftovers_at_kill = sorted(p.name for p in store.rglob(".*.tmp"))
-    again = subprocess.run(cmd, cwd=store.parent, capture_output=True, text=True, env=env, timeout=600)
+    code, log = _finish(_launch(store, steps, extra, fork))
+    again = subprocess.CompletedProcess([], code, log, log)
     run = _run_dir(store)
     row: dict[str, Any] = {
         "trial": i,
@@ -99,9 +166,10 @@ def trial(i: int, store: Path, steps: int, delay: float, ref: Path, extra: list[
         "rows_at_kill": rows_at_kill,
         "checkpoint_at_kill": ckpt_at_kill,
         "tmp_files_at_kill": len(leftovers_at_kill),
-        "relaunch": "resuming"
-        if "resuming" in again.stdout
-        else ("skipped" if "skipped" in again.stdout else "starting"),
+        "relaunch": next(
+            (w for w in ("resuming in", "starting in", "skipped") if w in again.stdout), "?"
+        ).split()[0],
+        "took_over_claim": "took over" in again.stdout,
         "relaunch_exit": again.returncode,
     }
     ok = again.returncode == 0 and run is not None
@@ -137,33 +205,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the kill moments (0)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "fault_injection")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (a temporary one by default)")
+    p.add_argument(
+        "--subprocess",
+        dest="fork",
+        action="store_false",
+        help="launch every run as an overshoot-bench subprocess (default: a fork of this process running "
+        "overshoot.cli.run_one, which spares the seconds of start-up per launch)",
+    )
     p.add_argument("overrides", nargs="*", help="extra overshoot-bench overrides for every run")
     a = p.parse_args(argv)
     rng = random.Random(a.seed)
+    if a.fork:  # import once here, run nothing: each fork starts with torch loaded and no threads running
+        import overshoot_tasks  # noqa: F401
+        import sklearn.datasets  # noqa: F401
+
+        import overshoot.cli  # noqa: F401
+
     work = a.work or Path(tempfile.mkdtemp(prefix="fault-injection-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         ref_store = work / "reference"
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            _command(ref_store, a.steps, a.overrides),
-            cwd=work,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        proc = _launch(ref_store, a.steps, a.overrides, a.fork)
         startup = _wait_for_claim(proc, ref_store)
-        _, err = proc.communicate()
+        code, err = _finish(proc)
         ref_wall = time.perf_counter() - t0
         window = ref_wall - startup  # from the claim to the exit: setup, training, final writes
         ref = _run_dir(ref_store)
-        if proc.returncode != 0 or ref is None:
-            print(f"fault_injection: the reference run failed: {err.decode()[-500:]}", file=sys.stderr)
+        if code != 0 or ref is None:
+            print(f"fault_injection: the reference run failed: {err[-500:]}", file=sys.stderr)
             return 1
         rows = []
         for i in range(a.n):
             store = work / f"trial{i:03d}"
             delay = rng.uniform(0.0, window)
-            row = trial(i, store, a.steps, delay, ref, a.overrides)
+            row = trial(i, store, a.steps, delay, ref, a.overrides, a.fork)
             rows.append(row)
             print(
                 f"trial {i}: killed {delay:.2f}s after its claim at {row['rows_at_kill']} rows "
@@ -188,11 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         "kills_with_checkpoint": sum(bool(r["checkpoint_at_kill"]) for r in rows),
         "kills_leaving_tmp_files": sum(r["tmp_files_at_kill"] > 0 for r in rows),
         "resumed_from_checkpoint": sum(r["relaunch"] == "resuming" for r in rows),
+        "stale_claims_taken_over": sum(bool(r["took_over_claim"]) for r in rows),
         "finished_before_kill": sum(bool(r["finished_before_kill"]) for r in rows),
         "command": " ".join(
             ["python scripts/fault_injection.py", *(argv if argv is not None else sys.argv[1:])]
         ),
         "run_command": " ".join(["overshoot-bench", *_command(Path("<store>"), a.steps, a.overrides)[3:]]),
+        "launch": "fork running overshoot.cli.run_one" if a.fork else "overshoot-bench subprocess",
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "python": platform.python_version(),
         "torch": torch.__version__,
