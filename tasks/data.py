@@ -63,7 +63,8 @@ def read_idx(path: Path) -> np.ndarray:
     data = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise ValueError(
-            f"{path}: IDX header says {tuple(dims)} but holds {data.size} values; re-download it"
+            f"{path}: IDX header says {tuple(int(d) for d in dims)} but holds {data.size} values; "
+            "re-download it"
         )
     return data.reshape(tuple(dims)).astype(dtype.newbyteorder("="))
 
