@@ -380,3 +380,18 @@ def test_console_script_goes_through_the_guarded_entry() -> None:
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["overshoot-bench"] == "overshoot._entry:main"
+
+
+def test_a_broken_run_json_leaves_the_report_working(tmp_path: Path, reference: dict[int, Path]) -> None:
+    import shutil
+
+    from overshoot.report import main as report_main
+
+    store_dir = tmp_path / "runs"
+    shutil.copytree(reference[300], store_dir / "digits" / "sgd_os-g5" / "seed0-good")
+    broken = store_dir / "digits" / "sgd_os-g5" / "seed1-broken"
+    broken.mkdir()
+    (broken / "run.json").write_text("")
+    assert report_main([str(store_dir), "--no-figures", "--out", str(tmp_path / "report")]) == 0
+    excluded = pd.read_csv(tmp_path / "report" / "excluded_runs.csv")
+    assert any("unreadable" in str(v) for v in excluded.to_numpy().ravel())
