@@ -1,16 +1,19 @@
 #!/usr/bin/env python
 """Kill runs with SIGKILL at random moments, resume each, compare it bit for bit with an uninterrupted run.
 
-    python scripts/fault_injection.py                       # N = 50 digits runs -> results/fault_injection/
+    python scripts/fault_injection.py --n 50 --steps 1000    # -> results/fault_injection/after_claim/
+    python scripts/fault_injection.py --n 50 --steps 1000 --after training   # -> .../after_training/
     python scripts/fault_injection.py --n 3 --steps 300 --out /tmp/fi    # what CI's test does, smaller
 
 Protocol: one uninterrupted reference run of ``overshoot-bench`` (a real subprocess, ``checkpoint_every=0``:
 a checkpoint at every flush and epoch end, so kills land in and around checkpoint writes). Then, per trial, a
 fresh store: the same command is launched, killed with SIGKILL a uniformly random delay after it claimed its
-run directory (imports done), between 0 and the reference's time from its claim to its exit (task setup,
-training, final writes), and launched again to completion. A trial passes when
-the resumed run's steps.csv and epochs.csv are byte-identical to the reference's, its run.json is strict JSON
-with status completed, and no temporary file, claim or checkpoint is left behind.
+run directory (``--after claim``: task setup, training and final writes in the window) or after its steps.csv
+appeared (``--after training``), between 0 and the reference's time from that moment to its exit, and
+launched again to completion. By default both launches are forks of this process running
+``overshoot.cli.run_one`` (torch imported once); ``--subprocess`` launches ``overshoot-bench`` itself. A
+trial passes when the resumed run's steps.csv and epochs.csv are byte-identical to the reference's, its
+run.json is strict JSON with status completed, and no temporary file, claim or checkpoint is left behind.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+MARKERS = {"claim": ".claim", "training": "steps.csv"}
 
 
 def _command(out: Path, steps: int, extra: list[str]) -> list[str]:
@@ -128,10 +132,11 @@ def _finish(proc: Any) -> tuple[int, str]:
     return proc.returncode, out.decode(errors="replace")
 
 
-def _wait_for_claim(proc: Any, store: Path) -> float:
-    """Wait until the launch has claimed its run directory (imports and config done) or exited; the time."""
+def _wait_for(proc: Any, store: Path, marker: str) -> float:
+    """Wait until a file named ``marker`` appears in the launch's store (``.claim``: it claimed its run
+    directory; ``steps.csv``: training started) or it exited; the time waited."""
     t0 = time.perf_counter()
-    while proc.poll() is None and not any(store.rglob(".claim")):
+    while proc.poll() is None and not any(store.rglob(marker)):
         time.sleep(0.005)
     return time.perf_counter() - t0
 
@@ -145,11 +150,11 @@ def _state_at_kill(run: Path | None) -> tuple[int, bool]:
 
 
 def trial(
-    i: int, store: Path, steps: int, delay: float, ref: Path, extra: list[str], fork: bool
+    i: int, store: Path, steps: int, delay: float, ref: Path, extra: list[str], fork: bool, marker: str
 ) -> dict[str, Any]:
     """One kill-and-resume trial in ``store``; the row of trials.csv."""
     proc = _launch(store, steps, extra, fork)
-    _wait_for_claim(proc, store)
+    _wait_for(proc, store, marker)
     time.sleep(delay)
     finished_first = proc.poll() is not None
     proc.send_signal(signal.SIGKILL)
@@ -203,7 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=50, help="trials (50)")
     p.add_argument("--steps", type=int, default=600, help="max_steps of each digits run (600)")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill moments (0)")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "fault_injection")
+    p.add_argument("--out", type=Path, help="results folder (results/fault_injection/after_<--after>)")
+    p.add_argument(
+        "--after",
+        choices=sorted(MARKERS),
+        default="claim",
+        help="start the kill clock when the run claims its directory (claim: task setup, training and the "
+        "final writes are all in the window) or when its steps.csv appears (training)",
+    )
     p.add_argument("--work", type=Path, default=None, help="scratch folder (a temporary one by default)")
     p.add_argument(
         "--subprocess",
@@ -214,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("overrides", nargs="*", help="extra overshoot-bench overrides for every run")
     a = p.parse_args(argv)
+    a.out = a.out or ROOT / "results" / "fault_injection" / f"after_{a.after}"
     rng = random.Random(a.seed)
     if a.fork:  # import once here, run nothing: each fork starts with torch loaded and no threads running
         import overshoot_tasks  # noqa: F401
@@ -227,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         ref_store = work / "reference"
         t0 = time.perf_counter()
         proc = _launch(ref_store, a.steps, a.overrides, a.fork)
-        startup = _wait_for_claim(proc, ref_store)
+        startup = _wait_for(proc, ref_store, MARKERS[a.after])
         code, err = _finish(proc)
         ref_wall = time.perf_counter() - t0
-        window = ref_wall - startup  # from the claim to the exit: setup, training, final writes
+        window = ref_wall - startup  # from the marker to the exit
         ref = _run_dir(ref_store)
         if code != 0 or ref is None:
             print(f"fault_injection: the reference run failed: {err[-500:]}", file=sys.stderr)
@@ -239,10 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(a.n):
             store = work / f"trial{i:03d}"
             delay = rng.uniform(0.0, window)
-            row = trial(i, store, a.steps, delay, ref, a.overrides, a.fork)
+            row = trial(i, store, a.steps, delay, ref, a.overrides, a.fork, MARKERS[a.after])
             rows.append(row)
             print(
-                f"trial {i}: killed {delay:.2f}s after its claim at {row['rows_at_kill']} rows "
+                f"trial {i}: killed {delay:.2f}s after {a.after} at {row['rows_at_kill']} rows "
                 f"(checkpoint {'yes' if row['checkpoint_at_kill'] else 'no'}), relaunch {row['relaunch']}: "
                 f"{'identical' if row['identical'] else 'DIFFERENT ' + row['problems']}",
                 flush=True,
@@ -260,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps_per_run": a.steps,
         "reference_wall_s": round(ref_wall, 2),
         "kill_window_s": round(window, 2),
+        "kill_clock_starts_at": a.after,
         "kills_before_first_row": sum(r["rows_at_kill"] == 0 for r in rows),
         "kills_with_checkpoint": sum(bool(r["checkpoint_at_kill"]) for r in rows),
         "kills_leaving_tmp_files": sum(r["tmp_files_at_kill"] > 0 for r in rows),

@@ -395,3 +395,19 @@ def test_a_broken_run_json_leaves_the_report_working(tmp_path: Path, reference: 
     assert report_main([str(store_dir), "--no-figures", "--out", str(tmp_path / "report")]) == 0
     excluded = pd.read_csv(tmp_path / "report" / "excluded_runs.csv")
     assert any("unreadable" in str(v) for v in excluded.to_numpy().ravel())
+
+
+def test_fault_injection_script_small(tmp_path: Path) -> None:
+    """CI's small version of scripts/fault_injection.py (N = 50 in results/fault_injection/)."""
+    out = tmp_path / "fi"
+    args = ["--n", "2", "--steps", "200", "--after", "training", "--out", str(out)]
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "fault_injection.py"), *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"] == summary["identical"] == 2
