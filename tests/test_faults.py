@@ -411,3 +411,24 @@ def test_fault_injection_script_small(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trials"] == summary["identical"] == 2
+
+
+def test_a_population_leaves_a_held_member_to_its_holder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from overshoot.population import run_population
+
+    runs = [
+        resolve(compose([f"out={tmp_path}", f"optimizer={o}", "seed=1", "max_steps=30", "progress=none"]))
+        for o in ("sgd", "nesterov")
+    ]
+    held = claim_run(run_path(tmp_path, runs[0]))
+    try:
+        assert run_population(runs) == [0, 0]
+    finally:
+        held.release()
+    out = capsys.readouterr().out
+    assert "digits/sgd/seed1: running elsewhere, not started" in out
+    assert not (run_path(tmp_path, runs[0]) / "steps.csv").exists()
+    assert load_run(run_path(tmp_path, runs[1])).status == "completed"
+    assert not list(tmp_path.rglob(CLAIM_FILE))
