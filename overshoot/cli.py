@@ -44,6 +44,7 @@ from overshoot.store import (
     StoreError,
     atomic_write_text,
     claim_run,
+    clear_stale_claim,
     config_hash,
     load_run,
     makedirs,
@@ -191,6 +192,7 @@ def _bad_input(e: Exception) -> int:
 
 
 def _skip(label: str, prior: dict[str, Any], writer: RunWriter) -> int:
+    clear_stale_claim(writer.path)  # left by a process killed after it wrote its final run.json
     print(f"{label}: skipped, already {prior['status']} in {writer.path}", flush=True)
     _outcomes["skipped"] += 1
     return 0

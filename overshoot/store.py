@@ -405,7 +405,10 @@ def _create_claim(folder: Path) -> dict[str, Any] | None:
 
 
 def claim_run(
-    folder: Path | str, stale_after: float = CLAIM_STALE_S, heartbeat_s: float = HEARTBEAT_S
+    folder: Path | str,
+    stale_after: float = CLAIM_STALE_S,
+    heartbeat_s: float = HEARTBEAT_S,
+    announce: bool = True,
 ) -> Claim:
     """Claim the run directory ``folder`` (created if needed) for this process, taking over a stale claim.
 
@@ -443,9 +446,23 @@ def claim_run(
             raise RunHeld(folder, moved)
         with contextlib.suppress(OSError):
             aside.unlink()
-        who = describe_holder(holder) if holder.get("pid") else "an unfinished claim"
-        _warn(f"took over {folder} from {who} (process gone); resuming it")
+        if announce:
+            who = describe_holder(holder) if holder.get("pid") else "an unfinished claim"
+            _warn(f"took over {folder} from {who} (process gone); resuming it")
     raise RunHeld(folder, read_claim(folder) or {})
+
+
+def clear_stale_claim(folder: Path | str) -> bool:
+    """Remove the claim of a process that died after finishing its run (between writing the final run.json
+    and releasing the claim); returns whether one was removed. A live claim is left alone."""
+    holder = read_claim(Path(folder))
+    if holder is None or not claim_is_stale(holder):
+        return False
+    try:
+        claim_run(folder, heartbeat_s=3600.0, announce=False).release()
+    except (RunHeld, StoreError):
+        return False
+    return True
 
 
 def read_claim_file(path: Path) -> dict[str, Any]:

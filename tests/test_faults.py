@@ -432,3 +432,21 @@ def test_a_population_leaves_a_held_member_to_its_holder(
     assert not (run_path(tmp_path, runs[0]) / "steps.csv").exists()
     assert load_run(run_path(tmp_path, runs[1])).status == "completed"
     assert not list(tmp_path.rglob(CLAIM_FILE))
+
+
+def test_a_claim_left_by_a_run_killed_after_finishing_is_cleared(tmp_path: Path) -> None:
+    """Killed between its final run.json and its claim release: the relaunch skips it, clears the claim."""
+    path = _path(tmp_path, 50)
+    path.mkdir(parents=True)
+    (path / "run.json").write_text(json.dumps({"status": "completed"}))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (path / CLAIM_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "token": "t"}))
+    assert cli.run_one(compose(_overrides(tmp_path, 50))) == 0
+    assert not (path / CLAIM_FILE).exists()
+    live = claim_run(path)  # a live holder's claim is never cleared
+    try:
+        assert cli.run_one(compose(_overrides(tmp_path, 50))) == 0
+        assert (path / CLAIM_FILE).exists()
+    finally:
+        live.release()
