@@ -192,7 +192,11 @@ def _bad_input(e: Exception) -> int:
 
 
 def _skip(label: str, prior: dict[str, Any], writer: RunWriter) -> int:
-    clear_stale_claim(writer.path)  # left by a process killed after it wrote its final run.json
+    # A process killed after writing its final run.json leaves its claim and, for a completed run, the
+    # checkpoint it was about to delete.
+    clear_stale_claim(writer.path)
+    if prior.get("status") == "completed":
+        writer.drop_checkpoint()
     print(f"{label}: skipped, already {prior['status']} in {writer.path}", flush=True)
     _outcomes["skipped"] += 1
     return 0

@@ -663,9 +663,6 @@ def train_population(
         progress.close()
     wall = time.perf_counter() - t_start
     rate = (step - steps_at_start) / max(wall, 1e-9)
-    ckpt_file.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        ckpt_file.parent.rmdir()
     shared = {
         "steps": step,
         "train_time_s": wall,
@@ -821,6 +818,7 @@ def _train_claimed(
             for w in mwriters:
                 cli._write_error_log(w, traceback.format_exc())
     member_rate = shared.pop("member_steps_per_s", None)
+    recorded = True  # every member's final run.json written
     for j, r, w, div in zip(todo, members, mwriters, diverged, strict=True):
         st, c, why = (status, code, reason) if div is None or code else ("diverged", 1, div)
         result = dict(shared)
@@ -831,11 +829,23 @@ def _train_claimed(
             cli.finish_run(r, w, priors[j], task, st, c, why, result)
         except ClaimLost as e:
             print(f"{_label(r)}: stopped: {e}", file=sys.stderr, flush=True)
+            recorded = False
         except StoreError as e:
+            recorded = False
             print(f"{_label(r)}: {st}" + (f" ({why})" if why else ""), flush=True)
             print(f"overshoot-bench: error: run.json not updated: {e}", file=sys.stderr, flush=True)
             c = c or 1
         codes[j] = c
+    if code == 0 and recorded:  # every member finished and says so in its run.json: the checkpoint can go
+        drop_population_checkpoint(members)
+
+
+def drop_population_checkpoint(members: Sequence[dict[str, Any]]) -> None:
+    """Delete the population checkpoint of ``members`` and its folder."""
+    ckpt_file = population_dir(members) / "checkpoint.pt"
+    ckpt_file.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        ckpt_file.parent.rmdir()
 
 
 def _label(run: dict[str, Any], task: bool = True) -> str:

@@ -435,15 +435,16 @@ def test_a_population_leaves_a_held_member_to_its_holder(
 
 
 def test_a_claim_left_by_a_run_killed_after_finishing_is_cleared(tmp_path: Path) -> None:
-    """Killed between its final run.json and its claim release: the relaunch skips it, clears the claim."""
+    """Killed after its final run.json: the relaunch skips it and clears the claim and checkpoint left."""
     path = _path(tmp_path, 50)
     path.mkdir(parents=True)
     (path / "run.json").write_text(json.dumps({"status": "completed"}))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (path / CLAIM_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "token": "t"}))
+    (path / "checkpoint.pt").write_bytes(b"the checkpoint it was about to delete")
     assert cli.run_one(compose(_overrides(tmp_path, 50))) == 0
-    assert not (path / CLAIM_FILE).exists()
+    assert not (path / CLAIM_FILE).exists() and not (path / "checkpoint.pt").exists()
     live = claim_run(path)  # a live holder's claim is never cleared
     try:
         assert cli.run_one(compose(_overrides(tmp_path, 50))) == 0
