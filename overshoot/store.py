@@ -9,7 +9,8 @@ resumes, so a reader never sees a row that a resumed run will not reproduce.
 One process at a time writes a run directory: it holds ``.claim``, created with ``O_CREAT | O_EXCL`` (atomic
 on local filesystems and on NFS) and holding host, pid, start time and a token; its modification time is
 the heartbeat, refreshed by a thread of the holder. A claim whose heartbeat is older than
-``CLAIM_STALE_S``, or whose pid is gone on this host, is stale and is taken over (see ``claim_run``).
+``CLAIM_STALE_S``, or whose pid is gone on this host, is stale and is taken over under an O_EXCL takeover
+lock (see ``claim_run``).
 A write that fails (no space left, read-only filesystem) raises :class:`StoreError`, an ``OSError`` whose
 message is one line naming the file; the file it was replacing is left as it was.
 """
@@ -47,6 +48,7 @@ DEAD = "interrupted (process gone)"  # what live_status says of a "running" run 
 CLAIM_FILE = ".claim"
 HEARTBEAT_S = 15.0  # seconds between the holder's refreshes of its claim
 CLAIM_STALE_S = 120.0  # a claim not refreshed for this long belongs to a dead (or cut-off) process
+TAKEOVER_STALE_S = 30.0  # a takeover lock older than this belongs to a contender that died mid-takeover
 STALE_AFTER_S = 900.0  # the same for a run.json without a claim file: its heartbeat is refreshed less often
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -325,9 +327,10 @@ def claim_is_stale(
 class RunHeld(RuntimeError):
     """The run directory is claimed by a live process; ``holder`` is its claim."""
 
-    def __init__(self, folder: Path, holder: Mapping[str, Any]) -> None:
+    def __init__(self, folder: Path, holder: Mapping[str, Any], who: str | None = None) -> None:
         self.folder, self.holder = folder, dict(holder)
-        who = describe_holder(holder) if holder.get("pid") else "a process that is starting up"
+        if who is None:
+            who = describe_holder(holder) if holder.get("pid") else "a process that is starting up"
         super().__init__(f"held by {who}")
 
 
@@ -352,7 +355,10 @@ class Claim:
         holder = read_claim(self.folder)
         if holder is None or holder.get("token") != self.token:
             if self.lost is None:
-                self.lost = describe_holder(holder) if holder and holder.get("pid") else "nobody"
+                if holder is None:
+                    self.lost = "nobody (its claim file was removed)"
+                else:
+                    self.lost = describe_holder(holder) if holder.get("pid") else "a process starting up"
             return False
         now = time.time()
         with contextlib.suppress(OSError):  # a filesystem that refuses utime: the recorded time stays
@@ -412,13 +418,15 @@ def claim_run(
 ) -> Claim:
     """Claim the run directory ``folder`` (created if needed) for this process, taking over a stale claim.
 
-    Raises RunHeld when a live process holds it, StoreError when the directory cannot be written. A takeover
-    is race-free: the stale claim is renamed aside (one of several contenders succeeds), checked to be the
-    one judged stale, and a new claim is created with O_EXCL (again, one contender succeeds).
+    Raises RunHeld when a live process holds it (or is taking it over), StoreError when the directory cannot
+    be written. A takeover is race-free: it happens under ``.claim.takeover``, itself created with O_EXCL (one
+    contender gets it), which re-reads the claim, removes it only if it is still the stale one, and creates
+    the new claim with O_EXCL (a newcomer's plain claim may win that, never two).
     """
     folder = Path(folder)
     makedirs(folder)
     f = folder / CLAIM_FILE
+    lock = folder / f"{CLAIM_FILE}.takeover"
     for _ in range(20):
         content = _create_claim(folder)
         if content is not None:
@@ -428,27 +436,41 @@ def claim_run(
             continue  # released between our attempt and the read: try again
         if not claim_is_stale(holder, stale_after=stale_after):
             raise RunHeld(folder, holder)
-        aside = folder / f"{CLAIM_FILE}.stale-{uuid.uuid4().hex}"
         try:
-            os.rename(f, aside)
-        except FileNotFoundError:
-            continue  # another contender moved it first
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+        except FileExistsError:
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age > TAKEOVER_STALE_S:  # a contender died in the middle of a takeover
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                continue
+            raise RunHeld(folder, {}, who="another process taking it over") from None
         except OSError as e:
-            raise store_error(e, f) from None
-        moved = read_claim_file(aside)
-        if moved.get("token") != holder.get("token"):
-            # We moved a fresh claim that another contender had just created: put it back (link fails if
-            # a third created one meanwhile; the moved one's holder then sees it lost at its next beat).
+            raise store_error(e, lock) from None
+        os.close(fd)
+        try:
+            again = read_claim(folder)
+            if again is None:
+                continue
+            if again.get("token") != holder.get("token") or not claim_is_stale(
+                again, stale_after=stale_after
+            ):
+                raise RunHeld(folder, again)
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+            content = _create_claim(folder)
+        finally:
             with contextlib.suppress(OSError):
-                os.link(aside, f)
-            with contextlib.suppress(OSError):
-                aside.unlink()
-            raise RunHeld(folder, moved)
-        with contextlib.suppress(OSError):
-            aside.unlink()
+                lock.unlink()
+        if content is None:
+            raise RunHeld(folder, read_claim(folder) or {})  # a newcomer created one first
         if announce:
             who = describe_holder(holder) if holder.get("pid") else "an unfinished claim"
             _warn(f"took over {folder} from {who} (process gone); resuming it")
+        return Claim(folder, content, heartbeat_s)
     raise RunHeld(folder, read_claim(folder) or {})
 
 

@@ -131,8 +131,9 @@ def test_heartbeat_refreshes_and_a_lost_claim_stops_the_writer(tmp_path: Path) -
         assert time.time() - (tmp_path / CLAIM_FILE).stat().st_mtime < 5  # refreshed by the thread
         writer = RunWriter(tmp_path, claim=claim)
         writer.write_info(status="running")
-        # Another process judged it dead and took it over.
-        (tmp_path / CLAIM_FILE).write_text(json.dumps({"token": "other", "pid": 4242, "host": "node9"}))
+        # Another process judged it dead and took it over (its claim appears whole: written, then renamed).
+        (tmp_path / "new").write_text(json.dumps({"token": "other", "pid": 4242, "host": "node9"}))
+        os.replace(tmp_path / "new", tmp_path / CLAIM_FILE)
         time.sleep(0.3)
         with pytest.raises(ClaimLost, match="pid 4242 on node9"):
             writer.append_steps({c: [0] for c in writer.step_columns})
