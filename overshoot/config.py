@@ -54,6 +54,62 @@ def _number(key: str, value: Any, kind: type[int] | type[float]) -> Any:
     return out
 
 
+# The most training examples each task's data can give (the whole training file; the split leaves fewer):
+# a batch_size above it is refused before any file is read.
+TRAIN_SIZES = {
+    "digits": 1797,
+    "housing": 20640,
+    "fmnist": 60000,
+    "vae_fmnist": 60000,
+    "vae_mnist": 60000,
+    "cifar": 50000,
+    "cifar100": 50000,
+}
+
+
+ALIASES = {
+    "learning_rate": "lr",
+    "beta1": "momentum",
+    "mu": "momentum",
+    "steps": "max_steps",
+    "bs": "batch_size",
+}
+
+
+def _known_keys() -> dict[str, set[str] | None]:
+    """The settings config.yaml defines (None: any sub-key), plus the config groups that become nodes."""
+    import yaml
+
+    base = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text()) or {}
+    known: dict[str, set[str] | None] = {}
+    for k, v in base.items():
+        if k not in ("defaults", "hydra"):
+            known[k] = set(v) if isinstance(v, dict) else None
+    for group in ("task", "optimizer", "preset"):
+        known[group] = None
+    return known
+
+
+def _check_keys(c: dict[str, Any]) -> None:
+    """ConfigError for a setting nothing reads (a typo given with +key=value, which Hydra accepts)."""
+    import difflib
+
+    known = _known_keys()
+    for k, v in c.items():
+        if k not in known:
+            near = [ALIASES[k]] if k in ALIASES else difflib.get_close_matches(k, list(known), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(
+                f"unknown setting {k}{hint}: nothing reads it; valid settings are {', '.join(sorted(known))}"
+            )
+        subkeys = known[k]
+        if subkeys is not None and isinstance(v, dict):
+            extra = sorted(set(v) - subkeys)
+            if extra:
+                valid = ", ".join(f"{k}.{s}" for s in sorted(subkeys))
+                raise ConfigError(f"unknown setting {k}.{extra[0]}: valid are {valid}")
+
+
 def resolve(cfg: DictConfig) -> dict[str, Any]:
     """The resolved run config of a composed Hydra config; raises ConfigError on a bad setting."""
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -98,6 +154,18 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(f"{k}={hp[k]} is invalid: it must be a positive integer")
     for k in ("lr", "momentum", "beta2", "eps", "weight_decay"):
         hp[k] = _number(k, hp[k], float)
+    for k in ("momentum", "beta2"):
+        if not 0 <= hp[k] < 1:
+            what = "mu (SGD family) or beta1 (Adam family)" if k == "momentum" else "Adam's beta2"
+            raise ConfigError(f"{k}={hp[k]:g} is invalid: {what} must be in [0, 1)")
+    if not hp["eps"] > 0:
+        raise ConfigError(f"eps={hp['eps']:g} is invalid: eps must be > 0 (Adam's default is 1e-8)")
+    known = TRAIN_SIZES.get(task)
+    if known is not None and hp["batch_size"] > known:
+        raise ConfigError(
+            f"batch_size={hp['batch_size']} exceeds the {known} examples in all of task={task}'s training "
+            "data: lower batch_size"
+        )
     hp["delay"] = _number("delay", hp["delay"], int)
     if hp["lr"] < 0:
         raise ConfigError(f"lr={hp['lr']} is invalid: lr must be >= 0")
@@ -112,6 +180,16 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"max_steps={max_steps} is invalid: it must be a positive integer or null")
 
+    seed = _number("seed", c["seed"], int)
+    if seed < 0:
+        raise ConfigError(f"seed={seed} is invalid: seed must be >= 0")
+    threads = c["threads"]
+    if threads != "auto":
+        threads = _number("threads", threads, int)
+        if threads < 1:
+            raise ConfigError(f"threads={threads} is invalid: use threads=auto or a positive integer")
+    _check_keys(c)
+
     drop_last = c.get("drop_last", True)
     if drop_last not in (True, False):
         raise ConfigError(f"drop_last={drop_last} is unknown: choose true or false")
@@ -124,7 +202,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         "optimizer": name,
         "family": family,
         "gamma": gamma,
-        "seed": _number("seed", c["seed"], int),
+        "seed": seed,
         "precision": c["precision"],
         "hparams": hp,
         "max_steps": max_steps,
@@ -136,7 +214,7 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         "out": str(c["out"]),
         "data": {"root": str(c["data"]["root"])},
         "progress": str(c["progress"]),
-        "threads": c["threads"],
+        "threads": threads,
         "checkpoint_every": _number("checkpoint_every", c["checkpoint_every"], float),
         "population": bool(c["population"]),
         "cuda_graph": cuda_graph,

@@ -28,9 +28,16 @@ from torch import nn
 
 from overshoot.loggers import Loggers
 from overshoot.methods import build_optimizer
-from overshoot.store import RunWriter, method_name
+from overshoot.store import LogMismatch, RunWriter, method_name
 
 FLUSH_EVERY = 200  # steps between copies of the step records to the host (one sync each)
+# Checkpoints at epoch ends are skipped until EPOCH_CHECKPOINT_MIN_S seconds, and EPOCH_CHECKPOINT_FACTOR
+# times the last checkpoint's own duration, have passed since the previous checkpoint: at most ~1 % of the
+# training time goes to them however short the epochs are.
+EPOCH_CHECKPOINT_MIN_S = 1.0
+EPOCH_CHECKPOINT_FACTOR = 100.0
+HEARTBEAT_EVERY_S = 60.0  # seconds between refreshes of run.json's heartbeat at flushes
+CHECKPOINT_KEYS = ("model", "optimizer", "step", "rows", "rng")
 DISTANCE_HISTORY = 50  # the paper's figure 2 sums over the last 50 gradient points
 
 
@@ -320,7 +327,13 @@ def step_rows(
     }
     if vals.shape[1] > 3:
         rows["distance"] = vals[:keep, 3].tolist()
-    diverged = f"loss became {vals[keep - 1, 0]:g} at step {start + keep - 1}" if bad.any() else None
+    diverged = None
+    if bad.any():
+        base, trained = vals[keep - 1, 0], vals[keep - 1, 1]
+        if not math.isfinite(trained):
+            diverged = f"training loss became {trained:g} at step {start + keep - 1}"
+        else:
+            diverged = f"base-weight loss became {base:g} at step {start + keep - 1}"
     return rows, diverged
 
 
@@ -418,8 +431,11 @@ def train(
 ) -> dict[str, Any]:
     """Train one run to the end (or max_steps), writing its logs; returns run.json fields to record.
 
-    Resumes from ``writer``'s checkpoint when there is one. Raises Interrupted (after a checkpoint) when
-    ``should_stop()`` turns true, Diverged (after logging the partial curve) on a non-finite loss.
+    Resumes from ``writer``'s checkpoint when there is one; one that cannot be used (unreadable, not of this
+    run, or ahead of the logs) is moved aside with a warning and the run starts from step 0. Checkpoints are
+    written every ``checkpoint_every`` seconds, at epoch ends (rate-limited) and on a stop request. Raises
+    Interrupted (after a checkpoint) when ``should_stop()`` turns true, Diverged (after logging the partial
+    curve) on a non-finite loss.
     """
     hp = run["hparams"]
     bs, epochs = hp["batch_size"], hp["epochs"]
@@ -446,23 +462,32 @@ def train(
     columns = writer.step_columns
 
     step, rows = 0, (0, 0)
-    ckpt = writer.load_checkpoint()
+    ckpt = writer.load_checkpoint(CHECKPOINT_KEYS)  # an unreadable one is moved aside: None
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(ckpt["scheduler"])
-        step, rows = ckpt["step"], tuple(ckpt["rows"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
-        if dist is not None and ckpt.get("distance") is not None:
-            dist.ring.copy_(ckpt["distance"]["ring"])
-            dist.count = ckpt["distance"]["count"]
-    writer.start(run, writer.info, resume_rows=(rows[0], rows[1]))  # keeps the run.json header
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(ckpt["scheduler"])
+            step, rows = int(ckpt["step"]), (int(ckpt["rows"][0]), int(ckpt["rows"][1]))
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+            np.random.set_state(ckpt["rng"]["numpy"])
+            random.setstate(ckpt["rng"]["python"])
+            if dist is not None and ckpt.get("distance") is not None:
+                dist.ring.copy_(ckpt["distance"]["ring"])
+                dist.count = ckpt["distance"]["count"]
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            writer.quarantine_checkpoint(f"does not fit this run ({type(e).__name__}: {str(e)[:200]})")
+            return train(run, task, writer, device, should_stop)  # from step 0, everything rebuilt
+    try:
+        writer.start(run, writer.info, resume_rows=(rows[0], rows[1]))  # keeps the run.json header
+    except LogMismatch as e:
+        writer.quarantine_checkpoint(str(e))
+        return train(run, task, writer, device, should_stop)
     epoch_rows = rows[1]
+    ckpt_stats: dict[str, float] = {"n": 0, "time": 0.0, "last": 0.0}
 
     def checkpoint() -> None:
         state: dict[str, Any] = {
@@ -479,17 +504,23 @@ def train(
             },
             "distance": {"ring": dist.ring, "count": dist.count} if dist is not None else None,
         }
+        t0 = time.perf_counter()
         writer.save_checkpoint(state)
         writer.write_info(heartbeat=time.time())
+        took = time.perf_counter() - t0
+        ckpt_stats["n"] += 1
+        ckpt_stats["time"] += took
+        ckpt_stats["last"] = took
 
     n_rec = 4 if dist is not None else 3
     rec = torch.zeros(FLUSH_EVERY, n_rec, device=device, dtype=torch.float64)
     lrs: list[float] = []
     block_start = step
     last_loss = math.nan
+    last_beat = time.time()
 
     def flush() -> None:
-        nonlocal block_start, last_loss
+        nonlocal block_start, last_loss, last_beat
         n = step - block_start
         if n == 0:
             return
@@ -501,6 +532,9 @@ def train(
             raise Diverged(diverged)
         lrs.clear()
         block_start = step
+        if time.time() - last_beat >= HEARTBEAT_EVERY_S:
+            last_beat = time.time()
+            writer.write_info(heartbeat=last_beat)
 
     progress = Progress(run["progress"], last, step, progress_label(run))
     loggers = Loggers(run, writer, step)
@@ -574,7 +608,11 @@ def train(
                     loggers.epochs(e_rows)
                     epoch_rows += len(e_rows["epoch"])
                 stop = should_stop()
-                if stop or (step < last and time.perf_counter() - t_ckpt >= run["checkpoint_every"]):
+                since = time.perf_counter() - t_ckpt
+                at_epoch_end = end_of_epoch and since >= max(
+                    EPOCH_CHECKPOINT_MIN_S, EPOCH_CHECKPOINT_FACTOR * ckpt_stats["last"]
+                )
+                if stop or (step < last and (since >= run["checkpoint_every"] or at_epoch_end)):
                     checkpoint()
                     t_ckpt = time.perf_counter()
                 if stop:
@@ -587,4 +625,11 @@ def train(
     loggers.close()
     wall = time.perf_counter() - t_start
     rate = progress.rate(step)  # evaluation time left out
-    return {"steps": step, "train_time_s": wall, "steps_per_s": rate, "cuda_graph": captured is not None}
+    return {
+        "steps": step,
+        "train_time_s": wall,
+        "steps_per_s": rate,
+        "cuda_graph": captured is not None,
+        "checkpoints": int(ckpt_stats["n"]),
+        "checkpoint_time_s": ckpt_stats["time"],
+    }

@@ -19,6 +19,7 @@ different set of runs (say, the sweep was changed) restarts its unfinished membe
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -35,8 +36,11 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from overshoot.loop import (
+    EPOCH_CHECKPOINT_FACTOR,
+    EPOCH_CHECKPOINT_MIN_S,
     FLUSH_EVERY,
     GRAPH_WARMUP,
+    HEARTBEAT_EVERY_S,
     CapturedStep,
     Interrupted,
     Progress,
@@ -52,7 +56,23 @@ from overshoot.loop import (
 )
 from overshoot.matmul_conv import matmul_convs
 from overshoot.optim.sgdo import sgdo
-from overshoot.store import STEP_COLUMNS, RunWriter, atomic_torch_save, config_hash, method_name, run_path
+from overshoot.store import (
+    STEP_COLUMNS,
+    ClaimLost,
+    LogMismatch,
+    RunHeld,
+    RunWriter,
+    StoreError,
+    atomic_torch_save,
+    claim_run,
+    config_hash,
+    load_checkpoint_file,
+    makedirs,
+    method_name,
+    quarantine,
+    remove_stale_temps,
+    run_path,
+)
 
 # Tasks whose models have no BatchNorm, dropout or other state that a vmapped functional call cannot carry.
 POPULATION_TASKS = frozenset({"digits", "housing", "vae_fmnist", "vae_mnist", "fmnist", "cifar"})
@@ -75,6 +95,7 @@ MEMBER_FAMILY = {
 # yet; on a 2-core CPU its VAE decoder is 2-3x slower than grouped (population_experiments.py --parts convt).
 CONV_MODES = ("auto", "grouped", "matmul", "conv2d-matmul")
 MAX_SIZE = 64  # members per population; larger groups are split
+POPULATION_CHECKPOINT_KEYS = ("members", "population", "step", "epoch_rows", "diverged")
 # Keys in which the members of one population may differ.
 MEMBER_KEYS = ("seed", "optimizer", "gamma", "population")
 
@@ -478,21 +499,43 @@ def train_population(
     )
     lr_holder.step()  # a no-op (no gradient) that tells the scheduler the optimizer steps first
     ckpt_file = population_dir(runs) / "checkpoint.pt"
+    makedirs(ckpt_file.parent)
+    remove_stale_temps(ckpt_file.parent)  # the members' claims are held: nobody else writes here
     step, epoch_rows = 0, [0] * n
     diverged: list[str | None] = [None] * n
-    if ckpt_file.exists():
-        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
+
+    def restart(why: str) -> tuple[dict[str, Any], list[str | None]]:
+        aside = quarantine(ckpt_file, why)
+        print(
+            f"overshoot-bench: warning: {ckpt_file}: {why}; moved it to {aside.name}; restarting the "
+            "population from step 0",
+            file=sys.stderr,
+            flush=True,
+        )
+        return train_population(runs, task, writers, device, should_stop, conv)
+
+    ckpt = load_checkpoint_file(ckpt_file, POPULATION_CHECKPOINT_KEYS)
+    if ckpt is not None:
         if ckpt["members"] != [config_hash(r) for r in runs]:
-            raise RuntimeError(f"{ckpt_file} belongs to another set of runs: delete it to start afresh")
-        pop.load_state_dict(ckpt["population"])
-        if sched is not None:
-            sched.load_state_dict(ckpt["scheduler"])
-            lr_holder.param_groups[0]["lr"] = ckpt["lr"]
-        step, epoch_rows, diverged = ckpt["step"], list(ckpt["epoch_rows"]), list(ckpt["diverged"])
-    for r, w, e_rows, div in zip(runs, writers, epoch_rows, diverged, strict=True):
-        if div is None:  # a member that diverged before the checkpoint keeps its partial logs
-            w.start({**r, "population": True}, w.info, resume_rows=(step, e_rows))
+            return restart("it belongs to another set of runs")
+        try:
+            pop.load_state_dict(ckpt["population"])
+            if sched is not None:
+                sched.load_state_dict(ckpt["scheduler"])
+                lr_holder.param_groups[0]["lr"] = ckpt["lr"]
+            step, epoch_rows, diverged = int(ckpt["step"]), list(ckpt["epoch_rows"]), list(ckpt["diverged"])
+            if len(epoch_rows) != n or len(diverged) != n:
+                raise ValueError(f"it has {len(epoch_rows)} members, not {n}")
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            return restart(f"it does not fit this population ({type(e).__name__}: {str(e)[:200]})")
+    try:
+        for r, w, e_rows, div in zip(runs, writers, epoch_rows, diverged, strict=True):
+            if div is None:  # a member that diverged before the checkpoint keeps its partial logs
+                w.start({**r, "population": True}, w.info, resume_rows=(step, e_rows))
+    except LogMismatch as e:
+        return restart(str(e))
     alive = [d is None for d in diverged]
+    ckpt_stats: dict[str, float] = {"n": 0, "time": 0.0, "last": 0.0}
 
     def checkpoint() -> None:
         state = {
@@ -504,18 +547,25 @@ def train_population(
             "epoch_rows": epoch_rows,
             "diverged": diverged,
         }
+        t0 = time.perf_counter()
+        for w in writers:
+            w._check()  # a member taken over by another process: stop before writing anything
         atomic_torch_save(state, ckpt_file)
         for w, ok in zip(writers, alive, strict=True):
             if ok:
                 w.write_info(heartbeat=time.time())
+        ckpt_stats["last"] = time.perf_counter() - t0
+        ckpt_stats["n"] += 1
+        ckpt_stats["time"] += ckpt_stats["last"]
 
     rec = torch.zeros(FLUSH_EVERY, 3, n, device=device, dtype=torch.float64)
     lrs: list[float] = []
     block_start = step
     last_loss = math.nan
+    last_beat = time.time()
 
     def flush() -> None:
-        nonlocal block_start, last_loss
+        nonlocal block_start, last_loss, last_beat
         m = step - block_start
         if m == 0:
             return
@@ -533,6 +583,11 @@ def train_population(
         last_loss = float(np.mean(finals)) if finals else math.nan
         lrs.clear()
         block_start = step
+        if time.time() - last_beat >= HEARTBEAT_EVERY_S:
+            last_beat = time.time()
+            for w, ok in zip(writers, alive, strict=True):
+                if ok:
+                    w.write_info(heartbeat=last_beat)
 
     def one_step(b: dict[str, Tensor], out: Tensor) -> None:
         """One optimizer step of every member; writes [base loss, train loss, grad norm] x members to ``out``.
@@ -594,7 +649,11 @@ def train_population(
                     with progress.paused():
                         _evaluate(pop, task, writers, alive, epoch, eval_bs, autocast, epoch_rows)
                 stop = should_stop()
-                if stop or (step < last and time.perf_counter() - t_ckpt >= run0["checkpoint_every"]):
+                since = time.perf_counter() - t_ckpt
+                at_epoch_end = end_of_epoch and since >= max(
+                    EPOCH_CHECKPOINT_MIN_S, EPOCH_CHECKPOINT_FACTOR * ckpt_stats["last"]
+                )
+                if stop or (step < last and (since >= run0["checkpoint_every"] or at_epoch_end)):
                     checkpoint()
                     t_ckpt = time.perf_counter()
                 if stop:
@@ -603,15 +662,14 @@ def train_population(
         progress.close()
     wall = time.perf_counter() - t_start
     rate = progress.rate(step)  # every member's own steps/s (evaluation left out); times n: member-steps/s
-    ckpt_file.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        ckpt_file.parent.rmdir()
     shared = {
         "steps": step,
         "train_time_s": wall,
         "steps_per_s": rate,
         "member_steps_per_s": rate * n,
         "cuda_graph": captured is not None,
+        "checkpoints": int(ckpt_stats["n"]),
+        "checkpoint_time_s": ckpt_stats["time"],
     }
     return shared, diverged
 
@@ -659,62 +717,134 @@ def _evaluate(
 
 
 def run_population(runs: Sequence[dict[str, Any]]) -> list[int]:
-    """Train the resolved ``runs`` as one population (completed members are skipped); returns, per run, the
-    exit code a single run would give (0 completed, 1 failed/diverged, 143 interrupted)."""
+    """Train the resolved ``runs`` as one population (completed members are skipped, members that a live
+    process holds are left to it: ``running elsewhere``); returns, per run, the exit code a single run would
+    give (0 completed, skipped or running elsewhere, 1 failed/diverged, 2 bad input, 130/143 interrupted)."""
+    from overshoot import cli
+
+    writers = [RunWriter(run_path(r["out"], r), step_columns=STEP_COLUMNS) for r in runs]
+    codes = [0] * len(runs)
+    claims = []
+    try:
+        todo = []
+        for j, (r, w) in enumerate(zip(runs, writers, strict=True)):
+            if cli.finished(w.read_info()):
+                cli._skip(_label(r), w.read_info(), w)
+                continue
+            try:
+                w.claim = claim_run(w.path)
+            except RunHeld as e:
+                print(f"{_label(r)}: running elsewhere, not started: {w.path} is {e}", flush=True)
+                cli._outcomes["running elsewhere"] += 1
+                continue
+            except StoreError as e:
+                codes[j] = cli._bad_input(e)
+                continue
+            claims.append(w.claim)
+            w.prepare()
+            if cli.finished(w.read_info()):  # finished by the previous holder meanwhile
+                cli._skip(_label(r), w.read_info(), w)
+                continue
+            todo.append(j)
+        if todo:
+            _train_claimed(runs, writers, todo, codes)
+    finally:
+        for c in claims:
+            c.release()
+    return codes
+
+
+def _train_claimed(
+    runs: Sequence[dict[str, Any]], writers: Sequence[RunWriter], todo: list[int], codes: list[int]
+) -> None:
+    """Train the claimed members ``todo`` of ``runs`` as one population; sets their ``codes``."""
     from overshoot_tasks import build_task
 
     from overshoot import cli
 
-    writers = [RunWriter(run_path(r["out"], r), step_columns=STEP_COLUMNS) for r in runs]
-    priors = [w.read_info() for w in writers]
-    codes = [0] * len(runs)
-    todo = [j for j, p in enumerate(priors) if not cli.finished(p)]
-    for j in sorted(set(range(len(runs))) - set(todo)):
-        print(f"{_label(runs[j])}: skipped, already {priors[j]['status']} in {writers[j].path}", flush=True)
-    if not todo:
-        return codes
+    priors = {j: writers[j].read_info() for j in todo}
     members = [runs[j] for j in todo]
     mwriters = [writers[j] for j in todo]
     try:
         device = pick_device(members[0]["device"])
         dtype = torch.float64 if members[0]["precision"] == "fp64" else torch.float32
         task = build_task(members[0]["task_options"], Path(members[0]["data"]["root"]), device, dtype)
+        bs = members[0]["hparams"]["batch_size"]
+        if bs > task.n_train:
+            raise ValueError(
+                f"batch_size={bs} exceeds the {task.n_train} training examples: lower batch_size"
+            )
     except (ValueError, FileNotFoundError) as e:
-        print(f"overshoot-bench: error: {e}", file=sys.stderr, flush=True)
-        return [2 if j in todo else 0 for j in range(len(runs))]
+        for j in todo:
+            cli._record_setup_failure(runs[j], writers[j], priors[j], str(e))
+            codes[j] = 2
+        cli._bad_input(e)
+        return
+    except Exception as e:
+        cause, note = f"{type(e).__name__}: {e}", ""
+        for j in todo:
+            note = cli._record_setup_failure(runs[j], writers[j], priors[j], cause, traceback.format_exc())
+            codes[j] = 1
+        print(f"overshoot-bench: error: population of {members[0]['task']}: {cause}{note}", file=sys.stderr)
+        return
     resumed = (population_dir(members) / "checkpoint.pt").exists()
     print(
         f"{members[0]['task']}: {'resuming' if resumed else 'starting'} a population of {len(members)} "
         f"({', '.join(_label(r, task=False) for r in members)})",
         flush=True,
     )
-    for j in todo:
-        header = cli.run_header(runs[j], writers[j], priors[j], task, device)
-        if resumed:
-            header["started"] = priors[j].get("started", header["started"])
-        writers[j]._info = {**priors[j], **header, "population": {"size": len(members)}}
-    status, code, reason = "completed", 0, None
+    status, code = "completed", 0
+    reason: str | None = None
     shared: dict[str, Any] = {}
     diverged: list[str | None] = [None] * len(members)
     with stop_requests() as should_stop:
         try:
+            for j in todo:
+                header = cli.run_header(runs[j], writers[j], priors[j], task, device)
+                if resumed:
+                    header["started"] = priors[j].get("started", header["started"])
+                writers[j]._info = {**priors[j], **header, "population": {"size": len(members)}}
             shared, diverged = train_population(members, task, mwriters, device, should_stop)
         except Interrupted as e:
             status, code, reason = "failed", should_stop.exit_code, f"interrupted: {e}"
+        except ClaimLost as e:
+            status, code, reason = "failed", 1, str(e)
+        except StoreError as e:
+            fix = "free space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+            status, code, reason = "failed", 1, f"{e}; {fix} and relaunch the same command to resume"
         except Exception as e:
             status, code, reason = "failed", 1, f"{type(e).__name__}: {e}"
             for w in mwriters:
-                (w.path / "error.log").write_text(traceback.format_exc())
+                cli._write_error_log(w, traceback.format_exc())
     member_rate = shared.pop("member_steps_per_s", None)
+    recorded = True  # every member's final run.json written
     for j, r, w, div in zip(todo, members, mwriters, diverged, strict=True):
         st, c, why = (status, code, reason) if div is None or code else ("diverged", 1, div)
-        w.write_info(population={"size": len(members), "member_steps_per_s": member_rate})
         result = dict(shared)
         if div is not None and not code:
             result.pop("steps", None)
-        cli.finish_run(r, w, priors[j], task, st, c, why, result)
+        try:
+            w.write_info(population={"size": len(members), "member_steps_per_s": member_rate})
+            cli.finish_run(r, w, priors[j], task, st, c, why, result)
+        except ClaimLost as e:
+            print(f"{_label(r)}: stopped: {e}", file=sys.stderr, flush=True)
+            recorded = False
+        except StoreError as e:
+            recorded = False
+            print(f"{_label(r)}: {st}" + (f" ({why})" if why else ""), flush=True)
+            print(f"overshoot-bench: error: run.json not updated: {e}", file=sys.stderr, flush=True)
+            c = c or 1
         codes[j] = c
-    return codes
+    if code == 0 and recorded:  # every member finished and says so in its run.json: the checkpoint can go
+        drop_population_checkpoint(members)
+
+
+def drop_population_checkpoint(members: Sequence[dict[str, Any]]) -> None:
+    """Delete the population checkpoint of ``members`` and its folder."""
+    ckpt_file = population_dir(members) / "checkpoint.pt"
+    ckpt_file.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        ckpt_file.parent.rmdir()
 
 
 def _population_label(runs: Sequence[dict[str, Any]]) -> str:
@@ -761,6 +891,7 @@ def run_sweep(cfgs: Sequence[Any], max_size: int = MAX_SIZE) -> list[int]:
         member_codes = run_population(members)
         codes.extend(member_codes)
         if 130 in member_codes or 143 in member_codes:
+            cli._exit_codes.extend(codes)  # main() tells SIGTERM (143) from SIGINT (130) by these
             raise KeyboardInterrupt
     for run in alone:
         codes.append(cli.run_one(todo_cfg[id(run)]))

@@ -3,16 +3,35 @@
 A run directory holds ``config.yaml`` (the resolved config), ``steps.csv`` (one row per optimizer step),
 ``epochs.csv`` (validation/test metrics per epoch), ``run.json`` (status and summary) and, while the run is
 unfinished, ``checkpoint.pt``. Every file except the two CSV logs is replaced atomically; the logs are
-appended in whole blocks and cut back to the last checkpoint when a run resumes, so a reader never sees a
-row that a resumed run will not reproduce.
+appended in whole lines (a failed append is cut back) and cut back to the last checkpoint when a run
+resumes, so a reader never sees a row that a resumed run will not reproduce.
+
+One process at a time writes a run directory: it holds ``.claim``, created with ``O_CREAT | O_EXCL`` (atomic
+on local filesystems and on NFS) and holding host, pid, start time and a token; its modification time is
+the heartbeat, refreshed by a thread of the holder. A claim whose heartbeat is older than
+``CLAIM_STALE_S``, or whose pid is gone on this host, is stale and is taken over under an O_EXCL takeover
+lock (see ``claim_run``).
+A write that fails (no space left, read-only filesystem) raises :class:`StoreError`, an ``OSError`` whose
+message is one line naming the file; the file it was replacing is left as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import errno
 import hashlib
+import io
 import json
+import math
+import numbers
 import os
+import socket
+import sys
 import tempfile
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +44,12 @@ import yaml
 STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
 EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
 STATUSES = ("running", "completed", "failed", "diverged")
+DEAD = "interrupted (process gone)"  # what live_status says of a "running" run whose process is gone
+CLAIM_FILE = ".claim"
+HEARTBEAT_S = 15.0  # seconds between the holder's refreshes of its claim
+CLAIM_STALE_S = 120.0  # a claim not refreshed for this long belongs to a dead (or cut-off) process
+TAKEOVER_STALE_S = 30.0  # a takeover lock older than this belongs to a contender that died mid-takeover
+STALE_AFTER_S = 900.0  # the same for a run.json without a claim file: its heartbeat is refreshed less often
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -43,22 +68,119 @@ UNHASHED_KEYS = (
 )
 
 
+class StoreError(OSError):
+    """A run-store file could not be written (or read); the message is one line naming the file."""
+
+
+class ClaimLost(RuntimeError):
+    """Another process took this run's claim over (it judged this one dead): stop writing at once."""
+
+
+class LogMismatch(RuntimeError):
+    """A log holds fewer whole rows than the checkpoint it is resumed with expects."""
+
+
+def _warn(message: str) -> None:
+    print(f"overshoot-bench: warning: {message}", file=sys.stderr, flush=True)
+
+
+def os_error_line(e: OSError, path: Path | str) -> str:
+    """One line saying why writing ``path`` failed."""
+    code = e.errno
+    if code == errno.ENOSPC:
+        return f"no space left on device writing {path}"
+    if code == errno.EDQUOT:
+        return f"disk quota exceeded writing {path}"
+    if code == errno.EROFS:
+        return f"read-only file system: cannot write {path}"
+    if code in (errno.EACCES, errno.EPERM):
+        return f"permission denied writing {path}"
+    if code in (errno.ENOTDIR, errno.EEXIST):
+        blocker = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return f"cannot create {path}: {blocker} is a file, not a directory"
+    return f"cannot write {path}: {e.strerror or e}"
+
+
+def store_error(e: OSError, path: Path | str) -> StoreError:
+    """``e`` as a StoreError with its one-line message (the errno kept)."""
+    if isinstance(e, StoreError):
+        return e
+    out = StoreError(os_error_line(e, path))
+    out.errno = e.errno
+    return out
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write every byte of ``data`` to ``fd`` (os.write may write fewer)."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class _FdFile(io.RawIOBase):
+    """A write-only file object over a descriptor that keeps the first OSError of a write (torch.save turns
+    it into a RuntimeError without the errno)."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        try:
+            _write_all(self.fd, b)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+        return memoryview(b).nbytes
+
+
+def makedirs(path: Path) -> None:
+    """``mkdir -p path``; StoreError with one line when impossible (read-only, a file in the way)."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise store_error(e, path) from None
+
+
 def atomic_write(path: Path, write: Callable[[IO[Any]], object], mode: str = "w") -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then move it into place: readers see the old
-    file or the new one, never a part. The file gets the usual permissions (0666 less the umask)."""
+    file or the new one, never a part. The file gets the usual permissions (0666 less the umask). A failed
+    write (disk full, read-only filesystem) removes the temporary file and raises StoreError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    makedirs(path.parent)
     try:
-        with os.fdopen(fd, mode) as f:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise store_error(e, path) from None
+    raw = _FdFile(fd)
+    try:
+        if "b" in mode:
+            buffered: IO[Any] = io.BufferedWriter(raw, buffer_size=1 << 20)  # type: ignore[arg-type]
+        else:
+            buffered = io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", newline="")  # type: ignore[arg-type]
+        with buffered as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(fd)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if raw.error is not None:
+            raise store_error(raw.error, path) from None
+        if isinstance(e, OSError):
+            raise store_error(e, path) from None
         raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -69,6 +191,342 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically."""
     atomic_write(path, lambda f: torch.save(obj, f), "wb")
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite number replaced by None (strict JSON has neither)."""
+    if isinstance(obj, Mapping):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        x = float(obj)
+        return x if math.isfinite(x) else None
+    return obj
+
+
+def dumps_json(obj: Any) -> str:
+    """Strict JSON (no NaN, no Infinity) of ``obj``, indented; non-JSON values as strings."""
+    return json.dumps(finite_json(obj), indent=2, default=str, allow_nan=False) + "\n"
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (``.<name>.*.tmp``); returns them.
+    Only the claim holder of the folder may call this (a live writer's temporary file would go too)."""
+    gone = []
+    with contextlib.suppress(OSError):
+        for p in Path(folder).iterdir():
+            if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    gone.append(p)
+    return gone
+
+
+def quarantine(path: Path, why: str) -> Path:
+    """Move the broken file ``path`` aside (``<name>.corrupt-<UTC time>``), keeping it for inspection."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return aside
+    except OSError as e:
+        raise store_error(e, aside) from None
+    return aside
+
+
+def load_checkpoint_file(path: Path, required: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (None when there is none). An unreadable or incomplete one (empty, cut,
+    not a checkpoint, missing ``required`` keys) is moved aside with a one-line warning and None returned."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict):
+            raise ValueError(f"holds a {type(state).__name__}, not a checkpoint")
+        absent = [k for k in required if k not in state]
+        if absent:
+            raise ValueError(f"lacks {', '.join(absent)}")
+    except Exception as e:  # torch.load raises EOFError, RuntimeError, UnpicklingError, zip errors...
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'empty or cut file'}"
+        aside = quarantine(path, why)
+        _warn(f"{path} is unreadable ({why}); moved it to {aside.name}; restarting from step 0")
+        return None
+    return state
+
+
+# -- the claim: one writer per run directory --------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def describe_holder(holder: Mapping[str, Any], now: float | None = None) -> str:
+    """'pid 123 on host-a since 2026-01-01T10:00:00+00:00, heartbeat 4 s ago' for a claim's content."""
+    now = time.time() if now is None else now
+    parts = [f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"]
+    if holder.get("started"):
+        parts.append(f"since {holder['started']}")
+    beat = holder.get("heartbeat")
+    if isinstance(beat, int | float):
+        parts.append(f"heartbeat {max(now - beat, 0):.0f} s ago")
+    return ", ".join(parts)
+
+
+def read_claim(folder: Path) -> dict[str, Any] | None:
+    """The claim of the run directory ``folder`` (its content plus ``heartbeat``: the latest of the recorded
+    and the refreshed time), or None when unclaimed. A claim still being written reads as ``{}`` plus its
+    heartbeat."""
+    f = Path(folder) / CLAIM_FILE
+    try:
+        with open(f, "rb") as fh:
+            text = fh.read()
+            mtime = os.fstat(fh.fileno()).st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {"heartbeat": time.time()}  # unreadable: assume live rather than take it over
+    try:
+        content = json.loads(text)
+        if not isinstance(content, dict):
+            content = {}
+    except ValueError:
+        content = {}
+    beat = content.get("heartbeat")
+    content["heartbeat"] = max(mtime, float(beat)) if isinstance(beat, int | float) else mtime
+    return content
+
+
+def claim_is_stale(
+    holder: Mapping[str, Any], now: float | None = None, stale_after: float = CLAIM_STALE_S
+) -> bool:
+    """Whether the claim ``holder`` (from read_claim) belongs to a process that is gone: its pid is dead on
+    this host, or it has not been refreshed for ``stale_after`` seconds."""
+    now = time.time() if now is None else now
+    pid = holder.get("pid")
+    if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        return True
+    return now - float(holder.get("heartbeat") or 0.0) > stale_after
+
+
+class RunHeld(RuntimeError):
+    """The run directory is claimed by a live process; ``holder`` is its claim."""
+
+    def __init__(self, folder: Path, holder: Mapping[str, Any], who: str | None = None) -> None:
+        self.folder, self.holder = folder, dict(holder)
+        if who is None:
+            who = describe_holder(holder) if holder.get("pid") else "a process that is starting up"
+        super().__init__(f"held by {who}")
+
+
+class Claim:
+    """This process's claim on a run directory; a daemon thread refreshes its heartbeat. ``lost`` turns
+    true when another process took it over; ``check()`` then raises ClaimLost."""
+
+    def __init__(self, folder: Path, content: dict[str, Any], heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.folder, self.content, self.file = Path(folder), content, Path(folder) / CLAIM_FILE
+        self.token = str(content["token"])
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat_loop, args=(heartbeat_s,), daemon=True)
+        self._thread.start()
+
+    def _beat_loop(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.beat()
+
+    def beat(self) -> bool:
+        """Refresh the heartbeat if the claim is still this process's; returns whether it is."""
+        holder = read_claim(self.folder)
+        if holder is None or holder.get("token") != self.token:
+            if self.lost is None:
+                if holder is None:
+                    self.lost = "nobody (its claim file was removed)"
+                else:
+                    self.lost = describe_holder(holder) if holder.get("pid") else "a process starting up"
+            return False
+        now = time.time()
+        with contextlib.suppress(OSError):  # a filesystem that refuses utime: the recorded time stays
+            os.utime(self.file, (now, now))
+        return True
+
+    def check(self) -> None:
+        """Raise ClaimLost if another process holds the run now."""
+        if self.lost is not None:
+            raise ClaimLost(f"{self.folder} was taken over by {self.lost}; this process stopped writing it")
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete the claim file (if it is still this process's)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        holder = read_claim(self.folder)
+        if holder is not None and holder.get("token") == self.token:
+            with contextlib.suppress(OSError):
+                self.file.unlink()
+
+
+def _create_claim(folder: Path) -> dict[str, Any] | None:
+    """Create the claim file exclusively; its content, or None when one exists already."""
+    now = time.time()
+    content = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(),
+        "heartbeat": now,
+        "token": uuid.uuid4().hex,
+    }
+    f = folder / CLAIM_FILE
+    try:
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+    except FileExistsError:
+        return None
+    except OSError as e:
+        raise store_error(e, f) from None
+    try:
+        _write_all(fd, json.dumps(content).encode())
+        os.fsync(fd)
+    except OSError as e:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            f.unlink()
+        raise store_error(e, f) from None
+    os.close(fd)
+    return content
+
+
+def claim_run(
+    folder: Path | str,
+    stale_after: float = CLAIM_STALE_S,
+    heartbeat_s: float = HEARTBEAT_S,
+    announce: bool = True,
+) -> Claim:
+    """Claim the run directory ``folder`` (created if needed) for this process, taking over a stale claim.
+
+    Raises RunHeld when a live process holds it (or is taking it over), StoreError when the directory cannot
+    be written. A takeover is race-free: it happens under ``.claim.takeover``, itself created with O_EXCL (one
+    contender gets it), which re-reads the claim, removes it only if it is still the stale one, and creates
+    the new claim with O_EXCL (a newcomer's plain claim may win that, never two).
+    """
+    folder = Path(folder)
+    makedirs(folder)
+    f = folder / CLAIM_FILE
+    lock = folder / f"{CLAIM_FILE}.takeover"
+    for _ in range(20):
+        content = _create_claim(folder)
+        if content is not None:
+            return Claim(folder, content, heartbeat_s)
+        holder = read_claim(folder)
+        if holder is None:
+            continue  # released between our attempt and the read: try again
+        if not claim_is_stale(holder, stale_after=stale_after):
+            raise RunHeld(folder, holder)
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_UMASK)
+        except FileExistsError:
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age > TAKEOVER_STALE_S:  # a contender died in the middle of a takeover
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                continue
+            raise RunHeld(folder, {}, who="another process taking it over") from None
+        except OSError as e:
+            raise store_error(e, lock) from None
+        os.close(fd)
+        try:
+            again = read_claim(folder)
+            if again is None:
+                continue
+            if again.get("token") != holder.get("token") or not claim_is_stale(
+                again, stale_after=stale_after
+            ):
+                raise RunHeld(folder, again)
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+            content = _create_claim(folder)
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+        if content is None:
+            raise RunHeld(folder, read_claim(folder) or {})  # a newcomer created one first
+        if announce:
+            who = describe_holder(holder) if holder.get("pid") else "an unfinished claim"
+            _warn(f"took over {folder} from {who} (process gone); resuming it")
+        return Claim(folder, content, heartbeat_s)
+    raise RunHeld(folder, read_claim(folder) or {})
+
+
+def clear_stale_claim(folder: Path | str) -> bool:
+    """Remove the claim of a process that died after finishing its run (between writing the final run.json
+    and releasing the claim); returns whether one was removed. A live claim is left alone."""
+    holder = read_claim(Path(folder))
+    if holder is None or not claim_is_stale(holder):
+        return False
+    try:
+        claim_run(folder, heartbeat_s=3600.0, announce=False).release()
+    except (RunHeld, StoreError):
+        return False
+    return True
+
+
+def read_claim_file(path: Path) -> dict[str, Any]:
+    """The JSON content of a claim file ({} when unreadable)."""
+    try:
+        content = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def live_status(
+    info: Mapping[str, Any],
+    path: Path | str | None = None,
+    now: float | None = None,
+    stale_after: float = STALE_AFTER_S,
+) -> str:
+    """The status a user should see for a run.json ``info``: its stored status, except that a ``running``
+    run whose process is gone reads ``interrupted (process gone)``.
+
+    With the run directory ``path``, its claim decides (live when refreshed within CLAIM_STALE_S and its pid
+    alive on this host); without one, or for a run without a claim file, run.json's own host, pid and
+    heartbeat do (gone when its pid is dead on this host or its heartbeat is older than ``stale_after``).
+    """
+    status = str(info.get("status", "unknown"))
+    if status != "running":
+        return status
+    now = time.time() if now is None else now
+    if path is not None:
+        holder = read_claim(Path(path))
+        if holder is not None:
+            return DEAD if claim_is_stale(holder, now=now) else "running"
+    pid = info.get("pid")
+    if info.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        return DEAD
+    beat = info.get("heartbeat")
+    if not isinstance(beat, int | float):
+        return "running"
+    return DEAD if now - float(beat) > stale_after else "running"
+
+
+# -- naming ------------------------------------------------------------------------------------------
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -97,13 +555,28 @@ def _format_rows(columns: Sequence[str], rows: Mapping[str, Sequence[Any]]) -> s
     return "".join(",".join(map(str, cells)) + "\n" for cells in zip(*cols, strict=True))
 
 
+def read_info_file(f: Path) -> dict[str, Any]:
+    """The JSON object in ``f``; ValueError naming the file when it is empty or not a JSON object."""
+    text = Path(f).read_text(errors="replace")
+    try:
+        info = json.loads(text)
+    except ValueError as e:
+        what = "is empty" if not text.strip() else f"is not valid JSON ({e})"
+        raise ValueError(f"{f} {what}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{f} holds a JSON {type(info).__name__}, not an object")
+    return info
+
+
 @dataclass
 class RunWriter:
-    """Writes one run directory; the training loop's only way to touch the disk."""
+    """Writes one run directory; the training loop's only way to touch the disk. With ``claim`` set, every
+    write first checks that this process still holds the run."""
 
     path: Path
     step_columns: tuple[str, ...] = STEP_COLUMNS
     _info: dict[str, Any] = field(default_factory=dict)
+    claim: Claim | None = None
 
     @property
     def steps_file(self) -> Path:
@@ -117,26 +590,62 @@ class RunWriter:
     def checkpoint_file(self) -> Path:
         return self.path / "checkpoint.pt"
 
+    @property
+    def info_file(self) -> Path:
+        return self.path / "run.json"
+
+    def _check(self) -> None:
+        if self.claim is not None:
+            self.claim.check()
+
     def read_info(self) -> dict[str, Any]:
-        """The current ``run.json`` (empty when the run has never started)."""
-        f = self.path / "run.json"
-        return json.loads(f.read_text()) if f.exists() else {}
+        """The current ``run.json`` (empty when the run has never started, or when the file is unreadable:
+        a warning says so, and ``start`` moves it aside)."""
+        try:
+            return read_info_file(self.info_file)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except ValueError as e:
+            _warn(f"{e}; treating the run as never started")
+            return {}
+        except OSError as e:
+            raise StoreError(f"cannot read {self.info_file}: {e.strerror or e}") from None
+
+    def prepare(self) -> None:
+        """Create the directory, delete temporary files a killed writer left, move a broken run.json aside
+        (call with the claim held)."""
+        makedirs(self.path)
+        remove_stale_temps(self.path)
+        if self.info_file.exists():
+            try:
+                read_info_file(self.info_file)
+            except ValueError as e:
+                _warn(f"{e}; moved it to {quarantine(self.info_file, str(e)).name}")
+            except OSError:
+                pass
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """Write ``config.yaml`` (the resolved config)."""
+        self._check()
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
 
     def start(
         self, config: Mapping[str, Any], info: Mapping[str, Any], *, resume_rows: tuple[int, int]
     ) -> None:
-        """Write the config and a ``running`` run.json; cut the logs to ``resume_rows`` (steps, epochs)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
-        self._truncate(self.steps_file, self.step_columns, resume_rows[0])
+        """Write the config and a ``running`` run.json; cut the logs to ``resume_rows`` (steps, epochs),
+        dropping a partial last line. Raises LogMismatch when a log holds fewer whole rows than that."""
+        self.prepare()
+        self.write_config(config)
+        self._truncate(self.steps_file, self.step_columns, resume_rows[0], indexed=True)
         self._truncate(self.epochs_file, EPOCH_COLUMNS, resume_rows[1])
         self._info = {**self.read_info(), **info, "status": "running"}
         self.write_info()
 
     def write_info(self, **updates: Any) -> None:
-        """Merge ``updates`` into run.json and replace it atomically."""
+        """Merge ``updates`` into run.json and replace it atomically (strict JSON: NaN and inf as null)."""
+        self._check()
         self._info.update(updates)
-        atomic_write_text(self.path / "run.json", json.dumps(self._info, indent=2, default=str) + "\n")
+        atomic_write_text(self.info_file, dumps_json(self._info))
 
     @property
     def info(self) -> dict[str, Any]:
@@ -151,31 +660,63 @@ class RunWriter:
         self._append(self.epochs_file, EPOCH_COLUMNS, rows)
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        """Replace the checkpoint atomically."""
+        """Replace the checkpoint atomically (a failed write keeps the previous one)."""
+        self._check()
         atomic_torch_save(dict(state), self.checkpoint_file)
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last checkpoint, or None."""
-        if not self.checkpoint_file.exists():
-            return None
-        return torch.load(self.checkpoint_file, map_location="cpu", weights_only=False)
+    def load_checkpoint(self, required: Sequence[str] = ()) -> dict[str, Any] | None:
+        """The last checkpoint, or None (also when unreadable: it is then moved aside with a warning)."""
+        return load_checkpoint_file(self.checkpoint_file, required)
+
+    def quarantine_checkpoint(self, why: str) -> None:
+        """Move a checkpoint that cannot be used aside, with a one-line warning naming it."""
+        if self.checkpoint_file.exists():
+            aside = quarantine(self.checkpoint_file, why)
+            _warn(f"{self.checkpoint_file}: {why}; moved it to {aside.name}; restarting from step 0")
 
     def drop_checkpoint(self) -> None:
         self.checkpoint_file.unlink(missing_ok=True)
 
-    @staticmethod
-    def _append(path: Path, columns: Sequence[str], rows: Mapping[str, Sequence[Any]]) -> None:
-        text = _format_rows(columns, rows)
-        with open(path, "a") as f:
-            f.write(text)
-            f.flush()
+    def _append(self, path: Path, columns: Sequence[str], rows: Mapping[str, Sequence[Any]]) -> None:
+        """Append whole lines: a write that fails part-way is cut back, so the file never ends mid-line."""
+        self._check()
+        data = _format_rows(columns, rows).encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 & ~_UMASK)
+        except OSError as e:
+            raise store_error(e, path) from None
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                _write_all(fd, data)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise store_error(e, path) from None
+        finally:
+            os.close(fd)
 
-    @staticmethod
-    def _truncate(path: Path, columns: Sequence[str], keep: int) -> None:
+    def _truncate(self, path: Path, columns: Sequence[str], keep: int, indexed: bool = False) -> None:
+        """Rewrite ``path`` as its header and first ``keep`` whole rows (rows of ``indexed`` logs must count
+        0, 1, ... in their first field)."""
         header = ",".join(columns) + "\n"
-        lines = path.read_text().splitlines(keepends=True)[1 : keep + 1] if path.exists() and keep else []
+        lines: list[str] = []
+        if keep and path.exists():
+            try:
+                text = path.read_text(errors="replace")
+            except OSError as e:
+                raise StoreError(f"cannot read {path}: {e.strerror or e}") from None
+            whole = text.split("\n")[:-1]  # the part after the last newline is a partial line
+            if not whole or whole[0] + "\n" != header:
+                whole = []
+            for i, line in enumerate(whole[1 : keep + 1]):
+                cells = line.split(",")
+                if len(cells) != len(columns) or (indexed and cells[0] != str(i)):
+                    break
+                lines.append(line + "\n")
         if len(lines) < keep:
-            raise RuntimeError(f"{path} holds {len(lines)} rows but the checkpoint expects {keep}")
+            raise LogMismatch(f"{path} holds {len(lines)} whole rows but the checkpoint expects {keep}")
+        self._check()
         atomic_write_text(path, header + "".join(lines))
 
 
@@ -191,6 +732,11 @@ class Run:
     def status(self) -> str:
         return str(self.info.get("status", "unknown"))
 
+    @property
+    def live_status(self) -> str:
+        """The status a user should see: ``running`` only while its process is alive (see live_status)."""
+        return live_status(self.info, self.path)
+
     def steps(self) -> pd.DataFrame:
         """The per-step log (empty frame when none was written)."""
         f = self.path / "steps.csv"
@@ -202,17 +748,28 @@ class Run:
         return pd.read_csv(f) if f.exists() else pd.DataFrame(columns=list(EPOCH_COLUMNS))
 
 
-def load_run(path: Path | str) -> Run:
-    """Read the run directory at ``path``."""
+def load_run(path: Path | str, strict: bool = True) -> Run:
+    """Read the run directory at ``path``. An unreadable run.json raises ValueError naming it (``strict``)
+    or reads as status ``unreadable`` with the reason (``strict=False``)."""
     path = Path(path)
-    info = json.loads((path / "run.json").read_text())
+    try:
+        info = read_info_file(path / "run.json")
+    except ValueError as e:
+        if strict:
+            raise
+        info = {"status": "unreadable", "reason": str(e)}
     cfg_file = path / "config.yaml"
-    config = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
-    return Run(path=path, info=info, config=config or {})
+    try:
+        config = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
+    except yaml.YAMLError:
+        config = {}
+    return Run(path=path, info=info, config=config if isinstance(config, dict) else {})
 
 
 def find_runs(paths: Iterable[Path | str]) -> list[Run]:
-    """Every run directory (one holding run.json) at or below ``paths``, sorted by path."""
+    """Every run directory (one holding run.json) at or below ``paths``, sorted by path. A run whose
+    run.json is unreadable has status ``unreadable`` (its reason names the file) instead of stopping the
+    listing."""
     found: dict[Path, None] = {}
     for p in map(Path, paths):
         if not p.exists():
@@ -221,7 +778,7 @@ def find_runs(paths: Iterable[Path | str]) -> list[Run]:
             found[p.resolve()] = None
         for f in p.rglob("run.json"):
             found[f.parent.resolve()] = None
-    return [load_run(p) for p in sorted(found)]
+    return [load_run(p, strict=False) for p in sorted(found)]
 
 
 def runs_table(runs: Iterable[Run]) -> pd.DataFrame:

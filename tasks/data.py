@@ -10,6 +10,7 @@ import os
 import pickle
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from overshoot.store import atomic_torch_save
 
 from .base import missing
+from .integrity import check_size, verify_checksum
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -49,7 +51,10 @@ _IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4",
 
 def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (gzipped when the name ends in .gz)."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (EOFError, OSError, zlib.error) as e:  # a cut or damaged gzip stream
+        raise ValueError(f"{path} is cut or damaged (gzip: {e}); re-download it") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number); re-download it")
     ndim = raw[3]
@@ -58,7 +63,8 @@ def read_idx(path: Path) -> np.ndarray:
     data = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise ValueError(
-            f"{path}: IDX header says {tuple(dims)} but holds {data.size} values; re-download it"
+            f"{path}: IDX header says {tuple(int(d) for d in dims)} but holds {data.size} values; "
+            "re-download it"
         )
     return data.reshape(tuple(dims)).astype(dtype.newbyteorder("="))
 
@@ -71,17 +77,31 @@ IDX_FILES = (
 )
 
 
-def load_idx_dataset(task: str, root: Path, folders: tuple[str, ...], what: str) -> Arrays:
+def load_idx_dataset(task: str, root: Path, folders: tuple[str, ...], what: str, dataset: str = "") -> Arrays:
     """(x_train uint8 [N,1,28,28], y_train int64, x_test, y_test) from the first folder holding the IDX files.
 
     Each folder is tried as given (e.g. `fashion-mnist`, torchvision's `FashionMNIST/raw`); files may be
-    gzipped or not.
+    gzipped or not. Images and labels must agree in number; with ``dataset`` (``fashion`` or ``mnist``)
+    each file is also checked against the published one's size and checksum (tasks.integrity).
     """
     for folder in folders:
         d = Path(root) / folder
         found = [next((p for p in (d / f"{n}.gz", d / n) if p.is_file()), None) for n in IDX_FILES]
         if all(p is not None for p in found):
-            arrays = [read_idx(p) for p in found if p is not None]
+            paths = [p for p in found if p is not None]
+            arrays = [read_idx(p) for p in paths]
+            for i in (0, 2):
+                images, labels = arrays[i], arrays[i + 1]
+                if images.ndim != 3 or labels.ndim != 1:
+                    raise ValueError(f"{paths[i]} / {paths[i + 1]}: expected images [N,H,W] and labels [N]")
+                if len(images) != len(labels):
+                    raise ValueError(
+                        f"{paths[i]} holds {len(images):,} images but {paths[i + 1]} {len(labels):,} labels: "
+                        "one of them is cut or from another release; re-download them"
+                    )
+            for p, a in zip(paths, arrays, strict=True):
+                check_size(dataset, p, len(a), "images" if a.ndim == 3 else "labels")
+                verify_checksum(dataset, p)
             x_tr, y_tr, x_te, y_te = arrays
             return (
                 torch.from_numpy(np.ascontiguousarray(x_tr)).unsqueeze(1),
@@ -100,17 +120,33 @@ def load_idx_dataset(task: str, root: Path, folders: tuple[str, ...], what: str)
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError) as e:
+        raise ValueError(f"{path} is cut or damaged ({type(e).__name__}: {e}); re-extract it") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} is not a CIFAR python batch (holds a {type(d).__name__})")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
-def _pickle_arrays(files: list[Path], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _pickle_arrays(files: list[Path], label_key: str, dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for p in files:
         d = _unpickle(p)
-        xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(d[label_key], dtype=np.int64))
+        if "data" not in d or label_key not in d:
+            raise ValueError(f"{p} lacks its 'data' or '{label_key}' entry: not a CIFAR python batch")
+        data = np.asarray(d["data"], dtype=np.uint8)
+        labels = np.asarray(d[label_key], dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+            raise ValueError(
+                f"{p} holds images of shape {data.shape} and {len(labels):,} labels: expected "
+                "[N, 3072] and N labels; re-extract it"
+            )
+        check_size(dataset, p, len(data), "images")
+        verify_checksum(dataset, p)
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(labels)
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
@@ -129,8 +165,8 @@ def load_cifar10_pickle(task: str, root: Path) -> Arrays:
     for n in [*CIFAR10_PICKLES, "test_batch"]:
         if not (d / n).is_file():
             raise missing(task, d / n, "the CIFAR-10 python batches (cifar-10-python.tar.gz extracted)", d)
-    x_tr, y_tr = _pickle_arrays([d / n for n in CIFAR10_PICKLES], "labels")
-    x_te, y_te = _pickle_arrays([d / "test_batch"], "labels")
+    x_tr, y_tr = _pickle_arrays([d / n for n in CIFAR10_PICKLES], "labels", "cifar10")
+    x_te, y_te = _pickle_arrays([d / "test_batch"], "labels", "cifar10")
     return x_tr, y_tr, x_te, y_te
 
 
@@ -140,8 +176,8 @@ def load_cifar100_pickle(task: str, root: Path) -> Arrays:
     for n in ("train", "test"):
         if not (d / n).is_file():
             raise missing(task, d / n, "the CIFAR-100 python files (cifar-100-python.tar.gz extracted)", d)
-    x_tr, y_tr = _pickle_arrays([d / "train"], "fine_labels")
-    x_te, y_te = _pickle_arrays([d / "test"], "fine_labels")
+    x_tr, y_tr = _pickle_arrays([d / "train"], "fine_labels", "cifar100")
+    x_te, y_te = _pickle_arrays([d / "test"], "fine_labels", "cifar100")
     return x_tr, y_tr, x_te, y_te
 
 
@@ -167,7 +203,11 @@ def _decode_jpegs(blobs: list[bytes]) -> torch.Tensor:
 def _decode_zip(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode `<split>/<class>/<n>.jpg` entries of one zip (sorted by name) to uint8 [N,3,32,32] + labels."""
     label_of = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
-    with zipfile.ZipFile(path) as zf:
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path} is cut or damaged (zip: {e}); re-download it") from None
+    with zf:
         names = sorted(n for n in zf.namelist() if n.lower().endswith((".jpg", ".jpeg")))
         if not names:
             raise ValueError(f"{path} holds no .jpg files; expected <split>/<class>/<n>.jpg entries")
@@ -178,6 +218,7 @@ def _decode_zip(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
                 raise ValueError(f"{path}: entry {n} is not under a CIFAR-10 class folder {CIFAR10_CLASSES}")
             labels.append(label_of[parts[-2]])
             blobs.append(zf.read(n))
+    check_size("cifar10-jpeg", path, len(blobs), "images")
     x = _decode_jpegs(blobs)
     if x.shape[1:] != (3, 32, 32):
         raise ValueError(f"{path}: images are {tuple(x.shape[1:])}, expected 3x32x32")
@@ -199,10 +240,14 @@ def load_cifar10_jpeg(task: str, root: Path, use_cache: bool = True) -> Arrays:
     for z in zips:
         if not z.is_file():
             raise missing(task, z, "the CIFAR-10 JPEG zips (train.zip, test.zip)", d)
+    for z in zips:
+        verify_checksum("cifar10-jpeg", z)
     cache = cache_dir() / f"cifar10-jpeg-{_cache_key(zips)}.pt"
     if use_cache and cache.is_file():
         try:
             blob = torch.load(cache, weights_only=True)
+            for z, key in zip(zips, ("x_train", "x_test"), strict=True):
+                check_size("cifar10-jpeg", z, len(blob[key]), "images")
             return blob["x_train"], blob["y_train"], blob["x_test"], blob["y_test"]
         except Exception:  # a corrupt cache is rebuilt below
             pass
@@ -239,12 +284,29 @@ def load_housing_csv(task: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise missing(
             task, path, "cal_housing.csv (the StatLib California housing CSV with header)", path.parent
         )
-    with open(path) as f:
-        header = [h.strip().strip('"') for h in f.readline().strip().split(",")]
+    text = path.read_text(errors="replace")
+    lines = text.splitlines()
+    header = [h.strip().strip('"') for h in (lines[0] if lines else "").strip().split(",")]
     absent = [c for c in HOUSING_COLUMNS if c not in header]
     if absent:
         raise ValueError(f"{path}: header lacks columns {absent}; expected {', '.join(HOUSING_COLUMNS)}")
-    data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+    rows = [line for line in lines[1:] if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} holds a header but no data rows: re-copy the file")
+    if not text.endswith("\n"):
+        raise ValueError(f"{path} ends in the middle of row {len(rows)} (no final newline): the file is cut")
+    for i, line in enumerate(rows, start=2):
+        if line.count(",") != len(header) - 1:
+            raise ValueError(
+                f"{path}, line {i}: {line.count(',') + 1} fields, the header has {len(header)}: the file is "
+                "cut or damaged there"
+            )
+    try:
+        data = np.loadtxt(io.StringIO("\n".join(rows)), delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError as e:
+        raise ValueError(f"{path}: {str(e).splitlines()[0]}") from None
+    check_size("housing", path, len(data), "rows")
+    verify_checksum("housing", path)
     col = {c: data[:, header.index(c)] for c in HOUSING_COLUMNS}
     households = col["households"]
     features = np.stack(

@@ -24,7 +24,7 @@ def mnist_like_splits(
     The validation set is a fixed-seed random `val_fraction` (or `val_size` examples) of the training set.
     """
     folders, what = MNIST_FOLDERS[which]
-    x_tr, y_tr, x_te, y_te = load_idx_dataset(task, root, folders, what)
+    x_tr, y_tr, x_te, y_te = load_idx_dataset(task, root, folders, what, dataset=which)
     tr, va = validation_split(len(x_tr), val_fraction, val_size)
     train = {"x": x_tr[tr], "y": y_tr[tr]}
     splits = {"test": {"x": x_te, "y": y_te}}

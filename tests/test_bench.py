@@ -131,10 +131,10 @@ def test_single_run_keeps_the_helpful_error(tmp_path: Path) -> None:
 def test_sweep_claims_are_per_run_and_survive_a_requeue(tmp_path: Path) -> None:
     a = resolve(compose([f"out={tmp_path}", "optimizer=sgd"]))
     b = resolve(compose([f"out={tmp_path}", "optimizer=sgd_os"]))
-    assert cli.claim_run(tmp_path / "sweep", a, 3) == 3
-    assert cli.claim_run(tmp_path / "sweep", a, 5) == 3  # a copy
-    assert cli.claim_run(tmp_path / "sweep", a, 3) == 3  # job 3 requeued: still the owner
-    assert cli.claim_run(tmp_path / "sweep", b, 5) == 5
+    assert cli.sweep_job_of(tmp_path / "sweep", a, 3) == 3
+    assert cli.sweep_job_of(tmp_path / "sweep", a, 5) == 3  # a copy
+    assert cli.sweep_job_of(tmp_path / "sweep", a, 3) == 3  # job 3 requeued: still the owner
+    assert cli.sweep_job_of(tmp_path / "sweep", b, 5) == 5
 
 
 # -- loggers ----------------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ expands it (``hydra.sweeper.params`` of the composed config, then the command li
 from its ``run.json`` in the run store, the only truth about it:
 
 - to do: ``missing`` (never started), ``failed`` (crashed, or interrupted by a signal), ``interrupted``
-  (``running`` but its process is gone: dead pid on this host, or no heartbeat for ``--stale-after`` seconds,
-  e.g. killed by SIGKILL or a SLURM time limit), ``unknown`` (unreadable run.json);
+  (``running`` but its process is gone: its claim's heartbeat is stale or its pid dead on this host, or,
+  for a run without a claim, no run.json heartbeat for ``--stale-after`` seconds; e.g. killed by SIGKILL
+  or a SLURM time limit), ``unknown`` (unreadable run.json);
 - skipped: ``completed``, ``diverged`` (a result, not an error), ``running`` (alive elsewhere).
 
 A manifest line is one run's overrides, shell-quoted: ``overshoot-bench <line>`` runs (or resumes) it.
@@ -21,11 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import socket
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -127,35 +125,19 @@ def _expand_and_compose(overrides: Sequence[str], compose: bool = True) -> list[
 
 def run_state(path: Path, stale_after: float = STALE_AFTER_S, now: float | None = None) -> str:
     """The state of the run directory ``path`` (see the module docstring)."""
+    from overshoot.store import DEAD, live_status, read_info_file
+
     f = path / "run.json"
     if not f.exists():
         return "missing"
     try:
-        info: dict[str, Any] = json.loads(f.read_text())
+        info = read_info_file(f)
     except (OSError, ValueError):
         return "unknown"
-    status = info.get("status")
-    if status in ("completed", "diverged", "failed"):
-        return str(status)
-    if status != "running":
-        return "unknown"
-    pid = info.get("pid")
-    if info.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+    status = live_status(info, path, now=now, stale_after=stale_after)
+    if status == DEAD:
         return "interrupted"
-    beat = info.get("heartbeat")
-    last = float(beat) if isinstance(beat, int | float) else f.stat().st_mtime
-    now = time.time() if now is None else now
-    return "interrupted" if now - last > stale_after else "running"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return status if status in (*TODO_STATES, *SKIP_STATES) else "unknown"
 
 
 def plan(overrides: Sequence[str], stale_after: float = STALE_AFTER_S) -> list[Entry]:
