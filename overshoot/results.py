@@ -20,10 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import socket
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +31,11 @@ import pandas as pd
 import yaml
 
 from overshoot import metrics as M
-from overshoot.store import UNHASHED_KEYS, Run, config_hash, method_name
+from overshoot.store import UNHASHED_KEYS, Run, config_hash, live_status, method_name
 
 # Config keys that make a method, not a protocol; and keys that change no number of a run.
 METHOD_KEYS = ("seed", "optimizer", "gamma")
 NUMBERLESS_KEYS = (*UNHASHED_KEYS, "log_distance")
-# A "running" run whose heartbeat (written at every checkpoint) is older than this is taken as stale.
-STALE_AFTER_S = 1800.0
 # Table 1 scale of a task's metric, used only when a run.json lacks ``metric_scale`` (paper: MLP-CA MSE x100).
 FALLBACK_METRIC_SCALE = {"housing": 100.0}
 # The paper's labels of its tasks (paper.md section 4); other tasks keep their key.
@@ -66,28 +61,6 @@ def protocol_id(config: Mapping[str, Any]) -> str:
     kept = {k: v for k, v in config.items() if k not in METHOD_KEYS and k not in NUMBERLESS_KEYS}
     blob = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
-
-
-def live_status(
-    info: Mapping[str, Any], now: float | None = None, stale_after_s: float = STALE_AFTER_S
-) -> str:
-    """run.json's status, with ``stale`` for a ``running`` run whose process is gone: same host and its pid
-    not alive, or its heartbeat older than ``stale_after_s``."""
-    status = str(info.get("status") or "unknown")
-    if status != "running":
-        return status
-    pid, host = info.get("pid"), info.get("host")
-    if host == socket.gethostname() and isinstance(pid, int) and pid > 0:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return "stale"
-        except PermissionError:
-            pass  # alive, owned by another user
-    beat = info.get("heartbeat")
-    if isinstance(beat, (int, float)) and (time.time() if now is None else now) - beat > stale_after_s:
-        return "stale"
-    return status
 
 
 _THREADS = re.compile(r",\s*(\d+)\s+threads?\b")
@@ -376,7 +349,7 @@ def scan(paths: Iterable[Path | str | Run]) -> Scan:
                 {"path": str(path), "status": "unreadable", "file": bad.file, "reason": bad.reason}
             )
             continue
-        status = live_status(info)
+        status = live_status(info, path)  # 'interrupted (process gone)' for a dead 'running' run
         row = _row(path, info, cfg, status)
         rows.append(row)
         if status != "completed":

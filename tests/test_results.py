@@ -15,7 +15,7 @@ import pytest
 from report_store import cli_store, copy_store
 
 from overshoot import results
-from overshoot.store import find_runs
+from overshoot.store import DEAD, find_runs
 
 
 @pytest.fixture(scope="module")
@@ -120,17 +120,18 @@ def test_true_duplicates_keep_the_newest_and_say_why(store: Path, tmp_path: Path
     assert reason.startswith(f"duplicate of {dup.resolve()}") and "same config hash" in reason
 
 
-def test_running_run_whose_process_is_gone_is_stale() -> None:
+def test_running_run_whose_process_is_gone_is_listed_as_interrupted(tmp_path: Path) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     host, now = socket.gethostname(), time.time()
-    alive = {"status": "running", "host": host, "pid": os.getpid(), "heartbeat": now}
-    assert results.live_status(alive) == "running"
-    assert results.live_status({**alive, "pid": dead.pid}) == "stale"
-    assert results.live_status({**alive, "heartbeat": now - 2 * results.STALE_AFTER_S}) == "stale"
-    other = {**alive, "host": host + "-elsewhere", "pid": dead.pid}
-    assert results.live_status(other) == "running"  # another machine's pid says nothing here
-    assert results.live_status({"status": "completed", "pid": dead.pid, "host": host}) == "completed"
+    for name, pid in (("alive", os.getpid()), ("dead", dead.pid)):
+        d = tmp_path / "digits" / "sgd" / f"seed0-{name}"
+        d.mkdir(parents=True)
+        info = {"status": "running", "task": "digits", "optimizer": "sgd", "seed": 0}
+        (d / "run.json").write_text(json.dumps({**info, "host": host, "pid": pid, "heartbeat": now}))
+    sc = results.scan([tmp_path])
+    status = {Path(p).name: s for p, s in zip(sc.left_out["path"], sc.left_out["status"], strict=True)}
+    assert status == {"seed0-alive": "running", "seed0-dead": DEAD}
 
 
 def test_one_spelling_per_device() -> None:
