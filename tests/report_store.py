@@ -2,7 +2,7 @@
 
 ``cli_store`` holds three protocols of digits: the SGD and the Adam family of the paper preset (CM,
 SGDO gamma 3, AdamW, AdamO gamma 3; 300 steps) and a gamma sweep ``optimizer=adam_os gamma=0,5`` at lr 0.002
-without an AdamW run (150 steps, short for a 50-step window). Seeds 0 and 1 each.
+(its gamma 0 trains as the AdamW run) (150 steps, short for a 50-step window). Seeds 0 and 1 each.
 """
 
 from __future__ import annotations

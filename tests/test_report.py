@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from report_store import WINDOW as CLI_WINDOW
-from report_store import cli_store
+from report_store import cli_store, copy_store
 from scipy import stats
 
 from overshoot import metrics as M
@@ -213,10 +214,11 @@ def test_two_protocols_gamma_zero_baseline_and_the_window_rule(
     # digits' Adam family has two protocols (lr 0.001 and the lr 0.002 gamma sweep): a section each.
     assert len(rep.sections) == 3 and len({s.key for s in rep.sections}) == 3
     by_base = {(r["section"], r["method"]): r["baseline"] for _, r in rep.savings.iterrows()}
-    sweep = next(s for s in rep.sections if any(r.method == "adam_os-g0" for r in s.records))
-    # gamma 0 is the baseline where no AdamW run exists; compared only within its own protocol
+    # The sweep's gamma 0 is AdamW by definition, so the CLI trained it as the adam run; every saving is
+    # compared with its family baseline within its own protocol.
+    sweep = next(s for s in rep.sections if any(r.method == "adam_os-g5" for r in s.records))
     assert by_base == {
-        (sweep.key, "adam_os-g5"): "adam_os-g0",
+        (sweep.key, "adam_os-g5"): "adam",
         **{(s.key, "sgd_os-g3"): "sgd" for s in rep.sections if "sgd" in s.protocols},
         **{(s.key, "adam_os-g3"): "adam" for s in rep.sections if s is not sweep and "adam" in s.protocols},
     }
@@ -225,7 +227,6 @@ def test_two_protocols_gamma_zero_baseline_and_the_window_rule(
     assert {s.window for s in rep.sections if s is not sweep} == {CLI_WINDOW}
     md = (out / "report.md").read_text()
     assert "runs of 150 steps are short for the 50-step window" in md and "short for the" in printed
-    assert "AdamO γ=0 (= AdamW) is the Adam family's baseline" in md
     assert "30-step trailing mean" in (out / "savings_paper.md").read_text()
     assert "has 3 protocols: one section each" in printed
     # --protocol picks one
@@ -235,6 +236,31 @@ def test_two_protocols_gamma_zero_baseline_and_the_window_rule(
     assert pid in proto and proto.count("\n") == 2
     assert R.main([str(cli), "--out", str(tmp_path / "none"), "--protocol", "zzzz", "--no-figures"]) == 2
     assert "no usable run has protocol zzzz" in capsys.readouterr().err
+
+
+def test_an_adamo_gamma_zero_run_is_the_baseline_where_no_adamw_run_exists(cli: Path, tmp_path: Path) -> None:
+    """Stores written before gamma 0 resolved to the baseline hold ``adam_os-g0`` runs: the report takes them
+    as the Adam family's baseline of their protocol."""
+    store = copy_store(cli, tmp_path / "runs")
+    for d in sorted((store / "digits" / "adam").iterdir()):
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        if cfg["hparams"]["lr"] != 0.002:
+            continue
+        cfg.update(optimizer="adam_os", gamma=0.0)
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        info = json.loads((d / "run.json").read_text())
+        info.update(optimizer="adam_os", gamma=0.0, method="adam_os-g0")
+        (d / "run.json").write_text(json.dumps(info))
+        (store / "digits" / "adam_os-g0").mkdir(exist_ok=True)
+        d.rename(store / "digits" / "adam_os-g0" / d.name)
+    rep = R.build_report(results.scan([store]), 0.95, CLI_WINDOW)
+    assert len(rep.records) == 12 and rep.left_out.empty
+    sweep = next(s for s in rep.sections if any(r.method == "adam_os-g0" for r in s.records))
+    by_base = {(r["section"], r["method"]): r["baseline"] for _, r in rep.savings.iterrows()}
+    assert by_base[(sweep.key, "adam_os-g5")] == "adam_os-g0"
+    out = tmp_path / "rep"
+    assert R.main([str(store), "--out", str(out), "--window", str(CLI_WINDOW), "--no-figures"]) == 0
+    assert "AdamO γ=0 (= AdamW) is the Adam family's baseline" in (out / "report.md").read_text()
 
 
 def test_latex_labels_are_unique_and_name_task_and_protocol(cli: Path, store: Path, tmp_path: Path) -> None:
