@@ -180,9 +180,12 @@ def test_cfg_job_still_prints_the_config(tmp_path: Path) -> None:
 
 
 def test_readme_first_screen_installs_for_cpu_and_cuda_as_ci_does() -> None:
-    """README's first screen gives the CPU-only and the CUDA install; .ci/run installs what it says: torch
+    """README's first screen gives the install-and-run and the test command, and the CPU-only and the CUDA
+    install of torch; .ci/run installs what it says: torch
     first, then the package (the wheel round trip) and, for the tests, the editable dev install."""
-    first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:25])
+    first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:30])
+    assert re.search(r'^pip install -e "\.\[dev\]" && overshoot-bench ', first_screen, re.M), first_screen
+    assert re.search(r"^pytest -q ", first_screen, re.M)
     assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in first_screen
     assert re.search(r"^pip install torch torchvision +# torch with CUDA", first_screen, re.M), first_screen
     assert re.search(r"^pip install \. ", first_screen, re.M)
