@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from overshoot import metrics as M
+from overshoot import results
 from overshoot.config import HPARAMS
 from overshoot.store import atomic_write_text, config_hash, find_runs, load_run, method_name, run_path
 
@@ -60,10 +61,17 @@ class TuningError(ValueError):
 
 def load(paths: Iterable[Path | str]) -> pd.DataFrame:
     """One row per run directory at or below ``paths``: identity, status, metric, the resolved config
-    (``config``), its hyperparameters as ``hp_<key>`` columns, and ``path``."""
+    (``config``), its hyperparameters as ``hp_<key>`` columns, and ``path``. A completed run that
+    ``results`` leaves out (a cut or mixed log, an older duplicate) gets status ``left out: <why>``."""
+    paths = list(paths)
+    verdict = results.load(paths).set_index("path")  # the report's integrity checks: cut logs, duplicates
     rows = []
     for r in find_runs(paths):
         cfg, info = r.config, r.info
+        status = r.status
+        problem = verdict["problem"].get(str(r.path)) if "problem" in verdict else None
+        if status == "completed" and not bool(verdict["usable"].get(str(r.path), False)):
+            status = f"left out: {problem or 'unreadable logs'}"  # listed with the runs not completed
         rows.append(
             {
                 "task": cfg.get("task", info.get("task")),
@@ -72,7 +80,7 @@ def load(paths: Iterable[Path | str]) -> pd.DataFrame:
                 "gamma": float(cfg.get("gamma") or 0.0),
                 "method": method_name(str(cfg.get("optimizer")), float(cfg.get("gamma") or 0.0)),
                 "seed": int(cfg.get("seed", info.get("seed", -1))),
-                "status": r.status,
+                "status": status,
                 "metric": info.get("metric"),
                 "metric_scale": float(info.get("metric_scale") or 1.0),
                 "config": cfg,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from fixtures import write_housing_csv
 from overshoot_tasks import build_task
 from overshoot_tasks.base import steps_per_epoch
@@ -177,6 +178,30 @@ def test_selection_uses_validation_and_never_the_test_set(tmp_path: Path) -> Non
         ep["split"] = ep["split"].map({"val": "test", "test": "val"})
         ep.to_csv(p, index=False)
     assert tuning.select_study(tmp_path / "study")["methods"]["sgd"]["selected"] == {"lr": 0.01}
+
+
+def test_a_trial_with_a_cut_log_is_left_out_of_the_selection(tmp_path: Path) -> None:
+    tune = tmp_path / "study" / "tuning"
+    for seed in (1, 2):
+        _fake_run(tune, "sgd", 0.001, seed, val=[0.5, 0.9, 0.8], test=[0.5, 0.6, 0.6])
+        _fake_run(tune, "sgd", 0.01, seed, val=[0.5, 0.7, 0.7], test=[0.9, 0.95, 0.9])
+    assert tuning.select_study(tmp_path / "study")["methods"]["sgd"]["selected"] == {"lr": 0.001}
+    # lr 0.001's seed-2 trial says completed but its steps.csv ends in half a row: it is not a whole trial.
+    (cut,) = [p for p in tune.rglob("steps.csv") if "seed2-" in p.parent.name and "0.001" in _lr_of(p)]
+    text = cut.read_text()
+    cut.write_text(text[: text.rindex(",", 0, len(text) - 3)])
+    sel = tuning.select_study(tmp_path / "study")
+    assert sel["methods"]["sgd"]["selected"] == {"lr": 0.01}
+    table = pd.read_csv(tmp_path / "study" / "trials.csv")
+    assert math.isnan(table.loc[table["lr"] == 0.001, "score"].iloc[0])
+    assert "2:nan" in table.loc[table["lr"] == 0.001, "per_seed"].iloc[0]
+    runs = tuning.load([tune]).set_index("path")
+    (status,) = runs.loc[str(cut.parent.resolve()), ["status"]]
+    assert status.startswith("left out: ") and "steps.csv" in status
+
+
+def _lr_of(steps_csv: Path) -> str:
+    return repr(yaml.safe_load((steps_csv.parent / "config.yaml").read_text())["hparams"]["lr"])
 
 
 def test_held_out_seeds_must_not_have_been_used_for_tuning(tmp_path: Path) -> None:
