@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from overshoot.extras import MissingExtra, require
+from overshoot.metrics import FAMILY_BASELINES, FAMILY_OVERSHOOT
 
 CONFIG_PACKAGE = "overshoot_configs"  # the top-level configs/ folder, installed as a package (pyproject.toml)
 CONFIG_SEARCH_PATH = f"pkg://{CONFIG_PACKAGE}"
@@ -23,8 +24,6 @@ HPARAMS = ("epochs", "batch_size", "lr", "momentum", "beta2", "eps", "weight_dec
 PRECISIONS = ("fp32", "bf16", "fp64")
 SCHEDULES = ("constant", "cosine")
 DEFAULT_GAMMA = 5.0
-BASELINES = {"sgd": "sgd", "adam": "adam"}  # per optimizer family: its baseline (what gamma 0 is)
-OVERSHOOT_OF = {"sgd": "sgd_os", "adam": "adam_os"}  # per family: the optimizer that takes gamma
 # Task options added after runs were stored: at these values they are left out of the resolved config, so
 # those runs keep their config hash (and directory).
 LATE_TASK_DEFAULTS: dict[str, dict[str, Any]] = {"housing": {"val_fraction": 0.0}}
@@ -125,9 +124,9 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         if gamma < 0:
             raise ConfigError(f"gamma={gamma:g} is invalid: gamma must be >= 0 (the paper uses 3, 5 or 7)")
         if gamma == 0:  # SGDO at gamma 0 is CM and AdamO AdamW: the run is the family baseline's
-            name = BASELINES[family]
+            name = FAMILY_BASELINES[family][0]
     elif gamma is not None and _number("gamma", gamma, float) != 0:
-        os_name = OVERSHOOT_OF[family]
+        os_name = FAMILY_OVERSHOOT[family]
         raise ConfigError(
             f"gamma={gamma} has no effect with optimizer={name}: use optimizer={os_name} gamma={gamma}, "
             f"or drop gamma (a sweep may list both: -m optimizer={name},{os_name} gamma=3,5,7 trains "
@@ -241,7 +240,7 @@ def _log_settings(log: dict[str, Any]) -> dict[str, Any]:
 
 def baseline_of(resolved: dict[str, Any]) -> dict[str, Any]:
     """The resolved config of the same run with the family baseline (CM or Adam) as optimizer."""
-    return {**resolved, "optimizer": BASELINES[resolved["family"]], "gamma": 0.0}
+    return {**resolved, "optimizer": FAMILY_BASELINES[resolved["family"]][0], "gamma": 0.0}
 
 
 def drop_sweep_gamma(cfg: DictConfig) -> str | None:

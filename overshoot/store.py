@@ -779,24 +779,3 @@ def find_runs(paths: Iterable[Path | str]) -> list[Run]:
         for f in p.rglob("run.json"):
             found[f.parent.resolve()] = None
     return [load_run(p, strict=False) for p in sorted(found)]
-
-
-def runs_table(runs: Iterable[Run]) -> pd.DataFrame:
-    """One row per run: task, optimizer, family, gamma, seed, status, steps_to_95, path."""
-    rows = []
-    for r in runs:
-        i = r.info
-        rows.append(
-            {
-                "task": i.get("task"),
-                "optimizer": i.get("optimizer"),
-                "family": i.get("family"),
-                "gamma": float(i.get("gamma") or 0.0),
-                "seed": i.get("seed"),
-                "status": r.status,
-                "steps": i.get("steps"),
-                "steps_to_95": i.get("steps_to_95"),
-                "path": str(r.path),
-            }
-        )
-    return pd.DataFrame(rows)

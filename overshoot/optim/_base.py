@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, Literal
@@ -44,16 +43,6 @@ def resolve_gamma(gamma: float | None, overshoot: float | None, default: float) 
         raise ValueError(f"gamma={gamma} and overshoot={overshoot} disagree: pass only one of them")
     value = gamma if gamma is not None else overshoot
     return float(default if value is None else value)
-
-
-def check_nonneg(name: str, value: float) -> None:
-    """Raise ValueError unless ``value`` is a finite number >= 0."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"Tensor {name} must be 1-element")
-        value = float(value)
-    if not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"Invalid {name} value: {value} (allowed range: {name} >= 0)")
 
 
 def is_zero(value: float | Tensor) -> bool:
