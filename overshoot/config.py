@@ -1,21 +1,21 @@
-"""From the Hydra config to a resolved run config: the preset applied, every choice checked.
-
-The resolved config is a plain dict; it is what ``config.yaml`` of a run holds and what the run's hash is
-computed from (see ``overshoot.store.config_hash``). Every check raises :class:`ConfigError` with one line
-that names the fix.
+"""From the Hydra config to a resolved run config (``overshoot.runconfig.RunConfig``): the preset applied,
+the method looked up in the registry, every choice checked. Every check raises :class:`ConfigError` with one
+line that names the fix.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from overshoot import methods
 from overshoot.extras import MissingExtra, require
-from overshoot.metrics import FAMILY_BASELINES, FAMILY_OVERSHOOT
+from overshoot.runconfig import HParams, LogSettings, RunConfig
 
 CONFIG_PACKAGE = "overshoot_configs"  # the top-level configs/ folder, installed as a package (pyproject.toml)
 CONFIG_SEARCH_PATH = f"pkg://{CONFIG_PACKAGE}"
@@ -23,7 +23,6 @@ CONFIG_DIR = Path(str(importlib.resources.files(CONFIG_PACKAGE)))
 HPARAMS = ("epochs", "batch_size", "lr", "momentum", "beta2", "eps", "weight_decay", "schedule", "delay")
 PRECISIONS = ("fp32", "bf16", "fp64")
 SCHEDULES = ("constant", "cosine")
-DEFAULT_GAMMA = 5.0
 # Task options added after runs were stored: at these values they are left out of the resolved config, so
 # those runs keep their config hash (and directory).
 LATE_TASK_DEFAULTS: dict[str, dict[str, Any]] = {"housing": {"val_fraction": 0.0}}
@@ -109,44 +108,52 @@ def _check_keys(c: dict[str, Any]) -> None:
                 raise ConfigError(f"unknown setting {k}.{extra[0]}: valid are {valid}")
 
 
-def resolve(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved run config of a composed Hydra config; raises ConfigError on a bad setting."""
-    c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    c.pop("hydra", None)
-    task_cfg = dict(c["task"])
-    task = str(task_cfg["name"])
-    opt = dict(c["optimizer"])
-    name, family, overshoot = str(opt["name"]), str(opt["family"]), bool(opt["overshoot"])
-
-    gamma = c.get("gamma")
-    if overshoot:
-        gamma = DEFAULT_GAMMA if gamma is None else _number("gamma", gamma, float)
-        if gamma < 0:
-            raise ConfigError(f"gamma={gamma:g} is invalid: gamma must be >= 0 (the paper uses 3, 5 or 7)")
-        if gamma == 0:  # SGDO at gamma 0 is CM and AdamO AdamW: the run is the family baseline's
-            name = FAMILY_BASELINES[family][0]
-    elif gamma is not None and _number("gamma", gamma, float) != 0:
-        os_name = FAMILY_OVERSHOOT[family]
+def _method(opt: dict[str, Any]) -> tuple[methods.Method, str | None, dict[str, Any]]:
+    """The method of the ``optimizer`` node, and for an optimizer of the user's its import path and own
+    constructor arguments."""
+    target = opt.get("_target_") or opt.get("target")
+    family = opt.get("family")
+    if target is None:
+        name = str(opt.get("name"))
+        if opt.get("name") in (None, "custom"):
+            raise ConfigError(
+                "optimizer=custom needs optimizer.target=<class>, e.g. optimizer.target=torch.optim.RAdam "
+                "optimizer.family=adam"
+            )
+        try:
+            return methods.get(name), None, {}
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if family not in methods.FAMILIES:
         raise ConfigError(
-            f"gamma={gamma} has no effect with optimizer={name}: use optimizer={os_name} gamma={gamma}, "
-            f"or drop gamma (a sweep may list both: -m optimizer={name},{os_name} gamma=3,5,7 trains "
-            f"{name} once)"
+            f"optimizer.family={family} is unknown: give optimizer.family=sgd or adam (the family whose "
+            "preset hyperparameters it takes and whose baseline it is compared with)"
         )
-    else:
-        gamma = 0.0
+    given = opt.get("name")
+    name = str(target).rpartition(".")[2].lower() if given in (None, "custom") else str(given)
+    if name in methods.METHODS:
+        raise ConfigError(f"optimizer.name={name} is a built-in method: give your optimizer another name")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", name):
+        raise ConfigError(f"optimizer.name={name!r}: use letters, digits, '_' and '.' (it names a folder)")
+    try:
+        methods.import_object(str(target))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    kwargs = dict(opt.get("kwargs") or {})
+    return methods.get(name, str(family)), str(target), kwargs
 
-    preset = c["preset"]
-    if task not in preset["tasks"]:
+
+def _hparams(c: dict[str, Any], preset: dict[str, Any], task: str, family: str, custom_task: bool) -> HParams:
+    """The preset's hyperparameters of (task, family), the command line's on top, each checked."""
+    if custom_task:  # a task of the user's: the preset's common values and the task node's own
+        hp = {**preset["common"], **dict(c["task"].get("hparams") or {})}
+    elif task not in preset["tasks"]:
         raise ConfigError(f"preset={preset['name']} has no hyperparameters for task={task}: add them to it")
-    hp = {**preset["common"], **preset["tasks"][task].get(family, {})}
+    else:
+        hp = {**preset["common"], **preset["tasks"][task].get(family, {})}
     for k in HPARAMS:
         if c.get(k) is not None:
             hp[k] = c[k]
-    task_cfg.update(preset.get("task_options", {}).get(task, {}))
-    for k, default in LATE_TASK_DEFAULTS.get(task, {}).items():
-        if k in task_cfg and task_cfg[k] == default:
-            del task_cfg[k]
-
     for k in ("epochs", "batch_size"):
         hp[k] = _number(k, hp[k], int)
         if hp[k] < 1:
@@ -170,6 +177,53 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"lr={hp['lr']} is invalid: lr must be >= 0")
     if hp["schedule"] not in SCHEDULES:
         raise ConfigError(f"schedule={hp['schedule']} is unknown: choose one of {', '.join(SCHEDULES)}")
+    unknown = sorted(set(hp) - set(HPARAMS))
+    if unknown:
+        raise ConfigError(f"hyperparameter {unknown[0]} is unknown: valid are {', '.join(HPARAMS)}")
+    return HParams(**hp)
+
+
+def resolve(cfg: DictConfig) -> RunConfig:
+    """The resolved run config of a composed Hydra config; raises ConfigError on a bad setting."""
+    c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    c.pop("hydra", None)
+    task_cfg = dict(c["task"])
+    custom_task = task_cfg.get("_target_") is not None
+    task = str(task_cfg.get("name"))
+    if task == "custom" and not custom_task:
+        raise ConfigError("task=custom needs task._target_=<factory>, e.g. task._target_=mymodule.MyTask")
+    if custom_task:
+        if task_cfg.get("name") in (None, "custom") or task in TRAIN_SIZES:
+            raise ConfigError(
+                "a task with _target_ needs task.name=<a name of its own> (it names its folder)"
+            )
+        task_cfg.pop("hparams", None)
+    method, target, kwargs = _method(dict(c["optimizer"]))
+    name, family = method.name, method.family
+
+    gamma = c.get("gamma")
+    if method.overshoot:
+        gamma = methods.DEFAULT_GAMMA if gamma is None else _number("gamma", gamma, float)
+        if gamma < 0:
+            raise ConfigError(f"gamma={gamma:g} is invalid: gamma must be >= 0 (the paper uses 3, 5 or 7)")
+        if gamma == 0:  # SGDO at gamma 0 is CM and AdamO AdamW: the run is the family baseline's
+            name = method.baseline
+    elif gamma is not None and _number("gamma", gamma, float) != 0:
+        os_name = methods.FAMILIES[family].overshoot
+        raise ConfigError(
+            f"gamma={gamma} has no effect with optimizer={name}: use optimizer={os_name} gamma={gamma}, "
+            f"or drop gamma (a sweep may list both: -m optimizer={name},{os_name} gamma=3,5,7 trains "
+            f"{name} once)"
+        )
+    else:
+        gamma = 0.0
+
+    preset = c["preset"]
+    hp = _hparams(c, preset, task, family, custom_task)
+    task_cfg.update(preset.get("task_options", {}).get(task, {}))
+    for k, default in LATE_TASK_DEFAULTS.get(task, {}).items():
+        if k in task_cfg and task_cfg[k] == default:
+            del task_cfg[k]
     if c["precision"] not in PRECISIONS:
         raise ConfigError(f"precision={c['precision']} is unknown: choose one of {', '.join(PRECISIONS)}")
     cuda_graph = c.get("cuda_graph", "auto")
@@ -188,59 +242,60 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         if threads < 1:
             raise ConfigError(f"threads={threads} is invalid: use threads=auto or a positive integer")
     _check_keys(c)
-
     drop_last = c.get("drop_last", True)
     if drop_last not in (True, False):
         raise ConfigError(f"drop_last={drop_last} is unknown: choose true or false")
-    # Only a non-default drop_last enters the resolved config (and the hash): stored runs keep their hash.
-    batching = {} if drop_last else {"drop_last": False}
 
-    return {
-        "task": task,
-        "task_options": task_cfg,
-        "optimizer": name,
-        "family": family,
-        "gamma": gamma,
-        "seed": seed,
-        "precision": c["precision"],
-        "hparams": hp,
-        "max_steps": max_steps,
-        **batching,
-        "log_distance": bool(c["log"]["distance"]),
-        "preset": preset["name"],
-        "log": _log_settings(c["log"]),
-        "device": str(c["device"]),
-        "out": str(c["out"]),
-        "data": {"root": str(c["data"]["root"])},
-        "progress": str(c["progress"]),
-        "threads": threads,
-        "checkpoint_every": _number("checkpoint_every", c["checkpoint_every"], float),
-        "population": bool(c["population"]),
-        "cuda_graph": cuda_graph,
-    }
+    return RunConfig(
+        task=task,
+        task_options=task_cfg,
+        optimizer=name,
+        family=family,
+        gamma=float(gamma),
+        seed=seed,
+        precision=c["precision"],
+        hparams=hp,
+        max_steps=max_steps,
+        drop_last=bool(drop_last),
+        log_distance=bool(c["log"]["distance"]),
+        preset=preset["name"],
+        log=_log_settings(c["log"]),
+        device=str(c["device"]),
+        out=str(c["out"]),
+        data_root=str(c["data"]["root"]),
+        progress=str(c["progress"]),
+        threads=threads,
+        checkpoint_every=_number("checkpoint_every", c["checkpoint_every"], float),
+        population=bool(c["population"]),
+        cuda_graph=cuda_graph,
+        optimizer_target=target,
+        optimizer_kwargs=kwargs,
+    )
 
 
-def _log_settings(log: dict[str, Any]) -> dict[str, Any]:
+def _log_settings(log: dict[str, Any]) -> LogSettings:
     """The resolved ``log`` node: what each step logs and which loggers (an extra each) also get it."""
-    out = {
-        "base_loss": bool(log["base_loss"]),
-        "window": _number("log.window", log["window"], int),
-        "tensorboard": bool(log.get("tensorboard", False)),
-        "wandb": bool(log.get("wandb", False)),
-        "wandb_project": str(log.get("wandb_project") or "overshoot-bench"),
-    }
-    for key, module in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
-        if out[key]:
+    out = LogSettings(
+        base_loss=bool(log["base_loss"]),
+        window=_number("log.window", log["window"], int),
+        tensorboard=bool(log.get("tensorboard", False)),
+        wandb=bool(log.get("wandb", False)),
+        wandb_project=str(log.get("wandb_project") or "overshoot-bench"),
+    )
+    for key in ("tensorboard", "wandb"):
+        if getattr(out, key):
             try:
-                require("loggers", f"log.{key}=true", (module,))
+                require("loggers", f"log.{key}=true", (key,))
             except MissingExtra as e:
                 raise ConfigError(str(e)) from None
     return out
 
 
-def baseline_of(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config of the same run with the family baseline (CM or Adam) as optimizer."""
-    return {**resolved, "optimizer": FAMILY_BASELINES[resolved["family"]][0], "gamma": 0.0}
+def baseline_of(run: RunConfig) -> RunConfig:
+    """The same run with its family baseline (CM or AdamW) as optimizer."""
+    return run.replace(
+        optimizer=methods.FAMILIES[run.family].baseline, gamma=0.0, optimizer_target=None, optimizer_kwargs={}
+    )
 
 
 def drop_sweep_gamma(cfg: DictConfig) -> str | None:

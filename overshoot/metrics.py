@@ -17,35 +17,14 @@ Both smooth with :func:`trailing_mean`, the notebook's trailing mean window for 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 NOT_REACHED = "not reached"
-
-# Optimizer names of each family: the baseline first, then the second (Nesterov-type) baseline; the
-# overshoot optimizer is the family's third member.
-FAMILY_BASELINES: dict[str, tuple[str, str]] = {"sgd": ("sgd", "nesterov"), "adam": ("adam", "nadam")}
-FAMILY_OVERSHOOT: dict[str, str] = {"sgd": "sgd_os", "adam": "adam_os"}
-FAMILY_OF: dict[str, str] = {
-    "sgd": "sgd",
-    "nesterov": "sgd",
-    "sgd_os": "sgd",
-    "adam": "adam",
-    "nadam": "adam",
-    "adam_os": "adam",
-}
-FAMILY_LABEL: dict[str, str] = {"sgd": "SGD", "adam": "Adam"}
-DISPLAY_NAME: dict[str, str] = {
-    "sgd": "CM",
-    "nesterov": "NAG",
-    "sgd_os": "SGDO",
-    "adam": "Adam",
-    "nadam": "NAdam",
-    "adam_os": "AdamO",
-}
 
 FloatArray = np.ndarray
 
@@ -293,16 +272,18 @@ def paired_test(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[float, 
 
 def table1(
     records: pd.DataFrame,
+    baselines: Mapping[str, Sequence[str]],
     alpha: float = 0.05,
     confidence: float = 0.95,
-    baselines: Mapping[str, Sequence[str]] | None = None,
+    order: Callable[[str, float, str], Any] | None = None,
 ) -> pd.DataFrame:
     """Table 1 statistics from one row per run (columns ``TABLE1_INPUT``; value = best test metric).
 
     Per (task, method): mean and t-interval over seeds; ``best`` marks the best mean of each task's family
-    (highest accuracy, lowest loss); each overshoot method other than a baseline gets a two-sided paired
-    t-test, paired by seed, against the better of its family's baselines (``baselines``: family -> method
-    names, default CM/NAG and Adam/NAdam); ``star`` = p < alpha, ``better``/``worse`` its direction.
+    (highest accuracy, lowest loss); every method of a family other than its ``baselines`` (family ->
+    method names, e.g. CM and NAG) gets a two-sided paired t-test, paired by seed, against the better of
+    those baselines; ``star`` = p < alpha, ``better``/``worse`` its direction. Rows go by ``order``
+    (optimizer, gamma, family) -> sort key within each (task, family), else in the order of ``records``.
     """
     missing = [c for c in TABLE1_INPUT if c not in records.columns]
     if missing:
@@ -321,17 +302,21 @@ def table1(
         cis = {m: mean_ci(v.values(), confidence) for m, v in by_method.items()}
         finite = [ci.mean for ci in cis.values() if math.isfinite(ci.mean)]
         best_val = (max(finite) if higher else min(finite)) if finite else math.nan
-        names = (baselines or FAMILY_BASELINES).get(str(family), ())
+        names = tuple(baselines.get(str(family), ()))
         bases = [b for b in names if b in cis and math.isfinite(cis[b].mean)]
         ref = None
         if bases:
             ref = (max if higher else min)(bases, key=lambda b: cis[b].mean)
-        for method in sorted(by_method, key=lambda m: method_sort_key(*meta[m])):
+        methods: list[str] = list(by_method)
+        if order is not None:
+            keys = {m: order(*meta[m], str(family)) for m in methods}
+            methods.sort(key=keys.__getitem__)
+        for method in methods:
             opt, gamma = meta[method]
             ci = cis[method]
             diff, p, npairs = math.nan, math.nan, 0
             reference = ""
-            if opt.endswith("_os") and ref is not None and method not in names:
+            if ref is not None and method not in names:
                 reference = ref
                 diff, p, npairs = paired_test(by_method[method], by_method[ref])
             rows.append(
@@ -356,18 +341,6 @@ def table1(
                 }
             )
     return pd.DataFrame(rows, columns=list(TABLE1_COLUMNS))
-
-
-def method_sort_key(optimizer: str, gamma: float) -> tuple[int, float]:
-    """Sort key of a method in tables and legends: CM, NAG, SGDO by gamma, Adam, NAdam, AdamO by gamma."""
-    order = tuple(DISPLAY_NAME)
-    return (order.index(optimizer) if optimizer in order else len(order), gamma)
-
-
-def method_label(optimizer: str, gamma: float) -> str:
-    """A human label: 'CM', 'NAG', 'SGDO γ=3', 'AdamO γ=5', ...; unknown optimizers keep their name."""
-    name = DISPLAY_NAME.get(optimizer, optimizer)
-    return f"{name} γ={gamma:g}" if optimizer.endswith("_os") else name
 
 
 def bootstrap_interval(

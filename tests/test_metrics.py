@@ -10,6 +10,9 @@ import pytest
 from scipy import stats
 
 from overshoot import metrics as M
+from overshoot.results import method_order
+
+SGD_BASELINES = {"sgd": ("sgd", "nesterov")}
 
 
 def step_curve(drop: int, n: int = 2000, hi: float = 2.0, lo: float = 0.0) -> np.ndarray:
@@ -201,7 +204,11 @@ def test_table1_best_star_and_pairing_by_seed() -> None:
     g3 = {s: nag[s] + shift[s] for s in seeds}  # clearly better than NAG, seed by seed
     noise = {10: 0.01, 20: -0.012, 30: 0.005, 40: -0.004, 50: 0.002}
     g5 = {s: nag[s] + noise[s] for s in seeds}  # no real difference
-    t = M.table1(_records({"sgd": cm, "nesterov": nag, "sgd_os-g3": g3, "sgd_os-g5": g5}))
+    t = M.table1(
+        _records({"sgd": cm, "nesterov": nag, "sgd_os-g3": g3, "sgd_os-g5": g5}),
+        SGD_BASELINES,
+        order=method_order,
+    )
     t = t.set_index("method")
     assert list(t.index) == ["sgd", "nesterov", "sgd_os-g3", "sgd_os-g5"]
     assert t.loc["sgd_os-g3", "best"] and t["best"].sum() == 1
@@ -222,7 +229,8 @@ def test_table1_loss_rows_prefer_lower_and_pick_better_baseline() -> None:
     cm = {1: 1.0, 2: 1.2, 3: 1.1}
     nag = {1: 1.3, 2: 1.4, 3: 1.5}  # worse (higher loss): CM is the reference
     os3 = {1: 0.9, 2: 1.0, 3: 1.05}
-    t = M.table1(_records({"sgd": cm, "nesterov": nag, "sgd_os-g3": os3}, "loss")).set_index("method")
+    t = M.table1(_records({"sgd": cm, "nesterov": nag, "sgd_os-g3": os3}, "loss"), SGD_BASELINES)
+    t = t.set_index("method")
     assert t.loc["sgd_os-g3", "best"] and not t.loc["sgd", "best"]
     assert t.loc["sgd_os-g3", "reference"] == "sgd"
     assert t.loc["sgd_os-g3", "mean_diff"] == pytest.approx(np.mean([-0.1, -0.2, -0.05]))
@@ -230,7 +238,7 @@ def test_table1_loss_rows_prefer_lower_and_pick_better_baseline() -> None:
 
 def test_table1_needs_its_columns() -> None:
     with pytest.raises(ValueError, match="columns"):
-        M.table1(pd.DataFrame({"task": ["t"]}))
+        M.table1(pd.DataFrame({"task": ["t"]}), SGD_BASELINES)
 
 
 def test_table1_marks_the_direction_and_takes_given_baselines() -> None:
@@ -245,3 +253,19 @@ def test_table1_marks_the_direction_and_takes_given_baselines() -> None:
     # for a loss, lower is better: the same numbers flip direction
     t = M.table1(_records({"sgd_os-g0": g0, "sgd_os-g7": worse}, "loss"), baselines={"sgd": ("sgd_os-g0",)})
     assert t.set_index("method").loc["sgd_os-g7", "better"]
+
+
+def test_table1_compares_every_method_that_is_not_a_baseline() -> None:
+    """A user's optimizer of the family (no gamma, not an overshoot method) is tested against the better
+    baseline like SGDO is, and sorts after the built-in methods."""
+    cm = {1: 0.80, 2: 0.90, 3: 0.70, 4: 0.85}
+    nag = {s: v - 0.01 for s, v in cm.items()}
+    mine = {s: v + 0.02 + 0.001 * s for s, v in cm.items()}
+    recs = _records({"mysgd": mine, "sgd": cm, "nesterov": nag, "sgd_os-g3": cm})
+    t = M.table1(recs, SGD_BASELINES, order=method_order).set_index("method")
+    assert list(t.index) == ["sgd", "nesterov", "sgd_os-g3", "mysgd"]
+    assert t.loc["mysgd", "reference"] == "sgd" and t.loc["mysgd", "n_pairs"] == 4
+    a, b = [mine[s] for s in cm], [cm[s] for s in cm]
+    assert t.loc["mysgd", "p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert t.loc["mysgd", "better"] and t.loc["mysgd", "best"]
+    assert t.loc["sgd", "reference"] == t.loc["nesterov", "reference"] == ""

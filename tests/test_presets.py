@@ -49,7 +49,7 @@ def test_tuned_table_covers_every_task() -> None:
 @pytest.mark.parametrize(("task", "family"), sorted(TUNED))
 def test_tuned_preset_resolves_to_the_table(task: str, family: str) -> None:
     batch, lr, mu, schedule, epochs, wd = TUNED[task, family]
-    hp = resolve(compose([f"task={task}", f"optimizer={family}", "preset=tuned"]))["hparams"]
+    hp = resolve(compose([f"task={task}", f"optimizer={family}", "preset=tuned"])).to_dict()["hparams"]
     assert (hp["batch_size"], hp["schedule"], hp["epochs"]) == (batch, schedule, epochs)
     assert (hp["lr"], hp["momentum"], hp["weight_decay"]) == pytest.approx((lr, mu, wd), rel=1e-12)
     assert (hp["beta2"], hp["eps"], hp["delay"]) == (0.999, 1e-8, 50)
@@ -58,17 +58,17 @@ def test_tuned_preset_resolves_to_the_table(task: str, family: str) -> None:
 @pytest.mark.parametrize("family", ["sgd", "adam"])
 def test_every_method_of_a_family_gets_its_baselines_tuned_values(family: str) -> None:
     hps = [
-        resolve(compose(["task=housing", f"optimizer={o}", "preset=tuned"]))["hparams"]
+        resolve(compose(["task=housing", f"optimizer={o}", "preset=tuned"])).to_dict()["hparams"]
         for o in OPTIMIZERS[family]
     ]
     assert hps[0] == hps[1] == hps[2]
 
 
 def test_tuned_preset_turns_on_the_validation_split() -> None:
-    assert resolve(compose(["task=housing", "preset=tuned"]))["task_options"]["val_fraction"] == 0.2
-    fm = resolve(compose(["task=fmnist", "preset=tuned"]))["task_options"]
+    assert resolve(compose(["task=housing", "preset=tuned"])).task_options["val_fraction"] == 0.2
+    fm = resolve(compose(["task=fmnist", "preset=tuned"])).task_options
     assert (fm["width"], fm["val_size"]) == ("tuned", 10000)
-    assert "val_fraction" not in resolve(compose(["task=housing", "preset=paper"]))["task_options"]
+    assert "val_fraction" not in resolve(compose(["task=housing", "preset=paper"])).task_options
 
 
 def test_new_options_at_their_defaults_keep_stored_run_hashes() -> None:
@@ -78,7 +78,7 @@ def test_new_options_at_their_defaults_keep_stored_run_hashes() -> None:
     assert config_hash(resolve(compose([*base, "task.val_fraction=0", "drop_last=true"])))[:8] == "1ffa454a"
     split = resolve(compose([*base, "task.val_fraction=0.2"]))
     ragged = resolve(compose([*base, "drop_last=false"]))
-    assert split["task_options"]["val_fraction"] == 0.2 and ragged["drop_last"] is False
+    assert split.task_options["val_fraction"] == 0.2 and ragged.drop_last is False
     assert len({config_hash(split), config_hash(ragged), "1ffa454a"}) == 3
     with pytest.raises(ConfigError, match="drop_last=maybe is unknown"):
         resolve(compose([*base, "drop_last=maybe"]))
