@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
 
 import pytest
@@ -17,6 +18,12 @@ OPTIMIZERS = {
     "sgdo": lambda ps, **kw: SGDO(ps, lr=0.05, momentum=0.9, gamma=3.0, **kw),
     "adamo": lambda ps, **kw: AdamO(ps, lr=1e-2, gamma=5.0, delay=2, **kw),
     "adamo-exact": lambda ps, **kw: AdamO(ps, lr=1e-2, gamma=5.0, delay=2, exact=True, amsgrad=True, **kw),
+    "adamo-capturable": lambda ps, **kw: AdamO(
+        ps, lr=torch.tensor(1e-2, dtype=DT), gamma=5.0, delay=2, capturable=True, **kw
+    ),
+    "adamo-exact-capturable": lambda ps, **kw: AdamO(
+        ps, lr=1e-2, gamma=5.0, delay=2, exact=True, amsgrad=True, capturable=True, foreach=False, **kw
+    ),
 }
 
 
@@ -180,7 +187,7 @@ def test_closure_and_grad_untouched(name: str) -> None:
     assert same(snapshot(m1), snapshot(m2))
 
 
-@pytest.mark.parametrize("cls", [SGDO, AdamO])
+@pytest.mark.parametrize("cls", [SGDO, AdamO, functools.partial(AdamO, capturable=True)])
 def test_gamma_zero_base_weights_is_free(cls) -> None:
     model = make_mlp()
     opt = cls(model.parameters(), gamma=0.0)

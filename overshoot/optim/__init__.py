@@ -13,6 +13,10 @@ Typical loop (gradients are taken at the overshoot weights the model holds; eval
         sched.step()
         with torch.no_grad(), opt.base_weights():  # parameters hold the base weights inside
             val_loss = evaluate(model)
+
+``AdamO(..., capturable=True)`` keeps step counts, lr and coefficients on the device (no host sync: its
+step and base-weight round trip can be captured in a CUDA graph); the functional form is
+``adamo(..., capturable=True)``, with ``adamo_base_offset`` for the base weights.
 """
 
 from overshoot.optim import adamo, reference, sgdo

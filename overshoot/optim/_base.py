@@ -14,9 +14,7 @@ from torch.optim import Optimizer
 Mode = Literal["overshoot", "base"]
 MODE_KEY = "overshoot_mode"
 SAVED_KEY = "overshoot_weights"
-
-
-FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+GAMMA_MAX_KEY = "last_gamma_max"  # capturable state: host upper bound of the device-side last_gamma
 
 
 def fused_kernels() -> ModuleType:
@@ -30,11 +28,14 @@ def default_to_fused(params: list[Tensor], grads: list[Tensor]) -> bool:
     """For fused=None, foreach=None: True when every parameter is a contiguous CUDA tensor the fused kernels
     support (and so is its gradient)."""
     if not params or not all(
-        p.device.type == "cuda" and p.dtype in FUSED_DTYPES and p.is_contiguous() and g.is_contiguous()
+        p.device.type == "cuda" and p.is_contiguous() and g.is_contiguous()
         for p, g in zip(params, grads, strict=True)
     ):
         return False
-    return bool(fused_kernels().fused_available(params[0].device))
+    kernels = fused_kernels()
+    return all(p.dtype in kernels.FUSED_DTYPES for p in params) and bool(
+        kernels.fused_available(params[0].device)
+    )
 
 
 def resolve_gamma(gamma: float | None, overshoot: float | None, default: float) -> float:
@@ -48,6 +49,17 @@ def resolve_gamma(gamma: float | None, overshoot: float | None, default: float) 
 def is_zero(value: float | Tensor) -> bool:
     """True when a Python number is 0 (tensors are never treated as zero: no host sync)."""
     return not isinstance(value, Tensor) and value == 0
+
+
+def may_offset(st: dict[str, Any]) -> bool:
+    """Whether a parameter's state may hold a nonzero overshoot offset, decided on the host: a device-side
+    ``last_gamma`` (capturable state) is judged by its host upper bound ``last_gamma_max``."""
+    last = st.get("last_gamma", 0.0)
+    if last.__class__ is float:  # the host path's Python float
+        return bool(last != 0.0)
+    if isinstance(last, Tensor):
+        return bool(st.get(GAMMA_MAX_KEY, 1.0) != 0.0)
+    return bool(last != 0.0)
 
 
 class OvershootOptimizer(Optimizer):
@@ -94,14 +106,14 @@ class OvershootOptimizer(Optimizer):
             )
 
     def _offset_params(self) -> list[list[Tensor]]:
-        """Per param group, the parameters whose state holds a nonzero overshoot offset."""
+        """Per param group, the parameters whose state may hold a nonzero overshoot offset."""
         out: list[list[Tensor]] = []
         for group in self.param_groups:
-            out.append([p for p in group["params"] if self.state.get(p, {}).get("last_gamma", 0.0) != 0.0])
+            out.append([p for p in group["params"] if may_offset(self.state.get(p, {}))])
         return out
 
     def _refresh_any_offset(self) -> None:
-        self._any_offset = any(s.get("last_gamma", 0.0) != 0.0 for s in self.state.values())
+        self._any_offset = any(may_offset(s) for s in self.state.values())
 
     def _add_base_offset(self, params_by_group: list[list[Tensor]]) -> None:
         raise NotImplementedError

@@ -18,8 +18,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from overshoot.optim._base import FUSED_DTYPES
-
 try:  # triton is optional: without it the fused path is simply unavailable
     import triton
     import triton.language as tl
@@ -31,6 +29,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 BLOCK = 2048  # elements per vectorised access group (NUM_WARPS * 32 threads, 16 bytes each, several times)
 ITERS = 4  # BLOCKs per program: more loads in flight and fewer table look-ups per byte
 NUM_WARPS = 8
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # parameter dtypes the kernels take
 
 
 def interpret_enabled() -> bool:
