@@ -15,10 +15,7 @@ interrupted one resumes. A bad setting raises :class:`overshoot.config.ConfigErr
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +24,12 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
+from overshoot import methods
 from overshoot.config import ConfigError, compose, drop_sweep_gamma, resolve
-from overshoot.store import load_run, method_name, run_path
+from overshoot.lifecycle import Outcomes, run_one
+from overshoot.runconfig import RunConfig
+from overshoot.store import load_run, run_path
+from overshoot.sweep import run_sweep
 
 __all__ = ["Result", "run", "sweep"]
 
@@ -56,7 +57,7 @@ class Result:
     @property
     def method(self) -> str:
         """The method label, e.g. ``sgd_os-g5``."""
-        return method_name(str(self.config["optimizer"]), float(self.config.get("gamma") or 0.0))
+        return methods.label(str(self.config["optimizer"]), float(self.config.get("gamma") or 0.0))
 
     def __repr__(self) -> str:
         c = self.config
@@ -88,32 +89,8 @@ def _overrides(settings: Mapping[str, Any], raw: Sequence[str]) -> list[str]:
     return [f"{k}={_value(v)}" for k, v in _flatten(settings)] + list(raw)
 
 
-@contextlib.contextmanager
-def _stderr_kept() -> Iterator[io.StringIO]:
-    """Copy what is written to stderr meanwhile (still shown) into the yielded buffer."""
-    kept = io.StringIO()
-    original = sys.stderr
-
-    class Tee(io.TextIOBase):
-        def write(self, s: str) -> int:
-            kept.write(s)
-            return original.write(s)
-
-        def flush(self) -> None:
-            original.flush()
-
-        def isatty(self) -> bool:
-            return original.isatty()
-
-    sys.stderr = Tee()
-    try:
-        yield kept
-    finally:
-        sys.stderr = original
-
-
-def _read(cfg_run: dict[str, Any], code: int | None) -> Result:
-    path = run_path(cfg_run["out"], cfg_run)
+def _read(run: RunConfig, code: int | None) -> Result:
+    path = run_path(run.out, run)
     r = load_run(path)
     return Result(
         path=path,
@@ -126,20 +103,13 @@ def _read(cfg_run: dict[str, Any], code: int | None) -> Result:
     )
 
 
-def _train(cfg: DictConfig) -> int:
-    """cli.run_one, its bad-input message raised as ConfigError instead of returned as exit code 2."""
-    from overshoot import cli
-
-    with _stderr_kept() as err:
-        code = cli.run_one(cfg)
+def _train(cfg: DictConfig | RunConfig) -> int:
+    """lifecycle.run_one, its bad input raised as ConfigError instead of returned as exit code 2."""
+    outcomes = Outcomes()
+    code = run_one(cfg, outcomes)
     if code == 2:
-        raise ConfigError(_last_error(err.getvalue()))
+        raise ConfigError(outcomes.errors[-1] if outcomes.errors else "bad input (see above)")
     return code
-
-
-def _last_error(stderr: str) -> str:
-    errors = [ln for ln in stderr.splitlines() if ln.startswith("overshoot-bench: error: ")]
-    return errors[-1].removeprefix("overshoot-bench: error: ") if errors else "bad input (see above)"
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -178,20 +148,18 @@ def sweep(
     axes = {"task": task, "optimizer": optimizer, **dict(_flatten(settings))}
     keys = list(axes)
     values = [list(v) if isinstance(v, (list, tuple)) else [v] for v in axes.values()]
-    jobs: list[tuple[DictConfig, dict[str, Any]]] = []
+    jobs: list[tuple[DictConfig, RunConfig]] = []
     seen: set[Path] = set()
     for combo in itertools.product(*values):
         cfg = _compose(_overrides(dict(zip(keys, combo, strict=True)), overrides))
         drop_sweep_gamma(cfg)
         resolved = resolve(cfg)  # every job is checked before the first one trains
-        path = run_path(resolved["out"], resolved)
+        path = run_path(resolved.out, resolved)
         if path in seen:
             continue  # the same run as an earlier job (a baseline's gamma copies)
         seen.add(path)
         jobs.append((cfg, resolved))
-    if population and not any(r["log"]["tensorboard"] or r["log"]["wandb"] for _, r in jobs):
-        from overshoot.population import run_sweep
-
+    if population:
         for cfg, _ in jobs:
             cfg.population = True
         run_sweep(

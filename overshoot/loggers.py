@@ -18,11 +18,12 @@ from typing import Any
 
 import yaml
 
-from overshoot.store import RunWriter, config_hash, method_name
+from overshoot import methods
+from overshoot.store import RunWriter, config_hash
 
 
 def _label(run: Mapping[str, Any]) -> str:
-    return f"{run['task']}/{method_name(run['optimizer'], run['gamma'])}/seed{run['seed']}"
+    return f"{run['task']}/{methods.label(run['optimizer'], run['gamma'])}/seed{run['seed']}"
 
 
 class Loggers:

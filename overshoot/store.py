@@ -41,9 +41,11 @@ import pandas as pd
 import torch
 import yaml
 
+from overshoot import methods
+from overshoot.runconfig import RunConfig
+
 STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
 EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
-STATUSES = ("running", "completed", "failed", "diverged")
 DEAD = "interrupted (process gone)"  # what live_status says of a "running" run whose process is gone
 CLAIM_FILE = ".claim"
 HEARTBEAT_S = 15.0  # seconds between the holder's refreshes of its claim
@@ -529,24 +531,19 @@ def live_status(
 # -- naming ------------------------------------------------------------------------------------------
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
+def config_hash(config: Mapping[str, Any] | RunConfig) -> str:
     """A stable hex digest of the config keys that determine a run's numbers."""
-    kept = {k: v for k, v in config.items() if k not in UNHASHED_KEYS}
+    d = config.to_dict() if isinstance(config, RunConfig) else config
+    kept = {k: v for k, v in d.items() if k not in UNHASHED_KEYS}
     blob = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def method_name(optimizer: str, gamma: float) -> str:
-    """The method label of a run: the optimizer name, plus ``-g<gamma>`` for overshoot optimizers."""
-    if optimizer.endswith("_os"):
-        return f"{optimizer}-g{gamma:g}"
-    return optimizer
-
-
-def run_path(out: Path | str, config: Mapping[str, Any]) -> Path:
+def run_path(out: Path | str, config: Mapping[str, Any] | RunConfig) -> Path:
     """Where the run of ``config`` lives: ``<out>/<task>/<method>/seed<seed>-<hash8>``."""
-    method = method_name(str(config["optimizer"]), float(config.get("gamma") or 0.0))
-    return Path(out) / str(config["task"]) / method / f"seed{config['seed']}-{config_hash(config)[:8]}"
+    d = config.to_dict() if isinstance(config, RunConfig) else config
+    method = methods.label(str(d["optimizer"]), float(d.get("gamma") or 0.0))
+    return Path(out) / str(d["task"]) / method / f"seed{d['seed']}-{config_hash(d)[:8]}"
 
 
 def _format_rows(columns: Sequence[str], rows: Mapping[str, Sequence[Any]]) -> str:
@@ -569,6 +566,42 @@ def read_info_file(f: Path) -> dict[str, Any]:
 
 
 @dataclass
+class Checkpoint:
+    """A checkpoint file: a run's own, or a population's (``holders``: its members' writers). It is written
+    atomically and only while every holder still holds its run's claim."""
+
+    path: Path
+    holders: Sequence[RunWriter] = ()
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def load(self, required: Sequence[str] = ()) -> dict[str, Any] | None:
+        """The checkpoint, or None (also when unreadable: it is then moved aside with a warning)."""
+        return load_checkpoint_file(self.path, required)
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Replace the checkpoint atomically (a failed write keeps the previous one)."""
+        for h in self.holders:
+            h._check()  # a member taken over by another process: stop before writing anything
+        makedirs(self.path.parent)
+        atomic_torch_save(dict(state), self.path)
+
+    def quarantine(self, why: str) -> None:
+        """Move a checkpoint that cannot be used aside, with a one-line warning naming it."""
+        if self.path.exists():
+            aside = quarantine(self.path, why)
+            _warn(f"{self.path}: {why}; moved it to {aside.name}; restarting from step 0")
+
+    def drop(self, folder: bool = False) -> None:
+        """Delete the checkpoint, and with ``folder`` its folder once empty (a population's)."""
+        self.path.unlink(missing_ok=True)
+        if folder:
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()
+
+
+@dataclass
 class RunWriter:
     """Writes one run directory; the training loop's only way to touch the disk. With ``claim`` set, every
     write first checks that this process still holds the run."""
@@ -578,21 +611,18 @@ class RunWriter:
     _info: dict[str, Any] = field(default_factory=dict)
     claim: Claim | None = None
 
-    @property
-    def steps_file(self) -> Path:
-        return self.path / "steps.csv"
+    # the run's files: steps.csv, epochs.csv, checkpoint.pt, run.json
+    steps_file: Path = field(init=False)
+    epochs_file: Path = field(init=False)
+    checkpoint_file: Path = field(init=False)
+    info_file: Path = field(init=False)
 
-    @property
-    def epochs_file(self) -> Path:
-        return self.path / "epochs.csv"
-
-    @property
-    def checkpoint_file(self) -> Path:
-        return self.path / "checkpoint.pt"
-
-    @property
-    def info_file(self) -> Path:
-        return self.path / "run.json"
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.steps_file = self.path / "steps.csv"
+        self.epochs_file = self.path / "epochs.csv"
+        self.checkpoint_file = self.path / "checkpoint.pt"
+        self.info_file = self.path / "run.json"
 
     def _check(self) -> None:
         if self.claim is not None:
@@ -624,13 +654,14 @@ class RunWriter:
             except OSError:
                 pass
 
-    def write_config(self, config: Mapping[str, Any]) -> None:
+    def write_config(self, config: Mapping[str, Any] | RunConfig) -> None:
         """Write ``config.yaml`` (the resolved config)."""
         self._check()
-        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False))
+        d = config.to_dict() if isinstance(config, RunConfig) else dict(config)
+        atomic_write_text(self.path / "config.yaml", yaml.safe_dump(d, sort_keys=False))
 
     def start(
-        self, config: Mapping[str, Any], info: Mapping[str, Any], *, resume_rows: tuple[int, int]
+        self, config: Mapping[str, Any] | RunConfig, info: Mapping[str, Any], *, resume_rows: tuple[int, int]
     ) -> None:
         """Write the config and a ``running`` run.json; cut the logs to ``resume_rows`` (steps, epochs),
         dropping a partial last line. Raises LogMismatch when a log holds fewer whole rows than that."""
@@ -659,20 +690,10 @@ class RunWriter:
         """Append a block of epoch rows."""
         self._append(self.epochs_file, EPOCH_COLUMNS, rows)
 
-    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        """Replace the checkpoint atomically (a failed write keeps the previous one)."""
-        self._check()
-        atomic_torch_save(dict(state), self.checkpoint_file)
-
-    def load_checkpoint(self, required: Sequence[str] = ()) -> dict[str, Any] | None:
-        """The last checkpoint, or None (also when unreadable: it is then moved aside with a warning)."""
-        return load_checkpoint_file(self.checkpoint_file, required)
-
-    def quarantine_checkpoint(self, why: str) -> None:
-        """Move a checkpoint that cannot be used aside, with a one-line warning naming it."""
-        if self.checkpoint_file.exists():
-            aside = quarantine(self.checkpoint_file, why)
-            _warn(f"{self.checkpoint_file}: {why}; moved it to {aside.name}; restarting from step 0")
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The run's own checkpoint (``checkpoint.pt`` in its directory)."""
+        return Checkpoint(self.checkpoint_file, (self,))
 
     def drop_checkpoint(self) -> None:
         self.checkpoint_file.unlink(missing_ok=True)

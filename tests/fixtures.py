@@ -9,6 +9,7 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from overshoot_tasks.data import CIFAR10_CLASSES, HOUSING_COLUMNS
@@ -203,3 +204,16 @@ def write_every_dataset(root: Path) -> Path:
     write_gpt2(root / "gpt2")
     write_text(root / "tinyshakespeare" / "input.txt")
     return root
+
+
+def single_run_parts(run: Any) -> tuple[Any, Any, Any]:
+    """The task (float32, on the CPU), run writer and device ``overshoot.single.train(run, ...)`` takes."""
+    import torch
+    from overshoot_tasks import build_task
+
+    from overshoot.runtime import pick_device
+    from overshoot.store import RunWriter, run_path
+
+    device = pick_device("cpu")
+    task = build_task(run.task_options, Path(run.data_root), device, torch.float32)
+    return task, RunWriter(run_path(run.out, run)), device

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from fixtures import single_run_parts
 
-from overshoot import bench, cli, loop
+from overshoot import bench, engine, runtime, sweep
 from overshoot.config import ConfigError, compose, resolve
 from overshoot.population import _population_label
 
@@ -124,17 +124,17 @@ def test_single_run_keeps_the_helpful_error(tmp_path: Path) -> None:
     r = _cli("optimizer=sgd", "gamma=5", f"out={tmp_path}", cwd=tmp_path)
     assert r.returncode == 2
     assert "use optimizer=sgd_os gamma=5" in r.stderr and "-m optimizer=sgd,sgd_os gamma=3,5,7" in r.stderr
-    assert resolve(compose(["optimizer=adam_os", "gamma=0"]))["optimizer"] == "adam"
-    assert resolve(compose(["optimizer=sgd", "gamma=0"]))["optimizer"] == "sgd"
+    assert resolve(compose(["optimizer=adam_os", "gamma=0"])).optimizer == "adam"
+    assert resolve(compose(["optimizer=sgd", "gamma=0"])).optimizer == "sgd"
 
 
 def test_sweep_claims_are_per_run_and_survive_a_requeue(tmp_path: Path) -> None:
     a = resolve(compose([f"out={tmp_path}", "optimizer=sgd"]))
     b = resolve(compose([f"out={tmp_path}", "optimizer=sgd_os"]))
-    assert cli.sweep_job_of(tmp_path / "sweep", a, 3) == 3
-    assert cli.sweep_job_of(tmp_path / "sweep", a, 5) == 3  # a copy
-    assert cli.sweep_job_of(tmp_path / "sweep", a, 3) == 3  # job 3 requeued: still the owner
-    assert cli.sweep_job_of(tmp_path / "sweep", b, 5) == 5
+    assert sweep.sweep_job_of(tmp_path / "sweep", a, 3) == 3
+    assert sweep.sweep_job_of(tmp_path / "sweep", a, 5) == 3  # a copy
+    assert sweep.sweep_job_of(tmp_path / "sweep", a, 3) == 3  # job 3 requeued: still the owner
+    assert sweep.sweep_job_of(tmp_path / "sweep", b, 5) == 5
 
 
 # -- loggers ----------------------------------------------------------------------------------------------
@@ -166,17 +166,14 @@ def test_tensorboard_events_hold_the_logged_scalars(tmp_path: Path) -> None:
 
 def test_tensorboard_after_a_killed_run_holds_each_step_once(tmp_path: Path) -> None:
     """A process killed after logging steps past its last checkpoint: the relaunch's events replace them."""
-    from overshoot_tasks import build_task
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from overshoot.loop import pick_device, train
-    from overshoot.store import RunWriter, run_path
+    from overshoot.single import train
+    from overshoot.store import RunWriter
 
     run = resolve(compose([f"out={tmp_path}", "optimizer=sgd", "max_steps=120", "progress=none",
                            "log.tensorboard=true", "checkpoint_every=1e9"]))  # fmt: skip
-    device = pick_device("cpu")
-    task = build_task(run["task_options"], Path(run["data"]["root"]), device, torch.float32)
-    writer = RunWriter(run_path(run["out"], run))
+    task, writer, device = single_run_parts(run)
     calls = {"n": 0}
 
     def killed() -> bool:
@@ -272,10 +269,10 @@ def test_progress_lines_name_task_method_seed_and_gamma(
 
 
 def test_progress_bar_label(capsys: pytest.CaptureFixture[str]) -> None:
-    run = {"task": "housing", "optimizer": "adam_os", "gamma": 3.0, "seed": 10}
-    assert loop.progress_label(run) == "housing/adam_os-g3/seed10"
-    assert loop.progress_label({**run, "optimizer": "adam", "gamma": 0.0}) == "housing/adam/seed10"
-    p = loop.Progress("bar", 100, 0, loop.progress_label(run))
+    run = resolve(compose(["task=housing", "optimizer=adam_os", "gamma=3", "seed=10"]))
+    assert runtime.run_label(run) == "housing/adam_os-g3/seed10"
+    assert runtime.run_label(run.replace(optimizer="adam", gamma=0.0)) == "housing/adam/seed10"
+    p = engine.Progress("bar", 100, 0, runtime.run_label(run))
     p.update(50, 0.25)
     p.close()
     err = capsys.readouterr().err
@@ -284,22 +281,21 @@ def test_progress_bar_label(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_progress_rate_leaves_evaluation_out(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
-    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
-    p = loop.Progress("none", 1000, 0, "x")
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: clock[0])
+    p = engine.Progress("none", 1000, 0, "x")
     clock[0] += 2.0  # 20 training steps in 2 s
     with p.paused():
         clock[0] += 6.0  # evaluation
     assert p.rate(20) == pytest.approx(10.0)
-    assert loop.format_rate(0.4123) == "0.412" and loop.format_rate(11.84) == "11.8"
-    assert loop.format_rate(2541.2) == "2541"
+    assert engine.format_rate(0.4123) == "0.412" and engine.format_rate(11.84) == "11.8"
+    assert engine.format_rate(2541.2) == "2541"
 
 
 def test_population_label_names_methods_and_seeds() -> None:
+    base = resolve(compose(["optimizer=sgd"]))
     runs = [
-        {"task": "digits", "optimizer": o, "gamma": g, "seed": s}
-        for o, g in (("sgd", 0.0), ("sgd_os", 3.0))
-        for s in (1, 2)
+        base.replace(optimizer=o, gamma=g, seed=s) for o, g in (("sgd", 0.0), ("sgd_os", 3.0)) for s in (1, 2)
     ]
     assert _population_label(runs) == "digits/population of 4 (sgd,sgd_os-g3; seed 1,2)"
-    many = [{**r, "seed": s} for r in runs[:1] for s in range(10, 101, 10)]
+    many = [r.replace(seed=s) for r in runs[:1] for s in range(10, 101, 10)]
     assert _population_label(many) == "digits/population of 10 (sgd; seed 10..100 (10))"

@@ -14,11 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fixtures import single_run_parts
 
-from overshoot.cli import run_one
 from overshoot.config import ConfigError, compose, resolve
-from overshoot.loop import Interrupted, pick_device, train
-from overshoot.store import RunWriter, load_run, run_path
+from overshoot.lifecycle import run_one
+from overshoot.runtime import Interrupted
+from overshoot.single import train
+from overshoot.store import load_run
 
 BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
 FAST = ["max_steps=240", "progress=lines"]
@@ -99,12 +101,8 @@ def test_resume_after_interruption_reproduces_the_curve(tmp_path: Path) -> None:
     overrides = ["optimizer=adam_os", "gamma=3", "delay=10", "max_steps=700", "progress=none"]
     ref = _curve(tmp_path / "ref", *overrides)
 
-    from overshoot_tasks import build_task
-
     run = resolve(compose([f"out={tmp_path / 'cut'}", *overrides]))
-    device = pick_device("cpu")
-    task = build_task(run["task_options"], Path(run["data"]["root"]), device, torch.float32)
-    writer = RunWriter(run_path(run["out"], run))
+    task, writer, device = single_run_parts(run)
     with pytest.raises(Interrupted):
         train(run, task, writer, device, should_stop=_stop_after(300))
     cut_rows = len(load_run(writer.path).steps()) if (writer.path / "run.json").exists() else 0
@@ -169,7 +167,7 @@ def test_diverged_run_keeps_partial_curve(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["task=nope"], "unknown task=nope: choose one of cifar, cifar100, digits"),
+        (["task=nope"], "unknown task=nope: choose one of cifar, cifar100, custom, digits"),
         (["optimizer=adm"], "unknown optimizer=adm (did you mean optimizer=adam?): choose one of adam,"),
         (["learning_rate=0.1"], "unknown setting learning_rate"),
         (["+learning_rate=0.1"], "unknown setting learning_rate (did you mean lr?)"),
@@ -207,12 +205,12 @@ def test_resolve_rejects_gamma_on_baselines() -> None:
     with pytest.raises(ConfigError, match="optimizer=adam"):
         resolve(compose(["optimizer=adam", "gamma=5"]))
     run = resolve(compose(["optimizer=adam_os"]))
-    assert run["gamma"] == 5.0 and run["family"] == "adam"
+    assert run.gamma == 5.0 and run.family == "adam"
     fm = resolve(compose(["task=fmnist", "optimizer=sgd_os", "gamma=3"]))
-    assert fm["hparams"]["epochs"] == 50 and fm["hparams"]["lr"] == 1e-3
-    assert resolve(compose(["task=fmnist", "optimizer=adam"]))["hparams"]["epochs"] == 10
+    assert fm.hparams.epochs == 50 and fm.hparams.lr == 1e-3
+    assert resolve(compose(["task=fmnist", "optimizer=adam"])).hparams.epochs == 10
     tuned = resolve(compose(["task=fmnist", "optimizer=sgd", "preset=tuned"]))
-    assert tuned["hparams"]["batch_size"] == 32 and tuned["task_options"]["width"] == "tuned"
+    assert tuned.hparams.batch_size == 32 and tuned.task_options["width"] == "tuned"
 
 
 @pytest.fixture(scope="module")
@@ -264,16 +262,16 @@ def test_threads_auto_gives_a_large_model_the_default_back(monkeypatch: pytest.M
     """In one process (a sweep), a small model's one thread does not stick to the larger models after it."""
     from torch import nn
 
-    from overshoot import loop
+    from overshoot import runtime
 
-    monkeypatch.setattr(loop, "CPU_THREADS", 2)
+    monkeypatch.setattr(runtime, "CPU_THREADS", 2)
     cpu = torch.device("cpu")
     try:
-        loop.set_cpu_threads("auto", nn.Linear(10, 10), cpu)
+        runtime.set_cpu_threads("auto", nn.Linear(10, 10), cpu)
         assert torch.get_num_threads() == 1
-        loop.set_cpu_threads("auto", nn.Linear(1000, 1000), cpu)  # 1,001,000 parameters
+        runtime.set_cpu_threads("auto", nn.Linear(1000, 1000), cpu)  # 1,001,000 parameters
         assert torch.get_num_threads() == 2
-        loop.set_cpu_threads(3, nn.Linear(10, 10), cpu)
+        runtime.set_cpu_threads(3, nn.Linear(10, 10), cpu)
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(1)  # conftest's setting

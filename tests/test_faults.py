@@ -15,10 +15,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from fixtures import single_run_parts
 
-from overshoot import cli, loop
+from overshoot import engine, lifecycle
 from overshoot.config import compose, resolve
-from overshoot.loop import Interrupted, pick_device, train
+from overshoot.runtime import Interrupted
+from overshoot.single import train
 from overshoot.store import CLAIM_FILE, RunWriter, claim_run, load_run, run_path
 
 BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
@@ -40,7 +42,7 @@ def _overrides(out: Path, steps: int, *extra: str) -> list[str]:
 
 def _path(out: Path, steps: int, *extra: str) -> Path:
     run = resolve(compose(_overrides(out, steps, *extra)))
-    return run_path(run["out"], run)
+    return run_path(run.out, run)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     out = tmp_path_factory.mktemp("reference")
     paths = {}
     for steps in (300, 400):
-        assert cli.run_one(compose(_overrides(out, steps))) == 0
+        assert lifecycle.run_one(compose(_overrides(out, steps))) == 0
         paths[steps] = _path(out, steps)
     return paths
 
@@ -61,12 +63,9 @@ def _same_logs(run: Path, ref: Path) -> None:
 
 def _interrupted(out: Path, steps: int, after_checks: int) -> RunWriter:
     """A run of ``steps`` stopped (with a checkpoint) after ``after_checks`` stop checks."""
-    from overshoot_tasks import build_task
 
     run = resolve(compose(_overrides(out, steps, "checkpoint_every=0")))
-    device = pick_device("cpu")
-    task = build_task(run["task_options"], Path(run["data"]["root"]), device, torch.float32)
-    writer = RunWriter(run_path(run["out"], run))
+    task, writer, device = single_run_parts(run)
     calls = {"n": 0}
 
     def stop() -> bool:
@@ -115,9 +114,9 @@ def test_a_run_held_in_a_sweep_counts_as_running_elsewhere(
     path = _path(tmp_path, 50)
     holder = claim_run(path)
     try:
-        before = cli._outcomes["running elsewhere"]
-        assert cli.run_one(compose(_overrides(tmp_path, 50))) == 0
-        assert cli._outcomes["running elsewhere"] == before + 1
+        outcomes = lifecycle.Outcomes()
+        assert lifecycle.run_one(compose(_overrides(tmp_path, 50)), outcomes) == 0
+        assert outcomes.counts == {"running elsewhere": 1}
     finally:
         holder.release()
     assert "running elsewhere, not started" in capsys.readouterr().out
@@ -131,7 +130,7 @@ def test_a_stale_claim_is_taken_over_and_the_run_resumes(
     (writer.path / CLAIM_FILE).write_text(json.dumps({"host": "node17", "pid": 99, "token": "t"}))
     old = time.time() - 3600  # its holder stopped beating an hour ago (a SLURM node that died)
     os.utime(writer.path / CLAIM_FILE, (old, old))
-    assert cli.run_one(compose(_overrides(tmp_path, 300, "checkpoint_every=0"))) == 0
+    assert lifecycle.run_one(compose(_overrides(tmp_path, 300, "checkpoint_every=0"))) == 0
     captured = capsys.readouterr()
     assert "took over" in captured.err and "pid 99 on node17" in captured.err and "resuming" in captured.out
     _same_logs(writer.path, reference[300])
@@ -175,7 +174,7 @@ def test_enospc_mid_run_is_one_line_and_a_rerun_is_bit_identical(
     path = _path(tmp_path, 300, "checkpoint_every=0")
     after = 5 if which else 25
     seen = _full_disk(monkeypatch, path, which, after=after)
-    assert cli.run_one(compose(overrides)) == 1
+    assert lifecycle.run_one(compose(overrides)) == 1
     assert seen["n"] > after  # the disk did fill up during the run
     monkeypatch.undo()
     captured = capsys.readouterr()
@@ -187,7 +186,7 @@ def test_enospc_mid_run_is_one_line_and_a_rerun_is_bit_identical(
     if which:  # small files could still be written: run.json says why it failed
         info = _strict(path / "run.json")
         assert info["status"] == "failed" and "no space left on device writing" in info["reason"]
-    assert cli.run_one(compose(overrides)) == 0  # space freed
+    assert lifecycle.run_one(compose(overrides)) == 0  # space freed
     _same_logs(path, reference[300])
 
 
@@ -219,7 +218,7 @@ def test_read_only_out_is_one_line_exit_2(
         real(path, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "mkdir", mkdir)
-    assert cli.run_one(compose(_overrides(tmp_path / "ro", 5))) == 2
+    assert lifecycle.run_one(compose(_overrides(tmp_path / "ro", 5))) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "read-only file system: cannot write" in err and "writable out=" in err
 
@@ -230,13 +229,13 @@ def test_read_only_out_is_one_line_exit_2(
 @pytest.mark.parametrize("where", ["inside the checkpoint's rows", "after them"])
 def test_a_cut_steps_csv_is_repaired(tmp_path: Path, reference: dict[int, Path], where: str) -> None:
     writer = _interrupted(tmp_path, 300, 5)
-    ckpt_rows = torch.load(writer.checkpoint_file, weights_only=False)["rows"][0]
+    ckpt_rows = torch.load(writer.checkpoint_file, weights_only=False)["step"]
     text = writer.steps_file.read_bytes()
     lines = text.split(b"\n")
     keep = ckpt_rows - 3 if where.startswith("inside") else ckpt_rows + 1
     cut = len(b"\n".join(lines[: keep + 1])) + 1 + 5  # 5 bytes into the next row
     writer.steps_file.write_bytes(text[:cut])
-    assert cli.run_one(compose(_overrides(tmp_path, 300, "checkpoint_every=0"))) == 0
+    assert lifecycle.run_one(compose(_overrides(tmp_path, 300, "checkpoint_every=0"))) == 0
     _same_logs(writer.path, reference[300])
     assert load_run(writer.path).status == "completed"
 
@@ -249,7 +248,7 @@ def test_a_broken_checkpoint_restarts_the_run_with_a_warning(
     data = writer.checkpoint_file.read_bytes()
     writer.checkpoint_file.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
     (writer.path / ".checkpoint.pt.k1ll3d.tmp").write_bytes(data[:100])  # what a kill mid-write leaves
-    assert cli.run_one(compose(_overrides(tmp_path, 300, "checkpoint_every=0"))) == 0
+    assert lifecycle.run_one(compose(_overrides(tmp_path, 300, "checkpoint_every=0"))) == 0
     err = capsys.readouterr().err
     assert str(writer.checkpoint_file) in err and "restarting from step 0" in err
     _same_logs(writer.path, reference[300])
@@ -264,7 +263,7 @@ def test_a_broken_run_json_does_not_stop_the_run(
     path = _path(tmp_path, 300)
     path.mkdir(parents=True)
     (path / "run.json").write_text(text)
-    assert cli.run_one(compose(_overrides(tmp_path, 300))) == 0
+    assert lifecycle.run_one(compose(_overrides(tmp_path, 300))) == 0
     assert _strict(path / "run.json")["status"] == "completed"
     _same_logs(path, reference[300])
 
@@ -283,7 +282,7 @@ def test_a_setup_failure_keeps_its_message_even_on_a_full_disk(
     monkeypatch.setattr(overshoot_tasks, "build_task", broken)
     path = _path(tmp_path, 50)
     _full_disk(monkeypatch, path, "error.log", after=0)
-    assert cli.run_one(compose(_overrides(tmp_path, 50))) == 1
+    assert lifecycle.run_one(compose(_overrides(tmp_path, 50))) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RuntimeError: the data server hung up" in err
     assert "error.log not written: no space left on device" in err
@@ -293,7 +292,9 @@ def test_a_setup_failure_keeps_its_message_even_on_a_full_disk(
 
 def test_diverged_run_json_is_strict_and_quotes_the_training_loss(tmp_path: Path) -> None:
     assert (
-        cli.run_one(compose([f"out={tmp_path}", "optimizer=sgd", "lr=1e6", "max_steps=300", "progress=none"]))
+        lifecycle.run_one(
+            compose([f"out={tmp_path}", "optimizer=sgd", "lr=1e6", "max_steps=300", "progress=none"])
+        )
         == 1
     )
     (path,) = (p.parent for p in tmp_path.rglob("run.json"))
@@ -308,8 +309,8 @@ def test_diverged_run_json_is_strict_and_quotes_the_training_loss(tmp_path: Path
 
 def test_epoch_ends_write_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run killed after a few epochs resumes from there although the timer never fired."""
-    monkeypatch.setattr(loop, "EPOCH_CHECKPOINT_MIN_S", 0.0)
-    monkeypatch.setattr(loop, "EPOCH_CHECKPOINT_FACTOR", 0.0)
+    monkeypatch.setattr(engine, "EPOCH_CHECKPOINT_MIN_S", 0.0)
+    monkeypatch.setattr(engine, "EPOCH_CHECKPOINT_FACTOR", 0.0)
     from overshoot_tasks.base import TensorTask
 
     real, calls = TensorTask.train_batch, {"n": 0}
@@ -321,16 +322,16 @@ def test_epoch_ends_write_checkpoints(tmp_path: Path, monkeypatch: pytest.Monkey
         return real(self, plan, k)  # type: ignore[arg-type]
 
     monkeypatch.setattr(TensorTask, "train_batch", dying)
-    assert cli.run_one(compose(_overrides(tmp_path, 300, "checkpoint_every=3600"))) == 1
+    assert lifecycle.run_one(compose(_overrides(tmp_path, 300, "checkpoint_every=3600"))) == 1
     ckpt = torch.load(_path(tmp_path, 300, "checkpoint_every=3600") / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 44  # two 22-step epochs (1,437 examples, batch 64)
 
 
 def test_epoch_end_checkpoints_are_rate_limited(tmp_path: Path) -> None:
-    assert cli.run_one(compose(_overrides(tmp_path, 660, "checkpoint_every=3600"))) == 0
+    assert lifecycle.run_one(compose(_overrides(tmp_path, 660, "checkpoint_every=3600"))) == 0
     info = _strict(_path(tmp_path, 660, "checkpoint_every=3600") / "run.json")
     # 30 epoch ends; at most one checkpoint per EPOCH_CHECKPOINT_MIN_S second of training.
-    assert info["checkpoints"] <= 1 + info["wall_time_s"] / loop.EPOCH_CHECKPOINT_MIN_S
+    assert info["checkpoints"] <= 1 + info["wall_time_s"] / engine.EPOCH_CHECKPOINT_MIN_S
     assert info["checkpoint_time_s"] <= 0.02 * info["wall_time_s"] + 0.05
 
 
@@ -398,11 +399,11 @@ def test_a_broken_run_json_leaves_the_report_working(tmp_path: Path, reference: 
 
 
 def test_fault_injection_script_small(tmp_path: Path) -> None:
-    """CI's small version of scripts/fault_injection.py (N = 50 in results/fault_injection/)."""
+    """CI's small version of benchmarks/fault_injection.py (N = 50 in results/fault_injection/)."""
     out = tmp_path / "fi"
     args = ["--n", "2", "--steps", "200", "--after", "training", "--out", str(out)]
     r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "fault_injection.py"), *args],
+        [sys.executable, str(ROOT / "benchmarks" / "fault_injection.py"), *args],
         capture_output=True,
         text=True,
         env=ENV,
@@ -416,7 +417,7 @@ def test_fault_injection_script_small(tmp_path: Path) -> None:
 def test_a_population_leaves_a_held_member_to_its_holder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from overshoot.population import run_population
+    from overshoot.lifecycle import run_population
 
     runs = [
         resolve(compose([f"out={tmp_path}", f"optimizer={o}", "seed=1", "max_steps=30", "progress=none"]))
@@ -443,11 +444,34 @@ def test_a_claim_left_by_a_run_killed_after_finishing_is_cleared(tmp_path: Path)
     dead.wait()
     (path / CLAIM_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "token": "t"}))
     (path / "checkpoint.pt").write_bytes(b"the checkpoint it was about to delete")
-    assert cli.run_one(compose(_overrides(tmp_path, 50))) == 0
+    assert lifecycle.run_one(compose(_overrides(tmp_path, 50))) == 0
     assert not (path / CLAIM_FILE).exists() and not (path / "checkpoint.pt").exists()
     live = claim_run(path)  # a live holder's claim is never cleared
     try:
-        assert cli.run_one(compose(_overrides(tmp_path, 50))) == 0
+        assert lifecycle.run_one(compose(_overrides(tmp_path, 50))) == 0
         assert (path / CLAIM_FILE).exists()
     finally:
         live.release()
+
+
+def test_ctrl_c_wrapped_by_python_while_importing_is_still_one_line_exit_130(tmp_path: Path) -> None:
+    """A SIGINT inside e.g. a dataclass's __set_name__ reaches the entry point as a RuntimeError caused by
+    the KeyboardInterrupt; it still ends in one line and 130."""
+    code = (
+        "import sys\n"
+        "class Finder:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'overshoot.cli':\n"
+        "            try:\n"
+        "                raise KeyboardInterrupt\n"
+        "            except KeyboardInterrupt as e:\n"
+        "                raise RuntimeError('Error calling __set_name__') from e\n"
+        "sys.meta_path.insert(0, Finder())\n"
+        "from overshoot._entry import main\n"
+        "main()\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == "overshoot-bench: interrupted while starting; nothing was written"

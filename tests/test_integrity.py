@@ -15,7 +15,7 @@ from fixtures import write_cifar_pickles, write_housing_csv, write_idx, write_mn
 from overshoot_tasks import data, integrity
 from overshoot_tasks.data import load_housing_csv, load_idx_dataset
 
-from overshoot import cli
+from overshoot import lifecycle
 from overshoot.config import compose
 
 REAL = Path(os.environ.get("OVERSHOOT_DATA", "/work/shared/data"))
@@ -89,7 +89,7 @@ def test_a_cut_data_file_is_one_line_from_the_cli(tmp_path: Path, capsys: pytest
     f = _housing(tmp_path)
     f.write_text(f.read_text()[:-7])
     overrides = ["task=housing", f"data.root={tmp_path}", f"out={tmp_path / 'runs'}", "max_steps=3"]
-    assert cli.run_one(compose([*overrides, "progress=none"])) == 2
+    assert lifecycle.run_one(compose([*overrides, "progress=none"])) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{f} ends in the middle of row" in err
 

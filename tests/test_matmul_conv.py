@@ -89,7 +89,7 @@ def test_population_losses_and_gradients_do_not_depend_on_the_conv_form(
     base = [f"task={task}", "precision=fp64", "device=cpu", f"data.root={root}", f"out={tmp_path}"]
     runs = [resolve(compose([*base, "optimizer=sgd", f"seed={s}"])) for s in (1, 2)]
     dev = torch.device("cpu")
-    t = build_task(runs[0]["task_options"], root, dev, torch.float64)
+    t = build_task(runs[0].task_options, root, dev, torch.float64)
     b = t.train_batch(t.epoch_plan(1, 0, 4), 0)
     out = {}
     for conv in ("grouped", "matmul", "conv2d-matmul"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -17,11 +18,12 @@ import pytest
 import torch
 import yaml
 
+import overshoot.lifecycle as lifecycle
 import overshoot.population as population
-from overshoot.cli import run_one
 from overshoot.config import compose, resolve
-from overshoot.loop import StopRequest
-from overshoot.population import plan_populations, run_population
+from overshoot.lifecycle import run_one, run_population
+from overshoot.population import plan_populations
+from overshoot.runtime import StopRequest
 from overshoot.store import load_run, run_path
 
 SGD_MEMBERS = [["optimizer=sgd", "seed=1"], ["optimizer=nesterov", "seed=2"], ["+method=sgd_os_g3", "seed=1"]]
@@ -67,13 +69,13 @@ def test_member_curves_equal_single_runs(
     for m in members:
         assert run_one(compose(_common(task, root, tmp_path / "single") + m)) == 0
     for r in pop_runs:
-        p = load_run(run_path(r["out"], r))
+        p = load_run(run_path(r.out, r))
         s = load_run(run_path(tmp_path / "single", r))
         ps, ss = p.steps(), s.steps()
         assert len(ps) == len(ss) == 100
         assert list(ps.columns) == list(ss.columns)
         for col in ("base_loss", "train_loss", "grad_norm"):
-            assert np.abs(ps[col].to_numpy() - ss[col].to_numpy()).max() <= 1e-10, (r["optimizer"], col)
+            assert np.abs(ps[col].to_numpy() - ss[col].to_numpy()).max() <= 1e-10, (r.optimizer, col)
         assert (ps["lr"].to_numpy() == ss["lr"].to_numpy()).all()
         pe, se = p.epochs(), s.epochs()
         assert list(pe["split"]) == list(se["split"]) and list(pe["epoch"]) == list(se["epoch"])
@@ -106,15 +108,15 @@ def test_plan_populations_groups_by_family_and_hyperparameters(root: Path, tmp_p
     pops, alone = plan_populations(runs)
     assert sorted(len(p) for p in pops) == [6, 10]  # NAdam joins the Adam family
     sgd = next(p for p in pops if len(p) == 10)
-    assert {(r["optimizer"], r["gamma"], r["seed"]) for r in sgd} == {
+    assert {(r.optimizer, r.gamma, r.seed) for r in sgd} == {
         (m, g, s) for m, g in [("sgd", 0), ("nesterov", 0), ("sgd_os", 3), ("sgd_os", 5), ("sgd_os", 7)]
         for s in (10, 20)
     }  # fmt: skip
-    assert sorted((r["optimizer"], r["seed"]) for r in alone) == [("sgd", 30)]
+    assert sorted((r.optimizer, r.seed) for r in alone) == [("sgd", 30)]
     pops, alone = plan_populations(runs, max_size=3)
     assert max(map(len, pops)) == 3 and sum(map(len, pops)) + len(alone) == len(runs) - 1
     bn = resolve(compose([f"out={tmp_path}", "task=cifar100", "optimizer=sgd"]))
-    assert plan_populations([bn, {**bn, "seed": 1}]) == ([], [bn, {**bn, "seed": 1}])
+    assert plan_populations([bn, bn.replace(seed=1)]) == ([], [bn, bn.replace(seed=1)])
     assert population.member_gamma(runs[2]) == 0.9  # NAG is SGDO at gamma = mu
 
 
@@ -144,16 +146,16 @@ def test_interrupted_population_resumes_to_the_same_curves(
     whole = _runs("housing", members, root, tmp_path / "whole")
     assert run_population(whole) == [0, 0]
     runs = _runs("housing", members, root, tmp_path / "cut")
-    monkeypatch.setattr(population, "stop_requests", _stop_after(40))
+    monkeypatch.setattr(lifecycle, "stop_requests", _stop_after(40))
     assert run_population(runs) == [143, 143]
-    assert all(load_run(run_path(r["out"], r)).status == "failed" for r in runs)
+    assert all(load_run(run_path(r.out, r)).status == "failed" for r in runs)
     assert (population.population_dir(runs) / "checkpoint.pt").exists()
     monkeypatch.undo()
     assert run_population(runs) == [0, 0]
     for a, b in zip(whole, runs, strict=True):
-        sa, sb = load_run(run_path(a["out"], a)).steps(), load_run(run_path(b["out"], b)).steps()
+        sa, sb = load_run(run_path(a.out, a)).steps(), load_run(run_path(b.out, b)).steps()
         pd.testing.assert_frame_equal(sa, sb)
-        assert load_run(run_path(b["out"], b)).status == "completed"
+        assert load_run(run_path(b.out, b)).status == "completed"
     assert not population.population_dir(runs).exists()
     assert run_population(runs) == [0, 0]  # completed: skipped
 
@@ -178,7 +180,7 @@ def test_state_dict_round_trip_keeps_the_device_step_state(root: Path, tmp_path:
     from overshoot_tasks import build_task
 
     runs = _runs("housing", ADAM_MEMBERS, root, tmp_path)
-    t = build_task(runs[0]["task_options"], root, torch.device("cpu"), torch.float64)
+    t = build_task(runs[0].task_options, root, torch.device("cpu"), torch.float64)
     pop = population.Population(runs, t, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     for step in range(5):
@@ -198,3 +200,36 @@ def test_state_dict_round_trip_keeps_the_device_step_state(root: Path, tmp_path:
         assert torch.equal(again.mu_product, pop.mu_product)
         for k, p in pop.params.items():
             assert torch.equal(again.params[k], p) and torch.equal(again.state["v"][k], pop.state["v"][k])
+
+
+def test_population_members_feed_their_own_tensorboard_logs(root: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = _runs("housing", SGD_MEMBERS[:2], root, tmp_path)
+    runs = [r.replace(log=dataclasses.replace(r.log, tensorboard=True)) for r in runs]
+    assert run_population(runs) == [0, 0]
+    for r in runs:
+        path = run_path(r.out, r)
+        acc = EventAccumulator(str(path / "tensorboard"))
+        acc.Reload()
+        steps = pd.read_csv(path / "steps.csv")
+        events = acc.Scalars("train/base_loss")
+        assert [e.step for e in events] == list(steps["step"]) == list(range(100))
+        np.testing.assert_allclose([e.value for e in events], steps["base_loss"], rtol=1e-6)
+
+
+def test_a_cosine_population_steps_its_schedule_in_torchs_order(root: Path, tmp_path: Path) -> None:
+    """The stand-in optimizer whose lr the schedule drives is stepped before the scheduler (torch warns
+    otherwise and would skip the schedule's first value)."""
+    import warnings
+
+    runs = [
+        r.replace(hparams=dataclasses.replace(r.hparams, schedule="cosine"))
+        for r in _runs("housing", SGD_MEMBERS[:2], root, tmp_path)
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_population(runs) == [0, 0]
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    lrs = load_run(run_path(runs[0].out, runs[0])).steps()["lr"]
+    assert lrs.iloc[0] == runs[0].hparams.lr and lrs.iloc[-1] < lrs.iloc[1] < lrs.iloc[0]

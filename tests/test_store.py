@@ -204,14 +204,14 @@ def test_enospc_in_a_checkpoint_keeps_the_previous_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     w = RunWriter(tmp_path)
-    w.save_checkpoint({"step": 1, "w": torch.arange(10.0)})
+    w.checkpoint.save({"step": 1, "w": torch.arange(10.0)})
     _fail_writes_to(monkeypatch, ".checkpoint.pt.", after_bytes=100)
     with pytest.raises(
         StoreError, match=f"^no space left on device writing {re.escape(str(w.checkpoint_file))}$"
     ):
-        w.save_checkpoint({"step": 2, "w": torch.zeros(100_000)})
+        w.checkpoint.save({"step": 2, "w": torch.zeros(100_000)})
     monkeypatch.undo()
-    assert w.load_checkpoint()["step"] == 1  # type: ignore[index]
+    assert w.checkpoint.load()["step"] == 1  # type: ignore[index]
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -261,12 +261,12 @@ def test_broken_checkpoint_is_moved_aside(
 ) -> None:
     w = RunWriter(tmp_path)
     if content == "half":
-        w.save_checkpoint({"step": 1, "w": torch.zeros(10_000)})
+        w.checkpoint.save({"step": 1, "w": torch.zeros(10_000)})
         data = w.checkpoint_file.read_bytes()
         w.checkpoint_file.write_bytes(data[: len(data) // 2])
     else:
         w.checkpoint_file.write_bytes(content)  # type: ignore[arg-type]
-    assert w.load_checkpoint() is None
+    assert w.checkpoint.load() is None
     err = capsys.readouterr().err
     assert str(w.checkpoint_file) in err and "restarting from step 0" in err and len(err.splitlines()) == 1
     assert not w.checkpoint_file.exists() and len(list(tmp_path.glob("checkpoint.pt.corrupt-*"))) == 1

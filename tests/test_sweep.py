@@ -15,13 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from overshoot import extras, manifest, slurm
 from overshoot.config import compose, resolve
 from overshoot.report import main as report_main
 from overshoot.store import run_path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "slurm"))
-import manifest
-import submit_array
 
 BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
 METHODS = ["sgd", "nesterov", "sgd_os_g3", "sgd_os_g5", "sgd_os_g7"]
@@ -72,7 +69,7 @@ def test_fast_composition_gives_the_cli_run_directories(tmp_path: Path) -> None:
     for e in manifest.plan(overrides):
         cfg = compose(list(e.overrides))
         resolved = resolve(cfg)
-        assert run_path(resolved["out"], resolved) == e.path, e.name
+        assert run_path(resolved.out, resolved) == e.path, e.name
 
 
 def test_duplicate_runs_are_listed_once(tmp_path: Path) -> None:
@@ -125,29 +122,36 @@ def test_manifest_cli_prints_names_and_counts(tmp_path: Path, capsys: pytest.Cap
     assert "gamma" in capsys.readouterr().err
 
 
-def test_submit_array_dry_run_packs_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_submit_dry_run_packs_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "sub"
-    args = [
-        "--dry-run",
-        "--pack",
-        "2",
-        "--gpus",
-        "0",
-        "--mem-gb",
-        "0",
-        "--partition",
-        "gpu",
-        "--dir",
-        str(folder),
-        "--requeue",
-    ]
-    assert submit_array.main([*args, "optimizer=sgd_os", "gamma=3,5,7", "seed=10", f"out={tmp_path}"]) == 0
+    args = ["--dry-run", "--pack", "2", "--gpus", "0", "--mem-gb", "0", "--partition", "gpu"]
+    args += ["--dir", str(folder), "--requeue", "--sbatch-arg=--exclude=n1"]
+    sweep = ["optimizer=sgd_os", "gamma=3,5,7", "seed=10", f"out={tmp_path}"]
+    assert slurm.main([*args, *sweep]) == 0
     assert "3 runs in 2 array tasks" in capsys.readouterr().out
-    script = (folder / "array.sbatch").read_text()
-    assert "#SBATCH --array=0-1%64" in script and "#SBATCH --partition=gpu" in script
-    assert "--gres" not in script and "--mem" not in script
-    assert "#SBATCH --requeue" in script and "export OVERSHOOT_REQUEUE=1" in script
     assert len((folder / "manifest.txt").read_text().splitlines()) == 3
+    assert not list(folder.glob("logs/*"))  # nothing submitted
+
+    params = slurm.executor_parameters(slurm.parse([*args, *sweep]), 2)
+    assert params["array_parallelism"] == 2 and params["partition"] == "gpu" and params["time"] == 240
+    assert "gres" not in params and "mem" not in params
+    assert params["additional_parameters"] == {"requeue": True, "exclude": "n1"}
+    submitit = pytest.importorskip("submitit")
+    submitit.SlurmExecutor(folder=tmp_path / "x").update_parameters(**params)  # names submitit knows
+
+    assert slurm.slices(["a", "b", "c"], 2) == ([0, 2], [["a", "b"], ["c"]])
+    assert slurm.main(["--sbatch-arg==n1", *sweep]) == 2
+    assert "give an sbatch option" in capsys.readouterr().err
+
+
+def test_submit_without_submitit_names_the_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(extras, "missing", lambda modules: list(modules))
+    assert slurm.main(["--gpus", "0", "optimizer=sgd", "seed=10", f"out={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "install the [slurm] extra" in err and "submitit" in err, err
+    assert not (tmp_path / ".slurm").exists()  # nothing written
 
 
 def _bench(*args: str, cwd: Path) -> subprocess.Popen[str]:
@@ -221,51 +225,72 @@ exit 0
 """
 
 
-def _array_task(tmp_path: Path, lines: list[str], task: int, pack: int) -> subprocess.Popen[str]:
-    (tmp_path / "manifest.txt").write_text("".join(line + "\n" for line in lines))
+def _fake_bench(tmp_path: Path) -> Path:
     fake = tmp_path / "fake-bench"
     fake.write_text(FAKE_BENCH)
     fake.chmod(0o755)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "slurm" / "array_task.sh"
-    env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_JOB_ID": "7"}
-    return subprocess.Popen(
-        [str(script), str(tmp_path / "manifest.txt"), str(pack), str(fake)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return fake
 
 
 def _calls(tmp_path: Path) -> list[str]:
     return sorted(line.split(" ", 1)[1] for line in (tmp_path / "calls").read_text().splitlines())
 
 
-def test_array_task_runs_its_packed_slice_with_quoting(tmp_path: Path) -> None:
-    lines = ["ok a=1", "ok 'b=two words'", "fail c=3", "ok d=4", "ok e=5"]
-    p = _array_task(tmp_path, lines, task=1, pack=2)
-    log, _ = p.communicate(timeout=30)
-    assert p.returncode == 1, log  # line 2 failed
+def test_array_task_runs_its_packed_slice_with_quoting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    task = slurm.ArrayTask(str(_fake_bench(tmp_path)), tmp_path / "logs", tmp_path, requeue=False)
+    firsts, chunks = slurm.slices(["ok a=1", "ok 'b=two words'", "fail c=3", "ok d=4", "ok e=5"], 2)
+    with pytest.raises(slurm.RunsFailed, match=r"line 2 exited 1$"):
+        task(firsts[1], chunks[1])
     assert _calls(tmp_path) == ["fail c=3", "ok d=4"]
-    assert "line 2 exited 1" in log and "line 3 exited 0" in log
+    assert "line 3 exited 0" in capsys.readouterr().out
     assert (tmp_path / "logs" / "7_1-3.log").exists()
     (tmp_path / "calls").unlink()
-    p = _array_task(tmp_path, lines, task=0, pack=2)
-    assert p.wait(timeout=30) == 0
+    assert task(firsts[0], chunks[0]) == [0, 0]
     assert _calls(tmp_path) == ["ok a=1", "ok b=two words"]
-    p = _array_task(tmp_path, lines, task=3, pack=2)
-    assert p.wait(timeout=30) == 1  # past the end of the manifest: an error, not a silent success
 
 
-def test_array_task_forwards_the_time_limit_signal(tmp_path: Path) -> None:
-    p = _array_task(tmp_path, ["slow x=1", "slow x=2"], task=0, pack=2)
+# submitit calls ArrayTask.checkpoint from its SIGUSR2 handler and requeues what it returns; this driver does
+# the same without SLURM.
+DRIVER = """
+import signal, sys
+from pathlib import Path
+from overshoot.slurm import ArrayTask
+task = ArrayTask(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[2]), requeue=True)
+def on_usr2(signum, frame):
+    again = task.checkpoint(0, ["slow x=1", "slow x=2"])
+    print("requeue", type(again.function).__name__, again.args, flush=True)
+    sys.exit(3)
+signal.signal(signal.SIGUSR2, on_usr2)
+task(0, ["slow x=1", "slow x=2"])
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
+def test_array_task_turns_slurm_signals_into_checkpoints(tmp_path: Path, sig: signal.Signals) -> None:
+    pytest.importorskip("submitit")
+    p = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(_fake_bench(tmp_path)), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 20
     while not (tmp_path / "calls").exists() or len(_calls(tmp_path)) < 2:
-        assert time.time() < deadline
+        assert time.time() < deadline and p.poll() is None
         time.sleep(0.05)
-    time.sleep(0.2)  # both fake runs have set their TERM traps
-    p.send_signal(signal.SIGUSR2)
+    time.sleep(0.3)  # both fake runs have set their TERM traps
+    if sig == signal.SIGUSR2:
+        os.killpg(p.pid, sig)  # SLURM signals every process of the step: the runs must outlive it
+    else:
+        p.send_signal(sig)  # scancel, preemption
     log, _ = p.communicate(timeout=20)
-    assert p.returncode == 1
-    assert "caught USR2" in log and log.count("exited 143") == 2, log
-    assert _calls(tmp_path).count("TERM") == 2
+    assert _calls(tmp_path).count("TERM") == 2, log
+    if sig == signal.SIGUSR2:
+        assert p.returncode == 3 and "requeue ArrayTask (0, ['slow x=1', 'slow x=2'])" in log, log
+    else:
+        assert p.returncode == 1 and "line 0 exited 143, line 1 exited 143" in log, log

@@ -1,0 +1,228 @@
+"""Sweep dispatch: what each job of a Hydra multirun trains, populations of compatible runs, and the
+sweep's closing saving lines.
+
+A ``Session`` holds one ``overshoot-bench`` process's state: its outcomes, the population jobs it collects
+while Hydra runs the sweep (trained together once Hydra returns), its notes and the runs it summarises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from overshoot import metrics
+from overshoot.config import ConfigError, baseline_of, drop_sweep_gamma, resolve
+from overshoot.lifecycle import Outcomes, finished, run_one, run_population
+from overshoot.population import MAX_SIZE, eligible, plan_populations
+from overshoot.runconfig import RunConfig
+from overshoot.runtime import run_label
+from overshoot.store import RunWriter, load_run, run_path
+
+
+class Session:
+    """One process's sweep: ``job(cfg)`` for each Hydra job, ``finish()`` once Hydra returns."""
+
+    def __init__(self) -> None:
+        self.outcomes = Outcomes()
+        self.population_jobs: list[DictConfig] = []
+        self.runs: list[RunConfig] = []  # the resolved runs of this process's sweep jobs, for the summary
+        self.notes: set[str] = set()
+
+    def note(self, text: str) -> None:
+        """Print ``text`` as a note, once per process."""
+        if text not in self.notes:
+            self.notes.add(text)
+            print(f"overshoot-bench: note: {text}", flush=True)
+
+    def job(self, cfg: DictConfig) -> None:
+        """What one Hydra job does: train its run, or skip it as another job's copy, or keep it for a
+        population. Raises KeyboardInterrupt when the run was interrupted (the sweep stops; it resumes)."""
+        if _multirun() and self._sweep_copy(cfg):
+            return
+        if _population_job(cfg):
+            self.population_jobs.append(cfg)  # trained after the sweep, grouped
+            return
+        code = run_one(cfg, self.outcomes)
+        if code in (130, 143):
+            raise KeyboardInterrupt
+
+    def finish(self) -> None:
+        """Train the population jobs collected during the sweep."""
+        if self.population_jobs:
+            run_sweep(self.population_jobs, self.outcomes)
+
+    def _sweep_copy(self, cfg: DictConfig) -> bool:
+        """Whether this sweep job's run is trained by another job of the same sweep (then one note is
+        printed). A baseline given a gamma (``-m optimizer=sgd,sgd_os gamma=3,5,7``) is the baseline's own
+        run; of the jobs that resolve to one run directory, the first to claim it trains it."""
+        from hydra.core.hydra_config import HydraConfig
+
+        why = drop_sweep_gamma(cfg)
+        try:
+            run = resolve(cfg)
+        except (ConfigError, ValueError):
+            return False  # run_one reports it
+        given_name = str(cfg.optimizer.get("name"))
+        custom = cfg.optimizer.get("target") is not None or cfg.optimizer.get("_target_") is not None
+        if why is None and given_name != run.optimizer and not custom:
+            why = f"{given_name} at gamma 0 is {run.optimizer}"
+            self.note(f"{why}: its gamma=0 runs are {run.optimizer} runs")
+        hc = HydraConfig.get()
+        me = int(hc.job.num)
+        owner = sweep_job_of(Path(hc.sweep.dir), run, me)
+        if owner == me:
+            self.runs.append(run)
+            return False
+        given = f" (gamma={cfg.get('gamma')})" if cfg.get("gamma") is not None else ""
+        print(
+            f"{run_label(run)}{given}: skipped, the same run as job {owner} of this sweep"
+            + (f": {why}" if why else "")
+            + "; it trains once",
+            flush=True,
+        )
+        self.outcomes.add("copy skipped")
+        return True
+
+    def summary(self) -> list[str]:
+        """The closing lines: the outcome counts, then the sweep's savings and report command."""
+        line = self.outcomes.summary()
+        return ([line] if line else []) + sweep_summary(self.runs)
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _population_job(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` is a job of a local multirun with ``population=true`` (SLURM jobs run one by one)."""
+    if not cfg.get("population"):
+        return False
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return hc.mode == RunMode.MULTIRUN and str(hc.launcher.get("_target_", "")).endswith(".BasicLauncher")
+
+
+def sweep_job_of(sweep_dir: Path, run: RunConfig, job: int) -> int:
+    """The number of the sweep job that trains ``run``: the first job to claim its run directory in
+    ``sweep_dir`` (atomic on a shared file system, so SLURM jobs agree); a requeued job finds its claim."""
+    claims = Path(sweep_dir) / ".claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(str(run_path(run.out, run).resolve()).encode()).hexdigest()[:20]
+    fd, tmp = tempfile.mkstemp(dir=claims, prefix=f".{key}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(str(job))
+        try:
+            os.link(tmp, claims / key)  # fails when another job claimed it first
+            return job
+        except FileExistsError:
+            return int((claims / key).read_text().strip())
+    finally:
+        os.unlink(tmp)
+
+
+def run_sweep(
+    cfgs: Sequence[DictConfig], outcomes: Outcomes | None = None, max_size: int = MAX_SIZE
+) -> list[int]:
+    """Train the composed configs of a sweep: completed runs skipped, compatible ones as populations, the
+    rest one by one; returns the exit codes. Raises KeyboardInterrupt when a population was interrupted."""
+    outcomes = outcomes if outcomes is not None else Outcomes()
+    codes: list[int] = []
+    todo: list[RunConfig] = []
+    for cfg in cfgs:
+        try:
+            run = resolve(cfg)
+        except ConfigError:
+            codes.append(run_one(cfg, outcomes))  # reports the error
+            continue
+        if finished(RunWriter(run_path(run.out, run)).read_info()):
+            codes.append(run_one(run, outcomes))  # says it skipped
+            continue
+        todo.append(run)
+    populations, alone = plan_populations(todo, max_size=max_size)
+    print(
+        f"population mode: {sum(map(len, populations))} runs in {len(populations)} populations, "
+        f"{len(alone)} alone",
+        flush=True,
+    )
+    why_alone = Counter(
+        eligible(r) or "no other run of the sweep shares its task, family and settings" for r in alone
+    )
+    for why, k in why_alone.items():
+        print(f"  {k} alone: {why}", flush=True)
+    for members in populations:
+        member_codes = run_population(members, outcomes)
+        codes.extend(member_codes)
+        if 130 in member_codes or 143 in member_codes:
+            raise KeyboardInterrupt
+    for run in alone:
+        codes.append(run_one(run, outcomes))
+        if codes[-1] in (130, 143):
+            raise KeyboardInterrupt
+    return codes
+
+
+def sweep_summary(runs: list[RunConfig]) -> list[str]:
+    """The closing lines of a sweep: per method with a baseline in the store, its step saving paired by seed
+    over the completed seeds of ``runs`` (mean and 95% t-interval), then the report command to run."""
+    from overshoot import methods
+
+    if not runs:
+        return []
+    lines: list[str] = []
+    groups: dict[tuple[str, str, str], list[RunConfig]] = {}
+    for r in runs:
+        if not methods.get(r.optimizer, r.family).is_baseline:
+            groups.setdefault((r.out, r.task, methods.label(r.optimizer, r.gamma)), []).append(r)
+    for (_, task, method), members in groups.items():
+        try:
+            line = _group_saving(task, method, members)
+        except (OSError, ValueError, KeyError) as e:
+            line = f"{task} {method}: no saving ({type(e).__name__}: {e})"
+        if line:
+            lines.append(line)
+    stores = sorted({str(Path(r.out) / r.task) for r in runs})
+    lines.append(f"report: overshoot-bench-report {' '.join(stores)}")
+    return lines
+
+
+def _group_saving(task: str, method: str, members: list[RunConfig]) -> str | None:
+    """The saving line of one method's runs against their family baseline, None without a completed pair."""
+    base_curves: dict[int, np.ndarray] = {}
+    own_curves: dict[int, np.ndarray] = {}
+    base_name = baseline_of(members[0]).optimizer
+    for r in members:
+        base = baseline_of(r)
+        own, base_path = run_path(r.out, r), run_path(base.out, base)
+        if not ((own / "run.json").exists() and (base_path / "run.json").exists()):
+            continue
+        o, b = load_run(own), load_run(base_path)
+        if o.status == "completed" and b.status == "completed":
+            own_curves[r.seed] = o.steps()["base_loss"].to_numpy()
+            base_curves[r.seed] = b.steps()["base_loss"].to_numpy()
+    if not own_curves:
+        return None
+    paired = metrics.per_seed_saving(base_curves, own_curves, window=members[0].log.window)
+    n = len(paired.seeds)
+    s = paired.summary
+    if s.n == 0:
+        return f"{task} {method} vs {base_name}: not reached in {n} seed{'s' * (n != 1)}"
+    ci = f" +- {s.half_width:.1f}" if s.n > 1 else ""
+    missed = n - s.n
+    tail = f", {missed} not reached" if missed else ""
+    return (
+        f"{task} {method} vs {base_name}: saving {s.mean:.1f}%{ci} of the steps to 95% loss reduction "
+        f"({s.n} seed{'s' * (s.n != 1)}{', 95% t-interval' if s.n > 1 else ''}{tail})"
+    )
