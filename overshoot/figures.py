@@ -15,6 +15,7 @@ families differ in line style and marker fill as well as colour.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,8 +33,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from overshoot import methods
 from overshoot import metrics as M
-from overshoot.results import RunRecord
+from overshoot.results import RunRecord, family_rank, is_second_baseline, method_order
 from overshoot.store import atomic_write
 
 if TYPE_CHECKING:
@@ -47,13 +49,32 @@ OPTIMUM_A, OPTIMUM_B = 5.568e-9, 21.914
 FAMILY_COLORS = {"sgd": "#08519c", "adam": "#a63603"}
 FAMILY_LINESTYLE = {"sgd": "-", "adam": "--"}
 FAMILY_FILLED = {"sgd": True, "adam": False}
-BASELINE_STYLE: dict[str, dict[str, Any]] = {
-    "sgd": {"color": "#000000", "linestyle": ":", "marker": "s"},
-    "nesterov": {"color": "#6a51a3", "linestyle": "-.", "marker": "D"},
-    "adam": {"color": "#000000", "linestyle": (0, (1, 1.5)), "marker": "s"},
-    "nadam": {"color": "#6a51a3", "linestyle": (0, (4, 1.5, 1, 1.5)), "marker": "D"},
+FAMILY_CMAP = {"sgd": "Blues", "adam": "Oranges"}  # the overshoot gammas of a family
+MOMENTUM_SYMBOL = {"sgd": "μ", "adam": "β1"}  # the momentum a family's second baseline sits at on the γ axis
+# Per family, the style of its baseline (CM, Adam) and of its second baseline (NAG, NAdam).
+BASELINE_STYLE: dict[str, dict[str, dict[str, Any]]] = {
+    "sgd": {
+        "baseline": {"color": "#000000", "linestyle": ":", "marker": "s"},
+        "second": {"color": "#6a51a3", "linestyle": "-.", "marker": "D"},
+    },
+    "adam": {
+        "baseline": {"color": "#000000", "linestyle": (0, (1, 1.5)), "marker": "s"},
+        "second": {"color": "#6a51a3", "linestyle": (0, (4, 1.5, 1, 1.5)), "marker": "D"},
+    },
 }
 OS_MARKERS = ("o", "^", "v", "P", "X", "h", "*")
+# The user's methods: a colour outside the families' blues and oranges, a marker and a dash pattern none
+# of the built-in methods has (greyscale-safe), one triple per method, cycling after six.
+CUSTOM_COLORS = ("#238b45", "#c51b7d", "#01665e", "#525252", "#8c6d31", "#e7298a")
+CUSTOM_MARKERS = ("p", "<", ">", "d", "H", "8")
+CUSTOM_LINESTYLES: tuple[Any, ...] = (
+    (0, (6, 1.5, 1, 1.5, 1, 1.5)),
+    (0, (3, 1, 1, 1, 1, 1)),
+    (0, (8, 2)),
+    (0, (2, 2)),
+    (0, (5, 1, 5, 1, 1, 1)),
+    (0, (1, 3)),
+)
 MAX_POINTS = 1000  # points per plotted training curve
 
 plt.rcParams.update(
@@ -89,16 +110,44 @@ def save(fig: Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def method_style(optimizer: str, gamma: float, gammas: Sequence[float] = ()) -> dict[str, Any]:
+def _custom_index(name: str, customs: Sequence[str]) -> int:
+    """The place of a user's method among ``customs`` (sorted), else a stable hash of its name."""
+    names = sorted(set(customs))
+    if name in names:
+        return names.index(name)
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+
+
+def method_style(
+    optimizer: str,
+    gamma: float,
+    gammas: Sequence[float] = (),
+    family: str = "",
+    customs: Sequence[str] = (),
+) -> dict[str, Any]:
     """Colour, line style, marker and marker fill of a method: the SGD family solid with filled markers,
     the Adam family dashed with open ones, baselines dotted/dash-dotted in black/purple; overshoot gammas
-    darker the larger they are, each with its own marker (greyscale-safe: marker and dash tell them apart)."""
-    family = M.FAMILY_OF.get(optimizer, "sgd")
+    darker the larger they are, each with its own marker (greyscale-safe: marker and dash tell them apart).
+    A user's method (of ``family``) gets a colour, marker and dash of its own: the same for the same name,
+    distinct among the ``customs`` names plotted together (up to six)."""
+    m = methods.METHODS.get(optimizer)
+    family = m.family if m is not None else family
     filled = FAMILY_FILLED.get(family, True)
-    if optimizer in BASELINE_STYLE:
-        style = dict(BASELINE_STYLE[optimizer])
+    f = methods.FAMILIES.get(family)
+    role = None
+    if m is not None and f is not None:
+        role = "baseline" if optimizer == f.baseline else "second" if optimizer == f.second else None
+    if role is not None and role in BASELINE_STYLE.get(family, {}):
+        style = dict(BASELINE_STYLE[family][role])
+    elif m is None:
+        i = _custom_index(optimizer, customs)
+        style = {
+            "color": CUSTOM_COLORS[i % len(CUSTOM_COLORS)],
+            "linestyle": CUSTOM_LINESTYLES[i % len(CUSTOM_LINESTYLES)],
+            "marker": CUSTOM_MARKERS[i % len(CUSTOM_MARKERS)],
+        }
     else:
-        cmap = plt.get_cmap("Blues" if family == "sgd" else "Oranges")
+        cmap = plt.get_cmap(FAMILY_CMAP.get(family, "Oranges"))
         gs = sorted(set(gammas)) or [gamma]
         pos = gs.index(gamma) / max(1, len(gs) - 1) if gamma in gs else 0.5
         idx = gs.index(gamma) if gamma in gs else 0
@@ -151,7 +200,8 @@ def _by_method(records: Sequence[RunRecord]) -> dict[tuple[str, float], list[Run
     out: dict[tuple[str, float], list[RunRecord]] = {}
     for r in records:
         out.setdefault((r.optimizer, r.gamma), []).append(r)
-    return dict(sorted(out.items(), key=lambda kv: M.method_sort_key(*kv[0])))
+    family = {(r.optimizer, r.gamma): r.family for r in records}
+    return dict(sorted(out.items(), key=lambda kv: method_order(kv[0][0], kv[0][1], family[kv[0]])))
 
 
 def _test_curves(runs: Sequence[RunRecord]) -> tuple[np.ndarray, np.ndarray, str] | None:
@@ -192,7 +242,23 @@ def _band(
 
 
 def _family_label(family: str) -> str:
-    return M.FAMILY_LABEL.get(family, family) + " family"
+    f = methods.FAMILIES.get(family)
+    return (f.label if f is not None else family) + " family"
+
+
+def _customs(records: Sequence[RunRecord]) -> list[str]:
+    """The names of the user's methods among ``records``."""
+    return sorted({r.optimizer for r in records if r.optimizer not in methods.METHODS})
+
+
+def _is_overshoot(optimizer: Any) -> bool:
+    return methods.is_overshoot(str(optimizer))
+
+
+def _overshoot_name(family: str) -> str:
+    """'SGDO', 'AdamO': the display name of the family's overshoot method."""
+    f = methods.FAMILIES.get(family)
+    return methods.METHODS[f.overshoot].display if f is not None else family
 
 
 def loss_grid(report: Report, stem: Path) -> list[Path]:
@@ -202,14 +268,15 @@ def loss_grid(report: Report, stem: Path) -> list[Path]:
     sections = report.sections
     if not sections:
         raise ValueError("no runs to plot: pass at least one completed run")
-    rows = [(s, f) for s in sections for f in sorted(s.protocols, key=lambda f: (f != "sgd", f))]
+    rows = [(s, f) for s in sections for f in sorted(s.protocols, key=lambda f: (family_rank(f), f))]
     fig, axes = plt.subplots(
         len(rows), 2, figsize=(TEXT_IN, 2.0 * len(rows)), squeeze=False, layout="constrained"
     )
     handles: dict[str, Any] = {}
+    customs = _customs(report.records)  # one style per user's method across the figure
     for i, (sec, family) in enumerate(rows):
         top, bottom = axes.ravel()[2 * i], axes.ravel()[2 * i + 1]
-        _loss_panels(top, bottom, sec, family, report.reduction, handles)
+        _loss_panels(top, bottom, sec, family, report.reduction, handles, customs)
     handles["seed min–max"] = Patch(facecolor="#888888", alpha=0.3, lw=0)
     handles[f"{report.reduction * 100:g}% reduction threshold"] = Line2D(
         [], [], color="#555555", lw=0.8, ls=(0, (5, 2))
@@ -220,7 +287,13 @@ def loss_grid(report: Report, stem: Path) -> list[Path]:
 
 
 def _loss_panels(
-    top: Any, bottom: Any, sec: Section, family: str, reduction: float, handles: dict[str, Any]
+    top: Any,
+    bottom: Any,
+    sec: Section,
+    family: str,
+    reduction: float,
+    handles: dict[str, Any],
+    customs: Sequence[str] = (),
 ) -> None:
     recs = [r for r in sec.records if r.family == family]
     groups = _by_method(recs)
@@ -234,8 +307,8 @@ def _loss_panels(
         thr = M.reduction_threshold(sb, reduction)
     split = "test"
     for j, ((opt, gamma), runs) in enumerate(groups.items()):
-        style = method_style(opt, gamma, gammas[opt])
-        label = M.method_label(opt, gamma)
+        style = method_style(opt, gamma, gammas[opt], family, customs)
+        label = methods.display_label(opt, gamma)
         slot = (j + 0.5) / len(groups)
         n = min(r.base_loss.size for r in runs)
         smoothed = np.stack([M.trailing_mean(r.base_loss[:n], w) for r in runs])
@@ -291,13 +364,19 @@ def _loss_panels(
 
 def _dodge(family: str, span: float) -> float:
     """Horizontal offset of a family's points so that the two families' markers never cover each other."""
-    return (-1.0 if family == "sgd" else 1.0) * 0.01 * span
+    return (-1.0 if family_rank(family) == 0 else 1.0) * 0.01 * span
+
+
+def _point_style(marker: Any, size: float, color: Any, filled: bool) -> dict[str, Any]:
+    """The keyword arguments of a lone marker (no line): filled, or hollow for the second family."""
+    return {"ls": "none", "marker": marker, "ms": size, "color": color, "mfc": color if filled else "white"}
 
 
 def saving_vs_gamma(report: Report, stem: Path) -> list[Path]:
     """Step saving vs gamma per task section: the per-seed mean with its 95% t-interval (the number of
     seeds in the legend) and the paper-style saving; CM/AdamW at (0, 0), NAG at gamma = mu and NAdam at
-    gamma = b1; the families offset a little sideways so no marker hides another."""
+    gamma = b1; a user's method (no gamma) as a level line with its interval shaded; the families offset a
+    little sideways so no marker hides another."""
     savings = report.savings
     sections = [s for s in report.sections if (savings["section"] == s.key).any()]
     if not sections:
@@ -309,17 +388,18 @@ def saving_vs_gamma(report: Report, stem: Path) -> list[Path]:
     for ax in axes.ravel()[len(sections) :]:
         ax.set_visible(False)
     handles: dict[str, Any] = {}
+    customs = _customs(report.records)
     span = max(1.0, float(savings["x_gamma"].max()))
     for ax, sec in zip(axes.ravel(), sections, strict=False):
         t = savings[savings["section"] == sec.key]
         ax.axhline(0.0, color="#999999", lw=0.7)
-        for family in sorted(set(t["family"]), key=lambda f: (f != "sgd", f)):
+        for family in sorted(set(t["family"]), key=lambda f: (family_rank(f), f)):
             f = t[t["family"] == family]
             dx = _dodge(family, span)
             c = FAMILY_COLORS.get(family, "#238b45")
             filled = FAMILY_FILLED.get(family, True)
-            os_ = f[f["optimizer"].astype(str).str.endswith("_os")].sort_values("gamma")
-            name = M.DISPLAY_NAME.get(M.FAMILY_OVERSHOOT.get(family, ""), family)
+            os_ = f[f["optimizer"].map(_is_overshoot).astype(bool)].sort_values("gamma")
+            name = _overshoot_name(family)
             n_seeds = int(os_["seed_pairs"].max()) if len(os_) else 0
             if not os_.empty:
                 x = os_["gamma"].to_numpy(float) + dx
@@ -343,35 +423,36 @@ def saving_vs_gamma(report: Report, stem: Path) -> list[Path]:
                 )
                 handles.setdefault(f"{name}, paper-style", h2[0])
             base = sec.baseline(family) or ""
-            bstyle = BASELINE_STYLE.get(M.FAMILY_BASELINES.get(family, ("",))[0], {"marker": "s"})
+            bstyle = BASELINE_STYLE.get(family, {}).get("baseline", {"marker": "s"})
             h3 = ax.plot(
                 [dx],
                 [0.0],
-                ls="none",
-                marker=bstyle["marker"],
-                ms=6,
-                color=c,
-                mfc=c if filled else "white",
+                **_point_style(bstyle["marker"], 6, c, filled),
                 zorder=3,
             )
-            handles.setdefault(f"{_baseline_name(base)} (baseline)", h3[0])
-            second = M.FAMILY_BASELINES.get(family, ("", ""))[1]
-            sec_rows = f[f["optimizer"] == second]
+            handles.setdefault(f"{_baseline_name(sec, base)} (baseline)", h3[0])
+            sec_rows = f[f["optimizer"].map(lambda o: is_second_baseline(str(o))).astype(bool)]
             if not sec_rows.empty:
                 row = sec_rows.iloc[0]
                 h4 = ax.errorbar(
                     [row["x_gamma"] + dx],
                     [row["seed_mean"]],
                     yerr=[np.nan_to_num(row["seed_half_width"])],
-                    ls="none",
-                    marker="D",
-                    ms=5,
-                    color=c,
-                    mfc=c if filled else "white",
+                    **_point_style("D", 5, c, filled),
                     capsize=2,
                 )
-                sym = "μ" if family == "sgd" else "β1"
-                handles.setdefault(f"{M.DISPLAY_NAME.get(second, second)} at γ = {sym}", h4)
+                sym = MOMENTUM_SYMBOL.get(family, "μ")
+                handles.setdefault(f"{methods.display_label(str(row['optimizer']), 0.0)} at γ = {sym}", h4)
+            for _, row in f[f["optimizer"].isin(customs)].iterrows():
+                style = method_style(str(row["optimizer"]), 0.0, family=family, customs=customs)
+                y, hw = float(row["seed_mean"]), float(np.nan_to_num(row["seed_half_width"]))
+                if not math.isfinite(y):
+                    continue
+                h5 = ax.axhline(y, color=style["color"], ls=style["linestyle"], lw=1.1, zorder=2)
+                if hw > 0:
+                    ax.axhspan(y - hw, y + hw, color=style["color"], alpha=0.12, lw=0, zorder=1)
+                name = methods.display_label(str(row["optimizer"]), 0.0)
+                handles.setdefault(f"{name}, per seed ({int(row['seed_pairs'])} seeds)", h5)
         ax.set_title(f"{sec.label} (window {sec.window} steps)")
         ax.set_xlabel("γ")
         ax.set_ylabel(f"steps saved to {report.reduction * 100:g}% reduction (%)")
@@ -380,9 +461,10 @@ def saving_vs_gamma(report: Report, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
-def _baseline_name(method: str) -> str:
-    opt, _, g = method.partition("-g")
-    return M.method_label(opt, float(g or 0)) if opt else "baseline"
+def _baseline_name(sec: Section, method: str) -> str:
+    """The display label of the section's baseline ``method`` ('CM', 'AdamO γ=0'); 'baseline' without."""
+    r = next((r for r in sec.records if r.method == method), None)
+    return methods.display_label(r.optimizer, r.gamma) if r is not None else "baseline"
 
 
 def optimum_gamma(mu: np.ndarray | float) -> np.ndarray:
@@ -397,10 +479,10 @@ def best_gammas(report: Report) -> pd.DataFrame:
     for sec in report.sections:
         for family in sec.protocols:
             recs = [r for r in sec.records if r.family == family]
-            tried = sorted({r.gamma for r in recs if r.optimizer.endswith("_os")})
+            tried = sorted({r.gamma for r in recs if methods.is_overshoot(r.optimizer)})
             mom = next((r.momentum for r in recs if r.momentum is not None), math.nan)
             s = report.savings[(report.savings["section"] == sec.key) & (report.savings["family"] == family)]
-            s = s[s["optimizer"].astype(str).str.endswith("_os")]
+            s = s[s["optimizer"].map(_is_overshoot).astype(bool)]
             value = s["seed_mean"].where(s["seed_mean"].notna(), s["paper_saving"])
             best = float(s.loc[value.idxmax(), "gamma"]) if value.notna().any() else math.nan
             rows.append(
@@ -443,7 +525,7 @@ def gamma_mu_plane(
             fam = row["family"]
             c = FAMILY_COLORS.get(fam, "#238b45")
             filled = FAMILY_FILLED.get(fam, True)
-            name = M.DISPLAY_NAME.get(M.FAMILY_OVERSHOOT.get(fam, ""), fam)
+            name = _overshoot_name(fam)
             dx = _dodge(fam, mu_range[1] - mu_range[0]) / 3
             if row["tried"]:
                 h = ax.plot(
@@ -459,22 +541,19 @@ def gamma_mu_plane(
                 h = ax.plot(
                     [row["momentum"] + dx],
                     [row["best_gamma"]],
-                    ls="none",
-                    marker="*",
-                    ms=9,
-                    color=c,
-                    mfc=c if filled else "white",
+                    **_point_style("*", 9, c, filled),
                     mew=1.0,
                     zorder=4,
                 )
-                sym = "μ" if fam == "sgd" else "β1"
+                sym = MOMENTUM_SYMBOL.get(fam, "μ")
                 handles.setdefault(f"{name} best γ (at {sym})", h[0])
+                first = family_rank(fam) == 0
                 ax.annotate(
                     row["label"],
                     (row["momentum"] + dx, row["best_gamma"]),
                     textcoords="offset points",
-                    xytext=(-4 if fam == "sgd" else 4, 5),
-                    ha="right" if fam == "sgd" else "left",
+                    xytext=(-4 if first else 4, 5),
+                    ha="right" if first else "left",
                     fontsize=6,
                     color=c,
                 )
@@ -525,7 +604,7 @@ def distance_vs_gamma(
         t = df[df["task"] == task]
         groups = t.groupby(["family", t["momentum"].fillna(-1.0)], sort=True)
         for i, ((family, mom), g) in enumerate(groups):
-            sym = "μ" if family == "sgd" else "β1"
+            sym = MOMENTUM_SYMBOL.get(str(family), "μ")
             label = (
                 f"{_family_label(str(family))}, {sym} = {mom:g}" if mom >= 0 else _family_label(str(family))
             )

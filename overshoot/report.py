@@ -7,9 +7,12 @@ Runs are read with :func:`overshoot.results.scan`; runs that are not completed, 
 not parse, and older true duplicates (same config hash) are listed with the reason and left out. Runs are
 compared only within one protocol (:func:`overshoot.results.protocol_id`): each task gets one section per
 protocol, a family's methods against its baseline of the same protocol (CM or AdamW, else SGDO/AdamO at
-gamma 0, which are CM and AdamW). Every table goes to ``--out`` (default ``<first RUNS>/report``) once per
-format, beside ``report.md`` and the self-contained ``report.html``; the figures (PNG and PDF) go to
-``<out>/figures``. The terminal gets the headline, the protocols and where the files went.
+gamma 0, which are CM and AdamW). Every method of a family other than its two baselines is compared with
+them: the overshoot methods at each gamma and a user's optimizer (``optimizer=custom``), which is labelled
+by its name and follows the built-in methods. Every table goes to ``--out`` (default
+``<first RUNS>/report``) once per format, beside ``report.md`` and the self-contained ``report.html``; the
+figures (PNG and PDF) go to ``<out>/figures``. The terminal gets the headline, the protocols and where the
+files went.
 """
 
 from __future__ import annotations
@@ -28,8 +31,18 @@ from typing import Any, NoReturn
 import numpy as np
 import pandas as pd
 
+from overshoot import methods
 from overshoot import metrics as M
-from overshoot.results import PAPER_LABEL, RunRecord, Scan, scan, task_label
+from overshoot.results import (
+    PAPER_LABEL,
+    RunRecord,
+    Scan,
+    family_rank,
+    is_second_baseline,
+    method_order,
+    scan,
+    task_label,
+)
 from overshoot.store import atomic_write_text
 
 __all__ = ["RunRecord", "build_report", "main"]
@@ -49,7 +62,13 @@ PAPER_HEADLINE: dict[tuple[str, float], float] = {
     ("adam", 5.0): 19.53,
     ("adam", 7.0): 20.11,
 }
-COMPARISON = {"sgd": "SGDO vs CM", "adam": "AdamO vs Adam"}
+# The headline's comparison per family: 'SGDO vs CM', 'AdamO vs Adam'.
+COMPARISON = {
+    f.name: f"{methods.METHODS[f.overshoot].display} vs {methods.METHODS[f.baseline].display}"
+    for f in methods.FAMILIES.values()
+}
+# The column of the savings-vs-gamma tables that holds the second baselines: 'NAG / NAdam'.
+SECOND_COLUMN = " / ".join(methods.METHODS[f.second].display for f in methods.FAMILIES.values())
 
 
 class ReportError(Exception):
@@ -73,32 +92,31 @@ class Section:
     @property
     def key(self) -> str:
         """Unique within a report: task and protocol ids (used in LaTeX labels and CSV)."""
-        return "-".join([self.task, *(self.protocols[f] for f in sorted(self.protocols, key=_family_rank))])
+        return "-".join([self.task, *(self.protocols[f] for f in sorted(self.protocols, key=family_rank))])
 
     def baseline(self, family: str) -> str | None:
         """The method name of the family baseline: CM/AdamW, else SGDO/AdamO at gamma 0; None without."""
-        methods = {r.method for r in self.records if r.family == family}
-        base = M.FAMILY_BASELINES.get(family, ("",))[0]
-        if base in methods:
-            return base
-        zero = f"{M.FAMILY_OVERSHOOT.get(family, '')}-g0"
-        return zero if zero in methods else None
+        fam = methods.FAMILIES.get(family)
+        if fam is None:
+            return None
+        present = {r.method for r in self.records if r.family == family}
+        for name in (fam.baseline, methods.label(fam.overshoot, 0.0)):
+            if name in present:
+                return name
+        return None
 
     def baselines(self, family: str) -> tuple[str, ...]:
-        """The methods that count as baselines of the family in Table 1 (baseline, then NAG or NAdam)."""
-        second = M.FAMILY_BASELINES.get(family, ("", ""))[1]
+        """The methods that count as baselines of the family in Table 1 (baseline, then NAG or NAdam);
+        every other method of the family is compared with the better of them."""
+        fam = methods.FAMILIES.get(family)
         base = self.baseline(family)
-        return tuple(b for b in (base, second) if b)
+        return tuple(b for b in (base, fam.second if fam else None) if b)
 
 
 def _task_rank(task: str) -> tuple[int, str]:
     """The paper's order of its tasks (MLP-CA, VAE-FM, ..., GPT-2), then the others by name."""
     order = list(PAPER_LABEL)
     return (order.index(task) if task in order else len(order), task)
-
-
-def _family_rank(family: str) -> int:
-    return list(COMPARISON).index(family) if family in COMPARISON else len(COMPARISON)
 
 
 def sections_of(records: Sequence[RunRecord], window: int) -> list[Section]:
@@ -132,7 +150,7 @@ def sections_of(records: Sequence[RunRecord], window: int) -> list[Section]:
     for s in out:
         s.label = task_label(s.task)
         if counts[s.task] > 1:
-            s.label += " [" + "/".join(s.protocols[f] for f in sorted(s.protocols, key=_family_rank)) + "]"
+            s.label += " [" + "/".join(s.protocols[f] for f in sorted(s.protocols, key=family_rank)) + "]"
     return out
 
 
@@ -176,7 +194,7 @@ def _mean_steps(ks: Sequence[int | None]) -> float:
 
 def _by_method(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     out: dict[str, list[RunRecord]] = {}
-    for r in sorted(records, key=lambda r: (M.method_sort_key(r.optimizer, r.gamma), r.seed)):
+    for r in sorted(records, key=lambda r: (method_order(r.optimizer, r.gamma, r.family), r.seed)):
         out.setdefault(r.method, []).append(r)
     return out
 
@@ -186,13 +204,13 @@ def savings_frame(sections: Sequence[Section], reduction: float = 0.95) -> pd.Da
     project's per-seed saving against the family baseline of the same protocol."""
     rows: list[dict[str, Any]] = []
     for sec in sections:
-        for family in sorted(sec.protocols, key=_family_rank):
+        for family in sorted(sec.protocols, key=family_rank):
             base_name = sec.baseline(family)
             if base_name is None:
                 continue
-            methods = _by_method([r for r in sec.records if r.family == family])
-            base = methods[base_name]
-            for method, runs in methods.items():
+            runs_of = _by_method([r for r in sec.records if r.family == family])
+            base = runs_of[base_name]
+            for method, runs in runs_of.items():
                 if method == base_name:
                     continue
                 w = sec.window
@@ -254,7 +272,8 @@ def table1_frame(sections: Sequence[Section], alpha: float = 0.05) -> pd.DataFra
             for r in sec.records
         ]
         bases = {f: sec.baselines(f) for f in sec.protocols}
-        t = M.table1(pd.DataFrame(rows, columns=list(M.TABLE1_INPUT)), alpha=alpha, baselines=bases)
+        recs = pd.DataFrame(rows, columns=list(M.TABLE1_INPUT))
+        t = M.table1(recs, bases, alpha=alpha, order=method_order)
         frames.append(t.assign(section=sec.key, label=sec.label))
     if not frames:
         return pd.DataFrame(columns=[*M.TABLE1_COLUMNS, "section", "label"])
@@ -267,12 +286,12 @@ def headline_frame(savings: pd.DataFrame, paper: bool = False) -> pd.DataFrame:
     cols = ["comparison", "family", "gamma", "sections", "sections_not_reached", "measured"]
     if paper:
         cols += ["paper", "difference"]
-    os_rows = savings[savings["optimizer"].astype(str).str.endswith("_os")]
+    os_rows = savings[savings["optimizer"].map(lambda o: methods.is_overshoot(str(o))).astype(bool)]
     keys = set(zip(os_rows["family"], os_rows["gamma"], strict=True))
     if paper:
         keys |= set(PAPER_HEADLINE)
     rows = []
-    for family, gamma in sorted(keys, key=lambda k: (_family_rank(k[0]), k[1])):
+    for family, gamma in sorted(keys, key=lambda k: (family_rank(k[0]), k[1])):
         sel = os_rows[(os_rows["family"] == family) & (os_rows["gamma"] == gamma)]
         vals = sel["paper_saving"].dropna()
         measured = float(vals.mean()) if len(vals) else math.nan
@@ -352,11 +371,35 @@ def format_mean_ci(mean: float, half_width: float, digits: int | None = None) ->
     return f"{signed(mean, d)} ± {half_width:.{d}f}"
 
 
+def _family_label(family: str) -> str:
+    """'SGD', 'Adam' (a family the registry does not know keeps its name)."""
+    f = methods.FAMILIES.get(family)
+    return f.label if f is not None else family
+
+
+def _order_of(key: tuple[Any, Any, Any]) -> tuple[int, tuple[int, float], str]:
+    """:func:`method_order` of an (optimizer, gamma, family) triple of a frame."""
+    return method_order(str(key[0]), float(key[1]), str(key[2]))
+
+
+def _split_label(method: str) -> tuple[str, float]:
+    """The optimizer and gamma of a method label: 'sgd_os-g5' -> ('sgd_os', 5.0); any other label (a
+    baseline, a user's optimizer) is its optimizer, at gamma 0."""
+    opt, sep, g = method.rpartition("-g")
+    if sep and methods.is_overshoot(opt):
+        try:
+            return opt, float(g)
+        except ValueError:
+            pass
+    return method, 0.0
+
+
 def _method_label(method: str, family_baseline: str | None = None) -> str:
-    opt, _, g = method.partition("-g")
-    label = M.method_label(opt, float(g or 0))
-    if family_baseline == method and opt.endswith("_os"):
-        label += " (= CM)" if opt == "sgd_os" else " (= AdamW)"
+    opt, gamma = _split_label(method)
+    label = methods.display_label(opt, gamma)
+    m = methods.METHODS.get(opt)
+    if family_baseline == method and m is not None and m.overshoot:  # gamma 0 standing in for CM/Adam
+        label += f" (= {methods.METHODS[m.baseline].display})"
     return label
 
 
@@ -454,19 +497,28 @@ def savings_tables(savings: pd.DataFrame, reduction: float, section: str) -> lis
 
 def vs_gamma_table(savings: pd.DataFrame, kind: str, reduction: float) -> Table | None:
     """Savings vs gamma: rows (family, section), plus a mean row per family over several sections;
-    columns: the second baseline (NAG or NAdam at gamma = mu or b1), then each gamma."""
+    columns: the second baseline (NAG or NAdam at gamma = mu or b1), each gamma, then the user's methods."""
     if savings.empty:
         return None
     pct = f"{reduction * 100:g}%"
     value = "paper_saving" if kind == "paper" else "seed_mean"
-    is_os = savings["optimizer"].astype(str).str.endswith("_os")
+    is_os = savings["optimizer"].map(lambda o: methods.is_overshoot(str(o))).astype(bool)
+    is_second = savings["optimizer"].map(lambda o: is_second_baseline(str(o))).astype(bool)
     gammas = sorted(set(savings.loc[is_os, "gamma"]))
+    own = savings[~is_os & ~is_second]
+    own_methods = set(zip(own["optimizer"], own["gamma"], own["family"], strict=True))
+    own_columns = [methods.display_label(str(o), float(g)) for o, g, _ in sorted(own_methods, key=_order_of)]
+    column = [
+        f"γ={g:g}" if os_ else SECOND_COLUMN if sec else methods.display_label(str(o), float(g))
+        for o, g, os_, sec in zip(savings["optimizer"], savings["gamma"], is_os, is_second, strict=True)
+    ]
     rows = savings.assign(
-        column=np.where(is_os, savings["gamma"].map(lambda g: f"γ={g:g}"), "NAG / NAdam"),
+        column=column,
         cell=[(_paper_cell(r) if kind == "paper" else _seed_cell(r)) for _, r in savings.iterrows()],
-        fam=savings["family"].map(lambda f: str(M.FAMILY_LABEL.get(f, f)) + " family"),
+        fam=savings["family"].map(lambda f: _family_label(str(f)) + " family"),
     )
-    columns = ["NAG / NAdam", *(f"γ={g:g}" for g in gammas)]
+    fam_rank = {_family_label(str(f)) + " family": family_rank(str(f)) for f in savings["family"]}
+    columns = [SECOND_COLUMN, *(f"γ={g:g}" for g in gammas), *dict.fromkeys(own_columns)]
     disp = rows.pivot_table(
         index=["fam", "label"], columns="column", values="cell", aggfunc="first", sort=False
     )
@@ -482,7 +534,7 @@ def vs_gamma_table(savings: pd.DataFrame, kind: str, reduction: float) -> Table 
                     cells[col] = f"{signed(float(m['mean']))} ({n}/{size} sections)" if n else "–"
             disp.loc[(fam, "mean over sections"), :] = pd.Series(cells)
         disp = disp.sort_index(
-            level=0, key=lambda idx: idx.map(lambda f: f != "SGD family"), sort_remaining=False
+            level=0, key=lambda idx: idx.map(lambda f: fam_rank.get(f, len(fam_rank))), sort_remaining=False
         )
     disp = disp.fillna("–").reset_index().rename(columns={"fam": "Family", "label": "Task"})
     disp.columns.name = None
@@ -521,8 +573,13 @@ def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) ->
         heading="Table 1: best test metric",
     )
     scale = t1["section"].map(pct)
+    order = [
+        method_order(str(o), float(g), str(f))
+        for o, g, f in zip(t1["optimizer"], t1["gamma"], t1["family"], strict=True)
+    ]
+    rank = {k: i for i, k in enumerate(sorted(set(order)))}
     long = t1.assign(
-        row=[M.method_sort_key(o, g) for o, g in zip(t1["optimizer"], t1["gamma"], strict=True)],
+        row=[rank[k] for k in order],
         cell=[
             format_mean_ci(m, h) for m, h in zip(t1["mean"] * scale, t1["half_width"] * scale, strict=True)
         ],
@@ -537,18 +594,19 @@ def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) ->
     cells, marks = cells.reindex(columns=keys).sort_index(), marks.reindex(columns=keys).sort_index()
     rows = long.drop_duplicates("row").set_index("row").sort_index()
     disp = cells.fillna("–").set_axis([s.label for s in sections], axis=1)
-    disp.insert(
-        0, "Method", [M.method_label(o, g) for o, g in zip(rows["optimizer"], rows["gamma"], strict=True)]
-    )
+    labels = [
+        methods.display_label(str(o), float(g)) for o, g in zip(rows["optimizer"], rows["gamma"], strict=True)
+    ]
+    disp.insert(0, "Method", labels)
     table.display = disp.reset_index(drop=True)
     for i, row_marks in enumerate(marks.itertuples(index=False)):
         for sec, m in zip(sections, row_marks, strict=True):
             for what in m if isinstance(m, set) else ():
                 table.mark(i, sec.label, what)
-    families = rows["optimizer"].map(lambda o: M.FAMILY_OF.get(o, o)).to_numpy()
-    for family in sorted(set(families), key=_family_rank):
+    families = rows["family"].astype(str).to_numpy()
+    for family in sorted(set(families), key=family_rank):
         idx = np.flatnonzero(families == family)
-        table.groups.append((M.FAMILY_LABEL.get(family, family) + " family", int(idx[0]), int(idx[-1])))
+        table.groups.append((_family_label(family) + " family", int(idx[0]), int(idx[-1])))
     return table
 
 
@@ -589,11 +647,22 @@ def _seed_list(seeds: Sequence[int]) -> str:
     return f"{len(s)} (" + ", ".join(map(str, s)) + ")"
 
 
+def _protocol_method(method: str, runs: Sequence[RunRecord], family_baseline: str | None) -> str:
+    """A method as the protocol table lists it: its label, a user's optimizer with its class and arguments
+    ('radam (torch.optim.RAdam, decoupled_weight_decay=True)')."""
+    label = _method_label(method, family_baseline)
+    target = runs[0].config.get("optimizer_target")
+    if not target:
+        return label
+    kwargs = runs[0].config.get("optimizer_kwargs") or {}
+    return f"{label} (" + ", ".join([str(target), *(f"{k}={v}" for k, v in kwargs.items())]) + ")"
+
+
 def protocol_table(sections: Sequence[Section], reduction: float) -> Table:
     """What produced the numbers: per section and family, the settings every run there shares."""
     rows = []
     for sec in sections:
-        for family in sorted(sec.protocols, key=_family_rank):
+        for family in sorted(sec.protocols, key=family_rank):
             recs = [r for r in sec.records if r.family == family]
             r = recs[0]
             steps = sorted({x.steps for x in recs})
@@ -602,7 +671,7 @@ def protocol_table(sections: Sequence[Section], reduction: float) -> Table:
                 {
                     "section": sec.key,
                     "Task": sec.label,
-                    "Family": M.FAMILY_LABEL.get(family, family),
+                    "Family": _family_label(family),
                     "Protocol": sec.protocols[family],
                     "Steps": "/".join(f"{s:,}" for s in steps),
                     "Epochs": _hp(r, "epochs"),
@@ -615,7 +684,10 @@ def protocol_table(sections: Sequence[Section], reduction: float) -> Table:
                     "Preset": r.config.get("preset", "–"),
                     "Delay": _hp(r, "delay") if family == "adam" else "–",
                     "Precision": r.config.get("precision", "–"),
-                    "Methods": ", ".join(_method_label(m, sec.baseline(family)) for m in _by_method(recs)),
+                    "Methods": ", ".join(
+                        _protocol_method(m, runs, sec.baseline(family))
+                        for m, runs in _by_method(recs).items()
+                    ),
                     "Seeds": _seed_list([x.seed for x in recs]),
                     "Runs": len(recs),
                     "Window": f"{sec.window}" + (" (shrunk)" if sec.window_note else ""),
@@ -946,21 +1018,22 @@ def _notes(report: Report) -> list[str]:
                 f"{sec.label}: runs of one protocol differ in length ({', '.join(map(str, lengths))} steps): "
                 "the paper-style seed-mean curves are cut to the shortest run of each method."
             )
-        for family in sorted(sec.protocols, key=_family_rank):
+        for family in sorted(sec.protocols, key=family_rank):
             base = sec.baseline(family)
-            fam = M.FAMILY_LABEL.get(family, family)
-            if base is None:
+            fam = _family_label(family)
+            f = methods.FAMILIES.get(family)
+            if f is None:
+                notes.append(f"{sec.label}: family {family} has no known baseline.")
+            elif base is None:
                 notes.append(
-                    f"{sec.label}: the {fam} family has no baseline run (CM/AdamW or γ=0) in protocol "
-                    f"{sec.protocols[family]}: no savings for it "
-                    f"(add optimizer={M.FAMILY_BASELINES[family][0]} runs)."
-                    if family in M.FAMILY_BASELINES
-                    else f"{sec.label}: family {family} has no known baseline."
+                    f"{sec.label}: the {fam} family has no baseline run "
+                    f"({methods.display_label(f.baseline, 0)} or {methods.display_label(f.overshoot, 0)}) in "
+                    f"protocol {sec.protocols[family]}: no savings for it (add optimizer={f.baseline} runs)."
                 )
-            elif base.endswith("-g0"):
+            elif base != f.baseline:
                 notes.append(
                     f"{sec.label}: {_method_label(base, base)} is the {fam} family's baseline "
-                    "(no CM/AdamW run)."
+                    f"(no {methods.display_label(f.baseline, 0)} run)."
                 )
     tasks = pd.Series([s.task for s in report.sections]).value_counts()
     for task, n in tasks.items():

@@ -10,9 +10,10 @@ parse, whose ``steps.csv`` row count disagrees with ``run.json`` or whose logs d
 reason and the file, never an error. A ``running`` run whose process is gone reads ``stale``.
 
 A run's **protocol** is a hash of its resolved config without the seed, the method's own keys (optimizer,
-gamma) and the keys that do not change its numbers (where it is stored, the device, logging): two runs of
-one protocol differ only in seed and method, so they may be compared. A family baseline (CM, AdamW) and its
-overshoot method at any gamma share a protocol.
+gamma, a user's optimizer class and arguments) and the keys that do not change its numbers (where it is
+stored, the device, logging): two runs of one protocol differ only in seed and method, so they may be
+compared. A family baseline (CM, AdamW), its overshoot method at any gamma and a user's optimizer of the
+family share a protocol.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from overshoot import methods
 from overshoot import metrics as M
-from overshoot.store import UNHASHED_KEYS, Run, config_hash, live_status, method_name
+from overshoot.store import UNHASHED_KEYS, Run, config_hash, live_status
 
-# Config keys that make a method, not a protocol; and keys that change no number of a run.
-METHOD_KEYS = ("seed", "optimizer", "gamma")
+# Config keys that make a method, not a protocol (a user's optimizer adds its class and arguments); and keys
+# that change no number of a run.
+METHOD_KEYS = ("seed", "optimizer", "gamma", "optimizer_target", "optimizer_kwargs")
 NUMBERLESS_KEYS = (*UNHASHED_KEYS, "log_distance")
 # Table 1 scale of a task's metric, used only when a run.json lacks ``metric_scale`` (paper: MLP-CA MSE x100).
 FALLBACK_METRIC_SCALE = {"housing": 100.0}
@@ -54,6 +57,25 @@ LEFT_OUT_COLUMNS = ("path", "status", "file", "reason")
 def task_label(task: str) -> str:
     """The paper's label of a task ('MLP-CA' for housing), else the task key."""
     return PAPER_LABEL.get(task, task)
+
+
+def family_rank(family: str) -> int:
+    """The place of a family in tables and figures: the registry's order (SGD, then Adam), then others."""
+    order = list(methods.FAMILIES)
+    return order.index(family) if family in order else len(order)
+
+
+def method_order(optimizer: str, gamma: float, family: str = "") -> tuple[int, tuple[int, float], str]:
+    """Sort key of a method in tables and legends: by family (a built-in method's own, else ``family``),
+    within it CM, NAG, SGDO by gamma (Adam, NAdam, AdamO by gamma), then the user's methods by name."""
+    m = methods.METHODS.get(optimizer)
+    return (family_rank(m.family if m is not None else family), methods.sort_key(optimizer, gamma), optimizer)
+
+
+def is_second_baseline(optimizer: str) -> bool:
+    """Whether the optimizer is its family's second baseline (NAG, NAdam): the one that sits at gamma = mu."""
+    m = methods.METHODS.get(optimizer)
+    return m is not None and methods.FAMILIES[m.family].second == optimizer
 
 
 def protocol_id(config: Mapping[str, Any]) -> str:
@@ -102,11 +124,11 @@ class RunRecord:
 
     @property
     def method(self) -> str:
-        return method_name(self.optimizer, self.gamma)
+        return methods.label(self.optimizer, self.gamma)
 
     @property
     def label(self) -> str:
-        return M.method_label(self.optimizer, self.gamma)
+        return methods.display_label(self.optimizer, self.gamma)
 
     @property
     def steps(self) -> int:
@@ -115,7 +137,7 @@ class RunRecord:
     @property
     def x_gamma(self) -> float:
         """Where the method sits on the gamma axis: NAG at mu, NAdam at b1, baselines at 0."""
-        if self.optimizer in ("nesterov", "nadam"):
+        if is_second_baseline(self.optimizer):
             return self.momentum if self.momentum is not None else 0.9
         return self.gamma
 
@@ -299,9 +321,9 @@ def _row(path: Path, info: Mapping[str, Any], cfg: Mapping[str, Any], status: st
     final = info.get("final") or {}
     row: dict[str, Any] = {
         "task": task,
-        "method": method_name(opt, gamma) if opt else "",
+        "method": methods.label(opt, gamma) if opt else "",
         "optimizer": opt,
-        "family": str(info.get("family") or cfg.get("family") or M.FAMILY_OF.get(opt, "")),
+        "family": str(info.get("family") or cfg.get("family") or _family_of(opt)),
         "gamma": gamma,
         "seed": info.get("seed", cfg.get("seed")),
         "status": status,
@@ -329,6 +351,11 @@ def _row(path: Path, info: Mapping[str, Any], cfg: Mapping[str, Any], status: st
     return row
 
 
+def _family_of(optimizer: str) -> str:
+    m = methods.METHODS.get(optimizer)
+    return m.family if m is not None else ""
+
+
 def scan(paths: Iterable[Path | str | Run]) -> Scan:
     """Read every run at or below ``paths`` (or the given ``store.Run`` objects): the run table, the usable
     records (completed runs with intact logs; of true duplicates, same config hash, the one that ended last)
@@ -336,6 +363,7 @@ def scan(paths: Iterable[Path | str | Run]) -> Scan:
     dirs: list[Path] = []
     for item in paths:
         dirs += [item.path] if isinstance(item, Run) else run_dirs([item])
+    dirs = list(dict.fromkeys(dirs))  # a run named twice (a path and a folder above it) is read once
     rows: list[dict[str, Any]] = []
     left_out: list[dict[str, str]] = []
     usable: list[tuple[RunRecord, str, int]] = []
@@ -412,7 +440,7 @@ def scan(paths: Iterable[Path | str | Run]) -> Scan:
             )
     records = sorted(
         kept,
-        key=lambda r: (r.task, r.protocol, M.method_sort_key(r.optimizer, r.gamma), r.seed),
+        key=lambda r: (r.task, r.protocol, method_order(r.optimizer, r.gamma, r.family), r.seed),
     )
     table = pd.DataFrame(rows)
     for c in ("task", "method", "optimizer", "family", "gamma", "seed", "status", "problem", "path"):

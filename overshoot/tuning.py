@@ -20,21 +20,21 @@ import copy
 import json
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from overshoot import methods, results
 from overshoot import metrics as M
-from overshoot import results
 from overshoot.config import HPARAMS
-from overshoot.store import atomic_write_text, config_hash, find_runs, load_run, method_name, run_path
+from overshoot.results import family_rank, method_order
+from overshoot.store import atomic_write_text, config_hash, find_runs, load_run, run_path
 
 HELDOUT_SEEDS = tuple(range(10, 101, 10))  # the paper's seeds; the tune sweep uses others
 REDUCTIONS = (0.9, 0.95, 0.99)
-BASELINE = {"sgd": "sgd", "adam": "adam"}
 ARMS = ("untuned", "tuned")
 CRITERION = (
     "per method, the setting whose best-over-epochs validation {what}, averaged over the tuning seeds, is "
@@ -78,7 +78,7 @@ def load(paths: Iterable[Path | str]) -> pd.DataFrame:
                 "optimizer": cfg.get("optimizer", info.get("optimizer")),
                 "family": cfg.get("family", info.get("family")),
                 "gamma": float(cfg.get("gamma") or 0.0),
-                "method": method_name(str(cfg.get("optimizer")), float(cfg.get("gamma") or 0.0)),
+                "method": methods.label(str(cfg.get("optimizer")), float(cfg.get("gamma") or 0.0)),
                 "seed": int(cfg.get("seed", info.get("seed", -1))),
                 "status": status,
                 "metric": info.get("metric"),
@@ -212,7 +212,10 @@ def select(trials: pd.DataFrame, axes: Mapping[str, Sequence[Any]]) -> tuple[pd.
         best["diverged_trials"] = int(g["diverged"].sum())
         chosen.append(best)
     sel = pd.DataFrame(chosen)
-    order_key = [M.method_sort_key(o, float(g)) for o, g in zip(sel["optimizer"], sel["gamma"], strict=True)]
+    order_key = [
+        method_order(str(o), float(g), str(f))
+        for o, g, f in zip(sel["optimizer"], sel["gamma"], sel["family"], strict=True)
+    ]
     sel = sel.iloc[sorted(range(len(sel)), key=lambda i: order_key[i])]
     return table, sel.reset_index(drop=True)
 
@@ -268,6 +271,8 @@ def _override_value(v: Any) -> str:
         return "null"
     if isinstance(v, list | tuple):
         return "[" + ",".join(_override_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ",".join(f"{k}:{_override_value(x)}" for k, x in v.items()) + "}"
     if isinstance(v, float):
         return repr(v)
     if isinstance(v, int):
@@ -279,8 +284,20 @@ def overrides_for(config: Mapping[str, Any], omit: Iterable[str] = ()) -> list[s
     """Command-line overrides that compose to the resolved ``config`` (hyperparameters in ``omit`` left to
     the preset)."""
     skip = set(omit)
-    o = [f"task={config['task']}", f"optimizer={config['optimizer']}", f"preset={config['preset']}"]
-    if str(config["optimizer"]).endswith("_os"):
+    o = [f"task={config['task']}"]
+    if config.get("optimizer_target"):  # a user's optimizer: its class, family and arguments
+        o += [
+            "optimizer=custom",
+            f"optimizer.target={_override_value(config['optimizer_target'])}",
+            f"optimizer.family={config['family']}",
+            f"optimizer.name={config['optimizer']}",
+        ]
+        if config.get("optimizer_kwargs"):
+            o.append(f"optimizer.kwargs={_override_value(dict(config['optimizer_kwargs']))}")
+    else:
+        o.append(f"optimizer={config['optimizer']}")
+    o.append(f"preset={config['preset']}")
+    if methods.is_overshoot(str(config["optimizer"])):
         o.append(f"gamma={_override_value(float(config['gamma']))}")
     o.append(f"seed={int(config['seed'])}")
     o += [f"{k}={_override_value(v)}" for k, v in config["hparams"].items() if k not in skip]
@@ -350,7 +367,7 @@ def heldout_configs(
                         "method": method,
                         "seed": int(seed),
                         "path": str(path.relative_to(out)),
-                        "hparams": run["hparams"],
+                        "hparams": run.to_dict()["hparams"],
                     }
                 )
     return cfgs, rows
@@ -371,7 +388,7 @@ def _settings(items: Sequence[str]) -> dict[str, Any]:
 def rerun_study(
     study: Path,
     seeds: Sequence[int] = HELDOUT_SEEDS,
-    families: Sequence[str] = ("sgd", "adam"),
+    families: Sequence[str] = tuple(methods.FAMILIES),
     untuned_preset: str | None = None,
     settings: Sequence[str] = (),
     dry_run: bool = False,
@@ -396,7 +413,7 @@ def rerun_study(
     print(f"held-out: {len(rows)} runs ({len(pairs)} distinct configs) into {out}", flush=True)
     if dry_run:
         return 0
-    from overshoot.population import run_sweep
+    from overshoot.sweep import run_sweep
 
     return max(run_sweep(cfgs), default=0)
 
@@ -411,7 +428,8 @@ def heldout_frame(study: Path) -> pd.DataFrame:
         raise TuningError(f"{manifest_file} is missing: run overshoot-bench-tune rerun {study} first")
     manifest = pd.DataFrame(json.loads(manifest_file.read_text())["runs"])
     manifest["path"] = [str((study / "heldout" / p).resolve()) for p in manifest["path"]]
-    present = [p for p in manifest["path"] if (Path(p) / "run.json").exists()]
+    # The tuned and the untuned arm share a run where the selected setting is the preset's: read it once.
+    present = list(dict.fromkeys(p for p in manifest["path"] if (Path(p) / "run.json").exists()))
     runs = load(present) if present else pd.DataFrame(columns=["path", "status"])
     info = runs.drop(columns=["method", "seed"], errors="ignore")
     df = manifest.merge(info, on="path", how="left")
@@ -430,7 +448,8 @@ def savings_frame(held: pd.DataFrame, window: int, reductions: Sequence[float] =
             m: {int(s): curves[p] for s, p in zip(mg["seed"], mg["path"], strict=True)}
             for m, mg in g.groupby("method")
         }
-        base = BASELINE[str(family)]
+        fam = methods.FAMILIES.get(str(family))
+        base = fam.baseline if fam is not None else ""
         if base not in by_method:
             continue
         for method, mg in g.groupby("method"):
@@ -489,7 +508,8 @@ def table1_frames(held: pd.DataFrame) -> pd.DataFrame:
                 "metric": g["metric"],
             }
         )
-        out.append(M.table1(rec).assign(arm=arm))
+        bases = {f.name: (f.baseline, f.second) for f in methods.FAMILIES.values()}
+        out.append(M.table1(rec, bases, order=method_order).assign(arm=arm))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
@@ -504,7 +524,8 @@ def time_to_target_frame(held: pd.DataFrame) -> pd.DataFrame:
     evals = {p: epochs_of(p) for p in done["path"].unique()}
     rows = []
     for family, fg in done.groupby("family", sort=False):
-        base = fg[(fg["arm"] == "untuned") & (fg["method"] == BASELINE[str(family)])]
+        fam = methods.FAMILIES.get(str(family))
+        base = fg[(fg["arm"] == "untuned") & (fg["method"] == (fam.baseline if fam is not None else ""))]
         base = base[base["status"] == "completed"]
         bests = [M.best_over_epochs(evals[p], metric, split="val") for p in base["path"]]
         bests = [b for b in bests if math.isfinite(b)]
@@ -556,25 +577,27 @@ def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: 
     plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42})
     if "lr" not in table:
         raise TuningError("the sensitivity figure needs lr among the tuned axes (the tune sweep's lr grid)")
-    families = [f for f in ("sgd", "adam") if f in set(table["family"])]
+    families = sorted(set(table["family"].astype(str)), key=lambda f: (family_rank(f), f))
     fig, axes = plt.subplots(1, len(families), figsize=(4.6 * len(families), 3.4), squeeze=False)
     metric = selection["metric"]
     other = [k for k in selection["axes"] if k != "lr"]
     for ax, family in zip(axes[0], families, strict=True):
         fam = table[table["family"] == family]
         gammas = sorted(set(fam["gamma"]))
+        customs = sorted({str(o) for o in fam["optimizer"] if str(o) not in methods.METHODS})
         for (opt, gamma), g in sorted(
-            fam.groupby(["optimizer", "gamma"]), key=lambda kv: M.method_sort_key(*kv[0])
+            fam.groupby(["optimizer", "gamma"]),
+            key=lambda kv: method_order(str(kv[0][0]), float(kv[0][1]), family),
         ):
-            method = method_name(str(opt), float(gamma))
+            method = methods.label(str(opt), float(gamma))
             sel = selection["methods"][method]
             if other:  # the lr curve through the selected values of the other axes
                 g = g[np.logical_and.reduce([g[k] == sel["selected"][k] for k in other])]
             g = g.sort_values("lr")
-            style = method_style(str(opt), float(gamma), gammas)
+            style = method_style(str(opt), float(gamma), gammas, family, customs)
             y = 1.0 - g["score"] if metric == "accuracy" else g["score"]  # error rates on a log axis
             ok = y.notna()
-            ax.plot(g["lr"][ok], y[ok], label=M.method_label(str(opt), float(gamma)), **style)
+            ax.plot(g["lr"][ok], y[ok], label=methods.display_label(str(opt), float(gamma)), **style)
             out = g["lr"][~ok]
             ax.plot(
                 out, np.full(len(out), 0.97), "x", color=style["color"], transform=ax.get_xaxis_transform()
@@ -602,7 +625,7 @@ def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: 
         ax.set_xlabel("learning rate")
         what = "error (1 - accuracy)" if metric == "accuracy" else metric
         ax.set_ylabel(f"best validation {what}\n(mean over tuning seeds)")
-        ax.set_title(f"{selection['task']}: {M.FAMILY_LABEL[family]} family")
+        ax.set_title(f"{selection['task']}: {_family_label(family)} family")
         ax.legend(handles=handles, frameon=False, fontsize=7)
     fig.tight_layout()
     return save(fig, stem)
@@ -636,12 +659,35 @@ def _md(df: pd.DataFrame) -> str:
 
 def _label(method: str, selection: Mapping[str, Any]) -> str:
     m = selection["methods"][method]
-    return M.method_label(m["optimizer"], float(m["gamma"]))
+    return methods.display_label(m["optimizer"], float(m["gamma"]))
 
 
-def _order(methods: Iterable[str], selection: Mapping[str, Any]) -> list[str]:
+def _family_label(family: str) -> str:
+    f = methods.FAMILIES.get(family)
+    return f.label if f is not None else family
+
+
+def _arm_table(
+    frame: pd.DataFrame, selection: Mapping[str, Any], cell: Callable[[pd.Series], str]
+) -> pd.DataFrame:
+    """One row per method (in the selection's order), one column per arm: ``cell`` of the method's row
+    in ``frame`` for that arm, "–" where there is none."""
+    rows = []
+    for method in _order(set(frame["method"]), selection):
+        row = {"method": _label(method, selection)}
+        for arm in ARMS:
+            r = frame[(frame["arm"] == arm) & (frame["method"] == method)]
+            row[arm] = "–" if r.empty else cell(r.iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _order(names: Iterable[str], selection: Mapping[str, Any]) -> list[str]:
     ms = selection["methods"]
-    return sorted(methods, key=lambda m: M.method_sort_key(ms[m]["optimizer"], float(ms[m]["gamma"])))
+    return sorted(
+        names,
+        key=lambda m: method_order(ms[m]["optimizer"], float(ms[m]["gamma"]), str(ms[m].get("family", ""))),
+    )
 
 
 def report_study(study: Path, out: Path, command: str = "", protocol_note: str = "") -> list[Path]:
@@ -830,52 +876,37 @@ def render(
             "star = paired t-test by seed against the better family baseline, p < 0.05.",
             "",
         ]
-        rows = []
         digits = 3 if metric == "accuracy" and scale == 1 else 2
-        for method in _order(set(t1["method"]), selection):
-            row = {"method": _label(method, selection)}
-            for arm in ARMS:
-                r = t1[(t1["arm"] == arm) & (t1["method"] == method)]
-                if r.empty:
-                    row[arm] = "–"
-                    continue
-                r0 = r.iloc[0]
-                cell = f"{r0['mean']:.{digits}f} +- {r0['half_width']:.{digits}f}"
-                cell = f"**{cell}**" if r0["best"] else cell
-                row[arm] = cell + (" *" if r0["star"] else "")
-            rows.append(row)
-        lines += [_md(pd.DataFrame(rows)), ""]
+
+        def t1_cell(r0: pd.Series) -> str:
+            cell = f"{r0['mean']:.{digits}f} +- {r0['half_width']:.{digits}f}"
+            cell = f"**{cell}**" if r0["best"] else cell
+            return cell + (" *" if r0["star"] else "")
+
+        lines += [_md(_arm_table(t1, selection, t1_cell)), ""]
     # time to target
     if not ttt.empty:
         lines += ["## Time to a validation target", "", TARGET_RULE.format(what=metric) + ".", ""]
+
+        def ttt_cell(r0: pd.Series) -> str:
+            med = (
+                "not reached"
+                if r0["median"] is None or not math.isfinite(r0["median"])
+                else f"{r0['median']:,.0f}"
+            )
+            mean, med_r = _fmt(r0["mean_reached"], 0), _fmt(r0["median_reached"], 0)
+            div = f" ({r0['diverged']} diverged)" if r0["diverged"] else ""
+            reached = f"{r0['reached']} of {r0['n']}{div}"
+            return f"{reached}; median {med}; over reached: median {med_r}, mean {mean}"
+
         for family, fg in ttt.groupby("family", sort=False):
             target = float(fg["target"].iloc[0])
-            rows = []
-            for method in _order(set(fg["method"]), selection):
-                row = {"method": _label(method, selection)}
-                for arm in ARMS:
-                    r = fg[(fg["arm"] == arm) & (fg["method"] == method)]
-                    if r.empty:
-                        row[arm] = "–"
-                        continue
-                    r0 = r.iloc[0]
-                    med = (
-                        "not reached"
-                        if r0["median"] is None or not math.isfinite(r0["median"])
-                        else f"{r0['median']:,.0f}"
-                    )
-                    mean, med_r = _fmt(r0["mean_reached"], 0), _fmt(r0["median_reached"], 0)
-                    div = f" ({r0['diverged']} diverged)" if r0["diverged"] else ""
-                    row[arm] = (
-                        f"{r0['reached']} of {r0['n']}{div}; median {med}; over reached: median {med_r}, "
-                        f"mean {mean}"
-                    )
-                rows.append(row)
+
             lines += [
-                f"**{M.FAMILY_LABEL[str(family)]} family**, target validation {metric} "
+                f"**{_family_label(str(family))} family**, target validation {metric} "
                 f"{'>=' if metric == 'accuracy' else '<='} {target:.4g}",
                 "",
-                _md(pd.DataFrame(rows)),
+                _md(_arm_table(fg, selection, ttt_cell)),
                 "",
             ]
     lines += [
@@ -910,7 +941,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument(
         "--seeds", type=_ints, default=list(HELDOUT_SEEDS), help="held-out seeds (default 10,...,100)"
     )
-    r.add_argument("--family", choices=("sgd", "adam"), action="append", help="only this family (repeatable)")
+    r.add_argument(
+        "--family", choices=tuple(methods.FAMILIES), action="append", help="only this family (repeatable)"
+    )
     r.add_argument("--untuned-preset", default=None, help="preset of the untuned arm (default: the tuning's)")
     r.add_argument(
         "--set",
@@ -941,7 +974,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"selection: {a.study / 'selection.json'}")
             return 0
         if a.cmd == "rerun":
-            fams = a.family or ["sgd", "adam"]
+            fams = a.family or list(methods.FAMILIES)
             return rerun_study(a.study, a.seeds, fams, a.untuned_preset, a.set, a.dry_run)
         paths = report_study(a.study, a.out, a.command, a.note)
         print("\n".join(map(str, paths)))

@@ -19,9 +19,9 @@ from report_store import WINDOW as CLI_WINDOW
 from report_store import cli_store, copy_store
 from scipy import stats
 
+from overshoot import methods, results
 from overshoot import metrics as M
 from overshoot import report as R
-from overshoot import results
 from overshoot.store import STEP_COLUMNS, RunWriter, run_path
 
 TASKS = {"digits": ("accuracy", 1.0), "housing": ("loss", 100.0)}
@@ -65,12 +65,15 @@ def write_run(
     ended: str = "2026-01-01T00:00:00",
     lr: float = 1e-3,
     task_name: str | None = None,
+    family: str | None = None,
+    target: str | None = None,
 ) -> Path:
-    """A synthetic completed run with the metric of ``task``, stored as task ``task_name`` (default: task)."""
+    """A synthetic completed run with the metric of ``task``, stored as task ``task_name`` (default: task);
+    an optimizer of the user's names its ``family`` and class ``target``, as ``optimizer=custom`` stores."""
     metric, scale = TASKS[task]
-    family = M.FAMILY_OF[opt]
+    family = methods.get(opt, family).family
     task = task_name or task
-    config = {
+    config: dict[str, object] = {
         "task": task,
         "optimizer": opt,
         "family": family,
@@ -87,6 +90,8 @@ def write_run(
             "delay": 50,
         },
     }
+    if target is not None:
+        config.update(optimizer_target=target, optimizer_kwargs={})
     rng = np.random.default_rng(seed * 1000 + int(tau))
     t = np.arange(N_STEPS)
     loss = 2.0 * np.exp(-t / (tau * (1 + 0.03 * rng.standard_normal()))) + 0.05 + 0.02 * rng.random(N_STEPS)
@@ -260,7 +265,7 @@ def test_an_adamo_gamma_zero_run_is_the_baseline_where_no_adamw_run_exists(cli: 
     assert by_base[(sweep.key, "adam_os-g5")] == "adam_os-g0"
     out = tmp_path / "rep"
     assert R.main([str(store), "--out", str(out), "--window", str(CLI_WINDOW), "--no-figures"]) == 0
-    assert "AdamO γ=0 (= AdamW) is the Adam family's baseline" in (out / "report.md").read_text()
+    assert "AdamO γ=0 (= Adam) is the Adam family's baseline (no Adam run)" in (out / "report.md").read_text()
 
 
 def test_latex_labels_are_unique_and_name_task_and_protocol(cli: Path, store: Path, tmp_path: Path) -> None:

@@ -77,6 +77,19 @@ def test_protocol_ignores_seed_method_and_storage(store: Path) -> None:
     same = {**cfg, "seed": 99, "optimizer": "sgd_os", "gamma": 7.0, "out": "/elsewhere", "device": "cuda"}
     assert results.protocol_id(same) == results.protocol_id(cfg)
     assert results.protocol_id({**cfg, "hparams": {**cfg["hparams"], "lr": 0.5}}) != results.protocol_id(cfg)
+    # a user's optimizer is a method of the family: its class and arguments are not the protocol's
+    mine = {
+        **cfg,
+        "optimizer": "radam",
+        "optimizer_target": "torch.optim.RAdam",
+        "optimizer_kwargs": {"x": 1},
+    }
+    assert results.protocol_id(mine) == results.protocol_id(cfg)
+
+
+def test_a_run_named_twice_is_read_once(store: Path) -> None:
+    sc = results.scan([store, store / "digits", store / "digits" / "sgd"])
+    assert len(sc.records) == 12 and sc.left_out.empty and len(sc.table) == 12
 
 
 def test_cut_steps_csv_and_garbage_run_json_are_listed_not_fatal(store: Path, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +16,13 @@ from fixtures import write_housing_csv
 from overshoot_tasks import build_task
 from overshoot_tasks.base import steps_per_epoch
 
+from overshoot import manifest, tuning
 from overshoot import metrics as M
-from overshoot import tuning
-from overshoot.cli import run_one
 from overshoot.config import compose, resolve
-from overshoot.loop import graph_blocker
-from overshoot.population import run_population, run_sweep
+from overshoot.lifecycle import run_one, run_population
+from overshoot.runtime import graph_blocker
 from overshoot.store import RunWriter, load_run, run_path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "slurm"))
-import manifest
+from overshoot.sweep import run_sweep
 
 METHODS = ["sgd", "nesterov", "sgd_os_g3", "sgd_os_g5", "sgd_os_g7"]
 METHODS += ["adam", "nadam", "adam_os_g3", "adam_os_g5", "adam_os_g7"]
@@ -86,18 +82,18 @@ def test_drop_last_false_trains_single_runs_and_populations_alike(root: Path, tm
     runs = _drop_last_runs(root, tmp_path / "pop")
     assert run_population(runs) == [0, 0]
     for r in runs:
-        single = {**r, "out": str(tmp_path / "single")}
-        cfg = compose(tuning.overrides_for(single))
+        single = r.replace(out=str(tmp_path / "single"))
+        cfg = compose(tuning.overrides_for(single.to_dict()))
         assert run_one(cfg) == 0
-        p, s = load_run(run_path(r["out"], r)).steps(), load_run(run_path(tmp_path / "single", r)).steps()
+        p, s = load_run(run_path(r.out, r)).steps(), load_run(run_path(tmp_path / "single", r)).steps()
         assert list(s["epoch"]) == [0] * 4 + [1] * 4  # 4 steps per epoch: 3 of 50 samples, one of 42
         assert np.abs(p["base_loss"].to_numpy() - s["base_loss"].to_numpy()).max() <= 1e-10
-        assert s["lr"].iloc[-1] > 0 and s["lr"].iloc[0] == r["hparams"]["lr"]  # cosine over 8 steps
+        assert s["lr"].iloc[-1] > 0 and s["lr"].iloc[0] == r.hparams.lr  # cosine over 8 steps
     # The last batch has another shape: no CUDA graph replays it, single or population.
     cuda = torch.device("cuda")
     assert "drop_last=false" in str(graph_blocker(runs[0], cuda))
     assert "drop_last=false" in str(graph_blocker(runs[0], cuda, population=True))
-    assert graph_blocker({**runs[0], "drop_last": True}, cuda, population=True) is None
+    assert graph_blocker(runs[0].replace(drop_last=True), cuda, population=True) is None
 
 
 # -- the tune sweep ------------------------------------------------------------------------------------
@@ -115,7 +111,7 @@ def test_tune_sweep_gives_every_method_the_same_trials_on_tuning_seeds() -> None
     per_method = {m: sorted((lr, s) for mm, lr, s in trials if mm == m) for m in METHODS}
     assert len({tuple(v) for v in per_method.values()}) == 1  # the same budget by construction
     run = resolve(compose(manifest.expand(["+sweep=tune", "task=housing"])[0]))
-    assert run["task_options"]["val_fraction"] == 0.2 and run["population"] is True
+    assert run.task_options["val_fraction"] == 0.2 and run.population is True
     # An axis on the command line replaces the preset's, for every method alike.
     assert len(manifest.expand(["+sweep=tune", "task=digits", "lr=0.01,0.1", "momentum=0.85,0.9"])) == 80
 
@@ -209,6 +205,100 @@ def test_held_out_seeds_must_not_have_been_used_for_tuning(tmp_path: Path) -> No
     with pytest.raises(tuning.TuningError, match=r"held-out seeds \[10\] were used for tuning"):
         tuning.heldout_configs(sel, tmp_path)
     assert tuning.main(["select", str(tmp_path / "nowhere")]) == 2
+
+
+def _write_run(out: Path, cfg: dict, loss: np.ndarray, val: list[float], test: list[float]) -> Path:
+    """A completed accuracy run of the resolved ``cfg`` in ``out``: ``loss`` per step over len(val) epochs."""
+    cfg = {**cfg, "out": str(out)}
+    w = RunWriter(run_path(out, cfg))
+    w.start(cfg, {"metric": "accuracy", "metric_scale": 1.0}, resume_rows=(0, 0))
+    n, per = len(loss), len(loss) // len(val)
+    w.append_steps(
+        {
+            "step": list(range(n)),
+            "epoch": [i // per for i in range(n)],
+            "base_loss": list(loss),
+            "train_loss": list(loss),
+            "lr": [cfg["hparams"]["lr"]] * n,
+            "grad_norm": [1.0] * n,
+        }
+    )
+    rows: dict[str, list] = {"epoch": [], "split": [], "loss": [], "accuracy": []}
+    for e, (v, t) in enumerate(zip(val, test, strict=True)):
+        for split, acc in (("val", v), ("test", t)):
+            rows["epoch"] += [e]
+            rows["split"] += [split]
+            rows["loss"] += [1.0 - acc]
+            rows["accuracy"] += [acc]
+    w.append_epochs(rows)
+    w.write_info(status="completed", steps=n)
+    return w.path
+
+
+def test_a_custom_optimizer_is_selected_rerun_and_reported_like_a_built_in_one(tmp_path: Path) -> None:
+    """A user's optimizer (as optimizer=custom stores it: its name, family and class path) in a study:
+    selected on validation, re-composed for the held-out runs, saved against its family baseline, in
+    Table 1 against the better baseline, and labelled by its name after the built-in methods."""
+    study = tmp_path / "study"
+    base = resolve(compose(["optimizer=adam", "task.val_fraction=0.2", "log.window=20", "seed=1"])).to_dict()
+    custom = {**base, "optimizer": "radam", "optimizer_target": "torch.optim.RAdam", "optimizer_kwargs": {}}
+    t = np.arange(400)
+    for cfg, tau in ((base, 80.0), (custom, 50.0)):
+        for lr in (0.001, 0.01):
+            for seed in (1, 2):
+                good = lr == (0.01 if cfg is custom else 0.001)
+                val = [0.5, 0.9 if good else 0.7, 0.8, 0.8]
+                trial = {**cfg, "seed": seed, "hparams": {**cfg["hparams"], "lr": lr}}
+                _write_run(study / "tuning", trial, np.exp(-t / tau), val, [0.5] * 4)
+    sel = tuning.select_study(study)
+    assert list(sel["methods"]) == ["adam", "radam"]  # the user's method after the built-in ones
+    m = sel["methods"]["radam"]
+    assert (m["optimizer"], m["family"], m["selected"]) == ("radam", "adam", {"lr": 0.01})
+    o = tuning.overrides_for({**m["config"], "seed": 10})
+    assert {"optimizer=custom", "optimizer.target='torch.optim.RAdam'", "optimizer.family=adam"} <= set(o)
+    assert not any(x.startswith(("gamma=", "optimizer=radam")) for x in o)
+    assert "optimizer.kwargs={betas:[0.9,0.99]}" in tuning.overrides_for(
+        {**m["config"], "seed": 10, "optimizer_kwargs": {"betas": [0.9, 0.99]}}
+    )
+    # The held-out runs (as rerun trains them): the custom method saves steps against Adam in both arms.
+    # Adam's selected lr is the preset's, so its two arms share one run, named twice in the manifest.
+    assert sel["methods"]["adam"]["selected"]["lr"] == base["hparams"]["lr"]
+    rng = np.random.default_rng(0)
+    runs = []
+    for arm in tuning.ARMS:
+        for method, cfg, tau, acc in (("adam", base, 80.0, 0.80), ("radam", custom, 50.0, 0.85)):
+            lr = sel["methods"][method]["selected"]["lr"] if arm == "tuned" else cfg["hparams"]["lr"]
+            for seed in (10, 20, 30):
+                run = {**cfg, "seed": seed, "hparams": {**cfg["hparams"], "lr": lr}}
+                loss = np.exp(-t / (tau * (1 + 0.05 * rng.standard_normal()))) + 0.01
+                best = acc + 0.01 * rng.random()
+                path = _write_run(
+                    study / "heldout", run, loss, [0.5, best, best, best], [0.5, best, best, best]
+                )
+                rel = str(path.relative_to(study / "heldout"))
+                runs.append(
+                    {"arm": arm, "method": method, "seed": seed, "path": rel, "hparams": run["hparams"]}
+                )
+    (study / "heldout.json").write_text(json.dumps({"seeds": [10, 20, 30], "runs": runs}))
+    out = tmp_path / "report"
+    files = tuning.report_study(study, out)
+    assert out / "report.md" in files and (out / "sensitivity.png").stat().st_size > 1000
+    sav = pd.read_csv(out / "savings.csv")
+    assert set(sav["method"]) == {"radam"} and set(sav["arm"]) == {"tuned", "untuned"}
+    held = tuning.heldout_frame(study)
+    done = held[(held["arm"] == "untuned") & (held["status"] == "completed")]
+    curves = {
+        mm: {int(s): tuning.curve_of(p) for s, p in zip(g["seed"], g["path"], strict=True)}
+        for mm, g in done.groupby("method")
+    }
+    want = M.per_seed_saving(curves["adam"], curves["radam"], 0.95, 20).summary.mean
+    row = sav[(sav["arm"] == "untuned") & (sav["reduction"] == 0.95)].iloc[0]
+    assert row["mean"] == pytest.approx(want) and want > 10
+    t1 = pd.read_csv(out / "table1.csv", keep_default_na=False)
+    assert set(t1.loc[t1["method"] == "radam", "reference"]) == {"adam"}
+    assert (t1.loc[t1["method"] == "radam", "n_pairs"] == 3).all()
+    text = (out / "report.md").read_text()
+    assert "| radam |" in text and "**Adam family**" in text
 
 
 # -- the whole workflow on a small digits study ---------------------------------------------------------
