@@ -137,6 +137,10 @@ def main() -> None:
     ):
         msg = run(["overshoot-bench", "out=runs", *args], cwd=here, env=env, expect=2)
         assert f"install the {extra} extra" in msg, msg
+    # The SLURM tools from the core install: the manifest needs no extra, the job array names [slurm].
+    run(["overshoot-bench-manifest", "--summary", "out=runs", "seed=1,2"], cwd=here, env=env)
+    msg = run(["overshoot-bench-submit", "--gpus", "0", "out=runs", "seed=3"], cwd=here, env=env, expect=2)
+    assert "install the [slurm] extra" in msg, msg
     print(f"wheel round trip passed in {time.perf_counter() - t0:.0f} s")
     if a.workdir is None:
         shutil.rmtree(work)

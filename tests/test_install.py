@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from overshoot import cli, extras
+from overshoot import cli, extras, lifecycle
 from overshoot.config import CONFIG_DIR, ConfigError, compose, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,9 @@ def test_gpt2_tasks_name_the_text_extra(
     hidden: list[str],
 ) -> None:
     _hide(monkeypatch, *hidden)
-    code = cli.run_one(compose([f"task={task}", f"out={tmp_path}", f"data.root={tmp_path}", "progress=none"]))
+    code = lifecycle.run_one(
+        compose([f"task={task}", f"out={tmp_path}", f"data.root={tmp_path}", "progress=none"])
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1, err

@@ -1,27 +1,26 @@
-"""SLURM end to end: a small digits sweep through the submitit launcher and through the sbatch job array.
+"""SLURM end to end: a small digits sweep through the submitit launcher and through overshoot-bench-submit's
+job array.
 
-Needs a running cluster (``scripts/slurm/local_cluster.sh start``). Without one these tests are skipped with
+Needs a running cluster (``.ci/local_cluster.sh start``). Without one these tests are skipped with
 the reason; with OVERSHOOT_REQUIRE_SLURM=1 (set by .ci/run) they fail instead.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from overshoot import manifest, slurm
 from overshoot.report import main as report_main
 from overshoot.store import find_runs
-
-SLURM = Path(__file__).resolve().parents[1] / "scripts" / "slurm"
-sys.path.insert(0, str(SLURM))
-import manifest  # noqa: E402
-import submit_array  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 
@@ -33,14 +32,14 @@ TIMEOUT_S = 240
 def _cluster_problem() -> str | None:
     """Why SLURM cannot take jobs here, or None when a node is up."""
     if shutil.which("sinfo") is None:
-        return "sinfo not found: install SLURM or run scripts/slurm/local_cluster.sh start"
+        return "sinfo not found: install SLURM or run .ci/local_cluster.sh start"
     r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
     states = {s.strip("*~#$@ ") for s in r.stdout.split()}
     if r.returncode != 0 or not states & {"idle", "mix", "alloc"}:
         detail = (r.stderr or r.stdout).strip().splitlines()
         return (
             f"no SLURM node takes jobs ({detail[0] if detail else 'no nodes'}): "
-            "run scripts/slurm/local_cluster.sh start"
+            "run .ci/local_cluster.sh start"
         )
     return None
 
@@ -66,11 +65,11 @@ def test_sweep_through_submitit_and_job_array(
     array_opts = ["--pack", "2", "--gpus", "0", "--cpus", "1", "--mem-gb", "0", "--time-min", "10"]
     array_opts += ["--job-name", name]
 
-    # Both paths at once: the launcher blocks until its array ends; the script submits, then --wait waits.
+    # Both paths at once: the launcher blocks until its array ends; the submitter submits, then --wait waits.
     launcher = subprocess.Popen(
         [*BENCH, *launcher_sweep], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    submit = [sys.executable, str(SLURM / "submit_array.py")]
+    submit = [str(Path(sys.executable).parent / "overshoot-bench-submit")]  # the console entry point
     try:
         array = subprocess.run(
             [*submit, "--wait", *array_opts, *array_sweep],
@@ -101,9 +100,35 @@ def test_sweep_through_submitit_and_job_array(
 
     # Relaunching submits nothing and says why; the report sees all four runs.
     capsys.readouterr()
-    assert submit_array.main([*array_opts, *array_sweep]) == 0
+    assert slurm.main([*array_opts, *array_sweep]) == 0
     again = capsys.readouterr().out
     assert "2 skipped (completed 2)" in again and "nothing to submit" in again
     assert report_main([str(out), "--no-figures", "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert re.search(r"\b4 completed runs\b", report) and "| digits |" in report, report[:500]
+
+
+def test_time_limit_signal_reaches_the_runs_of_an_array_task(cluster: None, tmp_path: Path) -> None:
+    """SLURM's time-limit SIGUSR2 (sent here at once with scancel --signal) makes the runs checkpoint."""
+    out = tmp_path / "runs"
+    name = f"overshoot-test-sig-{os.getpid()}"
+    sweep = ["task=digits", "seed=10", "epochs=2000", "progress=lines", f"out={out}"]  # minutes
+    opts = ["--gpus", "0", "--cpus", "1", "--mem-gb", "0", "--time-min", "10", "--job-name", name]
+    try:
+        assert slurm.main([*opts, *sweep]) == 0
+        (entry,) = manifest.plan(sweep)
+        deadline = time.time() + TIMEOUT_S
+        while manifest.run_state(entry.path) != "running" or not (entry.path / "checkpoint.pt").exists():
+            assert time.time() < deadline, "the run never started"
+            time.sleep(0.5)
+        subprocess.run(["scancel", "--signal=USR2", f"--name={name}"], check=True, timeout=30)
+        while (state := manifest.run_state(entry.path)) == "running":
+            assert time.time() < deadline, "the run did not stop"
+            time.sleep(0.5)
+    finally:
+        subprocess.run(["scancel", f"--name={name}"], check=False, timeout=30)
+    assert state == "failed"  # stopped by SIGTERM after writing a checkpoint: to do, and it resumes
+    info = json.loads((entry.path / "run.json").read_text())
+    assert info["steps"] > 0 and (entry.path / "checkpoint.pt").exists(), info
+    logs = "".join(f.read_text() for f in (out / ".slurm").glob("*/logs/*.out"))
+    assert "time limit near (SIGUSR2): asking 1 runs to checkpoint and stop" in logs, logs[-2000:]

@@ -1,6 +1,6 @@
 """How much each part of an install weighs: the core dependencies, torch, each extra (distributions, MB).
 
-    python scripts/install_sizes.py          # in a venv with every extra installed (pip install -e ".[dev]")
+    python .ci/install_sizes.py          # in a venv with every extra installed (pip install -e ".[dev]")
 
 Sizes are the installed files of each distribution and of everything it requires, as found in the running
 environment; an extra counts only what the core does not already bring.
@@ -12,13 +12,9 @@ import contextlib
 import os
 import sys
 from importlib import metadata as md
-from pathlib import Path
 
 from packaging.requirements import Requirement
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / ".ci"))
-from wheel_roundtrip import closure  # noqa: E402
+from wheel_roundtrip import closure  # beside this file: python puts a script's own folder on the path
 
 
 def megabytes(dists: dict[str, md.Distribution]) -> float:

@@ -6,21 +6,20 @@ On CUDA: CUDA events around each step (no host sync in between), median over --s
 by the device-to-device copy bandwidth measured in the same run. On CPU (``--device cpu``, use ``--scale``
 to shrink the model) the same table is produced with perf_counter timings, for smoke tests only.
 
-    python scripts/bench_optimizer.py                      # CUDA, results/bench_optimizer/<device>.md/.json
-    python scripts/bench_optimizer.py --device cpu --scale 0.05 --steps 5 --warmup 1 --out /tmp/b.md
+    python benchmarks/bench_optimizer.py                   # CUDA, results/bench_optimizer/<device>.md/.json
+    python benchmarks/bench_optimizer.py --device cpu --scale 0.05 --steps 5 --warmup 1 --out /tmp/b.md
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import json
-import os
 import platform
 import re
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import torch
 
 from overshoot import SGDO, AdamO
-from overshoot.optim import _triton
+from overshoot.store import atomic_write_text
 
 N_LAYER, D_MODEL, VOCAB, N_CTX = 12, 768, 50257, 1024
 
@@ -55,7 +54,7 @@ Factory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
 
 def configs(device: torch.device) -> dict[str, tuple[Factory, int]]:
-    fused_ok = _triton.fused_available(device)
+    fused_ok = fused_available(device)
     torch_fused_ok = device.type == "cuda"
     lr = 1e-3
     out: dict[str, tuple[Factory, int]] = {}
@@ -179,7 +178,7 @@ def bench(args: argparse.Namespace) -> dict:
         if device.type == "cuda"
         else f"cpu ({platform.processor()})",
         "torch": torch.__version__,
-        "triton": getattr(_triton.triton, "__version__", None) if _triton.HAS_TRITON else None,
+        "triton": triton_version(),
         "python": sys.version.split()[0],
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "scale": args.scale,
@@ -222,12 +221,21 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def fused_available(device: torch.device) -> bool:
+    """Whether the fused SGDO/AdamO path runs on ``device``: ``fused=True`` raises RuntimeError where not."""
+    try:
+        SGDO([torch.zeros(1, device=device)], lr=0.1, momentum=0.9, fused=True)
+    except RuntimeError:
+        return False
+    return True
+
+
+def triton_version() -> str | None:
+    """The installed triton's version, None without triton."""
+    try:
+        return importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def slug(name: str) -> str:
@@ -251,8 +259,9 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--steps must be >= 50 on a GPU")
     res = bench(args)
     out = args.out or Path("results/bench_optimizer") / f"{slug(res['device'].split(' (')[0])}.md"
-    atomic_write(out, to_markdown(res))
-    atomic_write(out.with_suffix(".json"), json.dumps(res, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, to_markdown(res))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(res, indent=2) + "\n")
     print(f"wrote {out} and {out.with_suffix('.json')}")
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Kill runs with SIGKILL at random moments, resume each, compare it bit for bit with an uninterrupted run.
 
-    python scripts/fault_injection.py --n 50 --steps 1000    # -> results/fault_injection/after_claim/
-    python scripts/fault_injection.py --n 50 --steps 1000 --after training   # -> .../after_training/
-    python scripts/fault_injection.py --n 3 --steps 300 --out /tmp/fi    # what CI's test does, smaller
+    python benchmarks/fault_injection.py --n 50 --steps 1000    # -> results/fault_injection/after_claim/
+    python benchmarks/fault_injection.py --n 50 --steps 1000 --after training   # -> .../after_training/
+    python benchmarks/fault_injection.py --n 3 --steps 300 --out /tmp/fi    # what CI's test does, smaller
 
 Protocol: one uninterrupted reference run of ``overshoot-bench`` (a real subprocess, ``checkpoint_every=0``:
 a checkpoint at every flush and epoch end, so kills land in and around checkpoint writes). Then, per trial, a
@@ -11,7 +11,7 @@ fresh store: the same command is launched, killed with SIGKILL a uniformly rando
 run directory (``--after claim``: task setup, training and final writes in the window) or after its steps.csv
 appeared (``--after training``), between 0 and the reference's time from that moment to its exit, and
 launched again to completion. By default both launches are forks of this process running
-``overshoot.cli.run_one`` (torch imported once); ``--subprocess`` launches ``overshoot-bench`` itself. A
+``overshoot.lifecycle.run_one`` (torch imported once); ``--subprocess`` launches ``overshoot-bench`` itself. A
 trial passes when the resumed run's steps.csv and epochs.csv are byte-identical to the reference's, its
 run.json is strict JSON with status completed, and no temporary file, claim or checkpoint is left behind.
 """
@@ -65,8 +65,9 @@ def _strict_json(path: Path) -> dict[str, Any]:
 
 
 class Forked:
-    """A run of ``overshoot.cli.run_one`` in a forked child of this process (torch already imported, so no
-    start-up cost); the child's output goes to ``log``. Quacks like the part of subprocess.Popen used here."""
+    """A run of ``overshoot.lifecycle.run_one`` in a forked child of this process (torch already imported, so
+    no start-up cost); the child's output goes to ``log``. Quacks like the part of subprocess.Popen used
+    here."""
 
     def __init__(self, overrides: list[str], log: Path) -> None:
         self.log, self.returncode = log, None
@@ -77,8 +78,8 @@ class Forked:
                 fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
-                from overshoot.cli import run_one
                 from overshoot.config import compose
+                from overshoot.lifecycle import run_one
 
                 code = run_one(compose(overrides))
             except KeyboardInterrupt:
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         dest="fork",
         action="store_false",
         help="launch every run as an overshoot-bench subprocess (default: a fork of this process running "
-        "overshoot.cli.run_one, which spares the seconds of start-up per launch)",
+        "overshoot.lifecycle.run_one, which spares the seconds of start-up per launch)",
     )
     p.add_argument("overrides", nargs="*", help="extra overshoot-bench overrides for every run")
     a = p.parse_args(argv)
@@ -281,10 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         "stale_claims_taken_over": sum(bool(r["took_over_claim"]) for r in rows),
         "finished_before_kill": sum(bool(r["finished_before_kill"]) for r in rows),
         "command": " ".join(
-            ["python scripts/fault_injection.py", *(argv if argv is not None else sys.argv[1:])]
+            ["python benchmarks/fault_injection.py", *(argv if argv is not None else sys.argv[1:])]
         ),
         "run_command": " ".join(["overshoot-bench", *_command(Path("<store>"), a.steps, a.overrides)[3:]]),
-        "launch": "fork running overshoot.cli.run_one" if a.fork else "overshoot-bench subprocess",
+        "launch": "fork running overshoot.lifecycle.run_one" if a.fork else "overshoot-bench subprocess",
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on this machine, to try the SLURM sweep paths on a laptop or in CI.
 #
-#   scripts/slurm/local_cluster.sh start    # install (Debian/Ubuntu, root or sudo), configure, start, wait idle
-#   scripts/slurm/local_cluster.sh status   # sinfo; exit 0 when the node takes jobs
-#   scripts/slurm/local_cluster.sh stop     # cancel its jobs, stop the daemons it started
+#   .ci/local_cluster.sh start    # install (Debian/Ubuntu, root or sudo), configure, start, wait idle
+#   .ci/local_cluster.sh status   # sinfo; exit 0 when the node takes jobs
+#   .ci/local_cluster.sh stop     # cancel its jobs, stop the daemons it started
 #
 # Everything it writes lives under $OVERSHOOT_SLURM_DIR (default /tmp/overshoot-slurm); /etc/slurm/slurm.conf
 # is a symlink to the config there (only when no other slurm.conf exists), so sinfo/sbatch work without
@@ -88,7 +88,7 @@ write_conf() {
 	((mem_mb > 4000)) && mem_mb=4000
 	mkdir -p "$STATE/state" "$STATE/spool" "$STATE/log"
 	cat >"$CONF.tmp" <<EOF
-# Written by scripts/slurm/local_cluster.sh: a one-node cluster for trying overshoot-bench sweeps.
+# Written by .ci/local_cluster.sh: a one-node cluster for trying overshoot-bench sweeps.
 ClusterName=overshoot
 SlurmctldHost=$HOST(127.0.0.1)
 AuthType=auth/munge

@@ -1,10 +1,10 @@
 """Time one task's whole paper grid (100 runs, populations on) and set it against bench_throughput's estimate.
 
-    python scripts/time_grid.py --task housing      # -> results/time_grid/<device>-housing.md and .json
+    python benchmarks/time_grid.py --task housing      # -> results/time_grid/<device>-housing.md and .json
 
 Runs ``overshoot-bench -m +sweep=paper task=<task> population=true`` as a user would (a subprocess, a fresh
 run store), times it from launch to exit, reads every run's run.json, and compares the wall time with the
-``grid_hours_population`` that ``scripts/bench_throughput.py`` wrote for this device and task (the JSON
+``grid_hours_population`` that ``benchmarks/bench_throughput.py`` wrote for this device and task (the JSON
 given by --estimate, default results/bench_throughput/<device>.json). The wall time includes what the
 estimate leaves out: start-up, data loading, building and capturing the populations, evaluation at every
 epoch end, the per-run summaries.
@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_throughput import data_root, device_name
 
-from overshoot.cli import _git_rev, _versions
-from overshoot.loop import pick_device
-from overshoot.population import MEMBER_FAMILY
+from overshoot import methods
+from overshoot.provenance import git_rev, versions
+from overshoot.runtime import pick_device
 from overshoot.store import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         pops = [(r.config["optimizer"], r.info.get("population")) for r in runs]
         rates = sorted(
             {
-                (MEMBER_FAMILY[opt], round(pop["member_steps_per_s"]))
+                (methods.get(opt).family, round(pop["member_steps_per_s"]))
                 for opt, pop in pops
                 if isinstance(pop, dict) and pop.get("member_steps_per_s")
             }
@@ -86,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         "task": a.task,
         "precision": precision,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "git_rev": _git_rev(),
+        "versions": versions(),
+        "git_rev": git_rev(),
         "command": " ".join(cmd[3:]).replace(str(store), "<tmp>"),
         "runs": len(runs),
         "statuses": statuses,

@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """List a sweep's runs and their state without running anything; write the manifest of those still to do.
 
-    python scripts/slurm/manifest.py +sweep=paper task=cifar              # 100 runs: name, state, summary
-    python scripts/slurm/manifest.py +sweep=paper_all --summary           # counts only (700 runs)
-    python scripts/slurm/manifest.py -o todo.txt optimizer=sgd_os gamma=3,5,7 seed=10,20
+    overshoot-bench-manifest +sweep=paper task=cifar              # 100 runs: name, state, summary
+    overshoot-bench-manifest +sweep=paper_all --summary           # counts only (700 runs)
+    overshoot-bench-manifest -o todo.txt optimizer=sgd_os gamma=3,5,7 seed=10,20
 
 The overrides are those of ``overshoot-bench -m``: the sweep is expanded exactly as Hydra's basic sweeper
 expands it (``hydra.sweeper.params`` of the composed config, then the command line). Each run's state comes
@@ -107,7 +106,7 @@ def _expand_and_compose(overrides: Sequence[str], compose: bool = True) -> list[
         for job in jobs:
             parsed = parser.parse_overrides([o for o in job if not _is_hydra_override(o)])
             picks = tuple(
-                o.input_line
+                str(o.input_line)
                 for o in parsed
                 if not isinstance(o.value(), dict) and repo.group_exists(o.key_or_group)
             )
@@ -143,13 +142,14 @@ def run_state(path: Path, stale_after: float = STALE_AFTER_S, now: float | None 
 def plan(overrides: Sequence[str], stale_after: float = STALE_AFTER_S) -> list[Entry]:
     """Every distinct run of the sweep with its state; runs that resolve to the same directory appear once."""
     from overshoot.config import resolve
-    from overshoot.store import method_name, run_path
+    from overshoot.runtime import run_label
+    from overshoot.store import run_path
 
     entries: dict[Path, Entry] = {}
     for job, cfg in _expand_and_compose(overrides):
         run = resolve(cfg)
-        path = run_path(run["out"], run)
-        name = f"{run['task']}/{method_name(run['optimizer'], run['gamma'])}/seed{run['seed']}"
+        path = run_path(run.out, run)
+        name = run_label(run)
         if path not in entries:
             entries[path] = Entry(tuple(job), name, path, run_state(path, stale_after))
     return list(entries.values())
@@ -180,9 +180,11 @@ def write_manifest(entries: Iterable[Entry], path: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``overshoot-bench-manifest``; returns the exit status (2 on bad input)."""
     p = argparse.ArgumentParser(
+        prog="overshoot-bench-manifest",
         description="List a sweep's runs and their state without running them; write the to-do manifest.",
-        epilog="Example: manifest.py +sweep=paper task=cifar",
+        epilog="Example: overshoot-bench-manifest +sweep=paper task=cifar",
     )
     p.add_argument("-o", "--output", type=Path, help="write the manifest of the runs still to do here")
     p.add_argument("--summary", action="store_true", help="print only the summary line")
@@ -199,19 +201,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         entries = plan(args.overrides, args.stale_after)
     except ValueError as e:  # includes overshoot.config.ConfigError
-        print(f"manifest: error: {e}", file=sys.stderr)
+        print(f"overshoot-bench-manifest: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # Hydra's errors about unknown groups or bad override syntax
-        print(f"manifest: error: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(
+            f"overshoot-bench-manifest: error: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr
+        )
         return 2
     if not args.summary:
-        for e in entries:
-            if args.todo and not e.todo:
+        for entry in entries:
+            if args.todo and not entry.todo:
                 continue
             if args.json:
-                print(json.dumps({"name": e.name, "state": e.state, "path": str(e.path), "line": e.line}))
+                row = {"name": entry.name, "state": entry.state, "path": str(entry.path), "line": entry.line}
+                print(json.dumps(row))
             else:
-                print(f"{e.name:40s} {e.state:12s} {e.line}")
+                print(f"{entry.name:40s} {entry.state:12s} {entry.line}")
     print(summary(entries), file=sys.stderr if args.json else sys.stdout)
     if args.output:
         n = write_manifest(entries, args.output)

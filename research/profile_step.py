@@ -2,26 +2,24 @@
 """Where a training step's time goes on a GPU: a bare forward/backward/fused-SGD loop eager and as a CUDA
 graph, then torch-profiler tables of the real loops (single run and population).
 
-    python scripts/profile_step.py                 # fmnist (batch 32), housing, vae_fmnist; populations
-    python scripts/profile_step.py --tasks fmnist  # one task
+    python -m research.profile_step                 # fmnist (batch 32), housing, vae_fmnist; populations
+    python -m research.profile_step --tasks fmnist  # one task
 
-Prints the tables (top host ops, top device kernels); results/gpu-notes.md quotes them. CUDA only.
+Run from the checkout's root (it uses benchmarks/bench_throughput.py). Prints the tables (top host ops, top
+device kernels); results/gpu-notes.md quotes them. CUDA only.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from overshoot_tasks import build_task
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_throughput import base_run, data_root, member_rate
-from overshoot_tasks import build_task
+from benchmarks.bench_throughput import base_run, data_root, member_rate
 
 DEV = torch.device("cuda")
 

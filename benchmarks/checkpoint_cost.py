@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """What the checkpoints cost a run: the seconds spent writing them as a share of the training time, per task.
 
-    OVERSHOOT_DATA=/path/to/data python scripts/checkpoint_cost.py      # digits, housing, fmnist -> results/
+    OVERSHOOT_DATA=/path/to/data python benchmarks/checkpoint_cost.py   # digits, housing, fmnist -> results/
 
-Each task trains one run through ``overshoot.cli.run_one`` with the default cadence (every
+Each task trains one run through ``overshoot.lifecycle.run_one`` with the default cadence (every
 ``checkpoint_every`` = 60 s, at epoch ends rate-limited to one per max(1 s, 100 x the last checkpoint's own
 time), and on signals) for a few epochs, so that epoch-end checkpoints occur. The training loop times each
 checkpoint (state dict copy, serialisation, fsync'd atomic write, run.json heartbeat); run.json records the
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from overshoot import cli
+    from overshoot import lifecycle
     from overshoot.config import compose, resolve
     from overshoot.store import run_path
 
@@ -48,17 +48,17 @@ def main(argv: list[str] | None = None) -> int:
             optimizer, steps, why = RUNS[task]
             overrides = [f"task={task}", f"optimizer={optimizer}", f"max_steps={steps}", f"out={store}"]
             overrides += ["progress=none"]
-            if cli.run_one(compose(overrides)) != 0:
+            if lifecycle.run_one(compose(overrides)) != 0:
                 print(f"checkpoint_cost: the {task} run failed", file=sys.stderr)
                 return 1
             run = resolve(compose(overrides))
-            info = json.loads((run_path(run["out"], run) / "run.json").read_text())
+            info = json.loads((run_path(run.out, run) / "run.json").read_text())
             rows.append(
                 {
                     "task": task,
                     "optimizer": optimizer,
                     "steps": info["steps"],
-                    "batch_size": run["hparams"]["batch_size"],
+                    "batch_size": run.hparams.batch_size,
                     "protocol": why,
                     "train_time_s": round(info["wall_time_s"], 3),
                     "checkpoints": info["checkpoints"],
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     meta = {
         "command": " ".join(
-            ["python scripts/checkpoint_cost.py", *(argv if argv is not None else sys.argv[1:])]
+            ["python benchmarks/checkpoint_cost.py", *(argv if argv is not None else sys.argv[1:])]
         ),
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other work)",
         "python": platform.python_version(),

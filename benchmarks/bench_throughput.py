@@ -1,10 +1,10 @@
 """Training throughput on the current device: single runs vs populations, and the paper grid's cost.
 
-    python scripts/bench_throughput.py           # housing, fmnist, vae_fmnist, cifar; sizes 1, 10, 50
-    python scripts/bench_throughput.py --quick   # tiny step counts (a smoke test, e.g. on a CPU)
-    python scripts/bench_throughput.py --tasks fmnist --sizes 1,50 --steps 2000
+    python benchmarks/bench_throughput.py           # housing, fmnist, vae_fmnist, cifar; sizes 1, 10, 50
+    python benchmarks/bench_throughput.py --quick   # tiny step counts (a smoke test, e.g. on a CPU)
+    python benchmarks/bench_throughput.py --tasks fmnist --sizes 1,50 --steps 2000
 
-Each rate is measured inside the real training loop (``overshoot.loop.train`` for a single run,
+Each rate is measured inside the real training loop (``overshoot.single.train`` for a single run,
 ``overshoot.population.train_population`` for a population) with base-loss logging on: the wall time of
 steps W+1..W+N, the device synchronised at both ends, so start-up, data loading, graph capture and
 compilation are left out while per-step logging, the periodic flushes and any epoch-end evaluation inside
@@ -35,10 +35,12 @@ from typing import Any
 
 import torch
 
-from overshoot.cli import _git_rev, _versions
 from overshoot.config import compose, resolve
-from overshoot.loop import pick_device, train
 from overshoot.population import train_population
+from overshoot.provenance import git_rev, versions
+from overshoot.runconfig import RunConfig
+from overshoot.runtime import pick_device
+from overshoot.single import train
 from overshoot.store import RunWriter, run_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +62,7 @@ def data_root() -> Path:
 
 def base_run(
     task: str, device: str, precision: str, root: Path, batch_size: int | None, family: str = "sgd"
-) -> dict[str, Any]:
+) -> RunConfig:
     overrides = [
         f"task={task}",
         f"+method={family}_os_g3",
@@ -76,7 +78,7 @@ def base_run(
     return resolve(compose(overrides))
 
 
-def members(run: dict[str, Any], n: int, family: str = "sgd") -> list[dict[str, Any]]:
+def members(run: RunConfig, n: int, family: str = "sgd") -> list[RunConfig]:
     """n members of ``family``: methods cycle fastest, then seeds (more than the grid's seeds continue with
     new seeds beyond 100)."""
     methods = FAMILIES[family]
@@ -84,7 +86,7 @@ def members(run: dict[str, Any], n: int, family: str = "sgd") -> list[dict[str, 
     for i in range(n):
         opt, gamma = methods[i % len(methods)]
         seed = SEEDS[i // len(methods)] if i // len(methods) < len(SEEDS) else 100 + i
-        out.append({**run, "optimizer": opt, "gamma": gamma, "seed": seed})
+        out.append(run.replace(optimizer=opt, gamma=gamma, seed=seed))
     return out
 
 
@@ -109,7 +111,7 @@ class StepClock:
 
 
 def member_rate(
-    run: dict[str, Any],
+    run: RunConfig,
     task: Any,
     device: torch.device,
     size: int,
@@ -121,7 +123,7 @@ def member_rate(
     """Member-steps per second of ``size`` members (1: the single-run loop) over steps warm+1..warm+n."""
     clock = StepClock(warm, warm + n, device)
     with tempfile.TemporaryDirectory() as tmp:
-        r = {**run, "out": tmp, "max_steps": warm + n + 1}  # the final evaluation comes after the window
+        r = run.replace(out=tmp, max_steps=warm + n + 1)  # the final evaluation comes after the window
         if size == 1:
             train(r, task, RunWriter(run_path(tmp, r)), device, clock)
         else:
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             run = base_run(task_name, str(device), precision, root, bs)
             if task_name not in tasks_built:
                 dtype = torch.float32
-                tasks_built[task_name] = build_task(run["task_options"], root, device, dtype)
+                tasks_built[task_name] = build_task(run.task_options, root, device, dtype)
         except DataMissingError as e:
             missing.append(str(e))
             print(f"skipping {task_name}: {e}", flush=True)
@@ -189,13 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         task = tasks_built[task_name]
         row: dict[str, Any] = {
             "task": task_name,
-            "batch_size": run["hparams"]["batch_size"],
+            "batch_size": run.hparams.batch_size,
             "n_train": task.n_train,
             "rates": {},
             "adam_rates": {},
         }
 
-        def measure(key: str, r: dict[str, Any], size: int, family: str, task: Any = task) -> float:
+        def measure(key: str, r: RunConfig, size: int, family: str, task: Any = task) -> float:
             rate = member_rate(r, task, device, size, warm, steps, family, a.conv)
             print(
                 f"{r['task']} batch {r['hparams']['batch_size']} {key}: {rate:,.0f} member-steps/s",
@@ -206,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             row["rates"][size] = measure(f"sgd size {size}", run, size, "sgd")
         if device.type == "cuda" and 1 in sizes:
-            row["eager_single"] = measure("sgd size 1 eager", {**run, "cuda_graph": False}, 1, "sgd")
+            row["eager_single"] = measure("sgd size 1 eager", run.replace(cuda_graph=False), 1, "sgd")
             if bs is not None and precision != "fp32":  # the single-run target row: the other precision too
-                row["fp32_single"] = measure("sgd size 1 fp32", {**run, "precision": "fp32"}, 1, "sgd")
+                row["fp32_single"] = measure("sgd size 1 fp32", run.replace(precision="fp32"), 1, "sgd")
         if bs is None:
             adam_run = base_run(task_name, str(device), precision, root, bs, family="adam")
             for size in sorted({1, max(sizes)}):
@@ -246,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": name,
         "precision": precision,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
-        "git_rev": _git_rev(),
+        "versions": versions(),
+        "git_rev": git_rev(),
         "quick": a.quick,
         "steps": steps,
         "warmup": warm,

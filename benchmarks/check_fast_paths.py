@@ -7,8 +7,8 @@ and optimizer state, must stay at fp32 rounding level (--tol, default 1e-4: Adam
 rounding where v is tiny). torch's own fused SGD and AdamW against their foreach paths are measured the same
 way, as the yardstick of that level (its AdamW: 1.3e-5 on this test, H100).
 
-    python scripts/check_fast_paths.py                 # CUDA -> results/check_fast_paths/<device>.md/.json
-    TRITON_INTERPRET=1 python scripts/check_fast_paths.py --device cpu --scale 0.005 --steps 3 --out /tmp/c.md
+    python benchmarks/check_fast_paths.py   # CUDA -> results/check_fast_paths/<device>.md/.json
+    TRITON_INTERPRET=1 python benchmarks/check_fast_paths.py --device cpu --scale 0.005 --steps 3 --out c.md
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_optimizer import atomic_write, gpt2_shapes, slug
+from bench_optimizer import fused_available, gpt2_shapes, slug, triton_version
 
 from overshoot import SGDO, AdamO
-from overshoot.optim import _triton
+from overshoot.store import atomic_write_text
 
 Make = Callable[..., torch.optim.Optimizer]
 CASES: dict[str, Make] = {
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="markdown path (JSON beside it)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    if not _triton.fused_available(device):
+    if not fused_available(device):
         ap.error(f"no fused path on {device}: needs CUDA + triton (or TRITON_INTERPRET=1 with --device cpu)")
     if device.type == "cpu":
         args.dtypes = "float32"  # the interpreter has no bfloat16 arithmetic
@@ -118,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     res = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (triton interpreter)",
         "torch": torch.__version__,
-        "triton": getattr(_triton.triton, "__version__", None),
+        "triton": triton_version(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "scale": args.scale,
         "steps": args.steps,
@@ -144,8 +142,9 @@ def main(argv: list[str] | None = None) -> None:
         for r in rows
     ]
     out = args.out or Path("results/check_fast_paths") / f"{slug(res['device'])}.md"
-    atomic_write(out, "\n".join(md) + "\n")
-    atomic_write(out.with_suffix(".json"), json.dumps(res, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, "\n".join(md) + "\n")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(res, indent=2) + "\n")
     print(f"wrote {out}")
     if not res["all_ok"]:
         sys.exit(1)

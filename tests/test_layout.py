@@ -1,0 +1,108 @@
+"""The repository's layout rules: nothing edits ``sys.path`` to find a module (the package is installed; a
+script finds the modules beside it), and code outside the package uses only public names of ``overshoot``."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTSIDE = ("benchmarks", "research", ".ci")  # code that uses the package as a user would
+
+
+def python_files(*folders: str) -> list[Path]:
+    return sorted(f for d in folders for f in (ROOT / d).rglob("*.py") if ".venv" not in f.parts)
+
+
+def path_edits(tree: ast.AST) -> list[int]:
+    """Lines that change ``sys.path`` (a call on it such as insert/append, or an assignment to it)."""
+    lines = []
+    for node in ast.walk(tree):
+        target = (
+            node.func.value if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else None
+        )
+        if isinstance(node, ast.Assign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            target = next((t for t in targets if isinstance(t, ast.Attribute | ast.Subscript)), None)
+            if isinstance(target, ast.Subscript):
+                target = target.value
+        if isinstance(target, ast.Attribute) and target.attr == "path" and ast.unparse(target.value) == "sys":
+            lines.append(node.lineno)
+    return lines
+
+
+def private_imports(tree: ast.AST) -> list[str]:
+    """``from overshoot... import _name`` and ``import overshoot._x``: private names of the package."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in (
+            "overshoot",
+            "overshoot_tasks",
+        ):
+            parts = [*node.module.split("."), *(a.name for a in node.names)]  # type: ignore[union-attr]
+            found += [
+                f"line {node.lineno}: from {node.module} import {p}" for p in parts if p.startswith("_")
+            ]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in ("overshoot", "overshoot_tasks") and any(
+                    p.startswith("_") for p in a.name.split(".")
+                ):
+                    found.append(f"line {node.lineno}: import {a.name}")
+    return found
+
+
+def test_no_sys_path_edits() -> None:
+    bad = {
+        str(f.relative_to(ROOT)): lines
+        for f in python_files("overshoot", "tasks", "tests", *OUTSIDE)
+        if (lines := path_edits(ast.parse(f.read_text())))
+    }
+    assert not bad, f"sys.path edited (install the package; import siblings by name): {bad}"
+
+
+def test_code_outside_the_package_imports_only_public_names() -> None:
+    bad = {
+        str(f.relative_to(ROOT)): found
+        for f in python_files(*OUTSIDE)
+        if (found := private_imports(ast.parse(f.read_text())))
+    }
+    assert not bad, f"private overshoot names imported: {bad}"
+
+
+def test_the_checks_catch_what_they_forbid() -> None:
+    code = "import sys\nsys.path.insert(0, 'x')\nsys.path += ['y']\nsys.path[:0] = ['z']\nsys.path = []\n"
+    assert sorted(path_edits(ast.parse(code))) == [2, 3, 4, 5]
+    code = (
+        "from overshoot.cli import _git_rev\nfrom overshoot.optim import _triton\nimport overshoot._entry\n"
+    )
+    code += "from overshoot.provenance import git_rev\nfrom overshoot import bench\n"
+    assert len(private_imports(ast.parse(code))) == 3
+
+
+@pytest.mark.slow
+def test_benchmarks_and_research_drivers_start() -> None:
+    """Each benchmark starts as ``python benchmarks/NAME.py`` and each research driver as ``python -m
+    research.NAME`` from the checkout root (imports resolved, --help printed), as their docstrings say."""
+    commands = {f"benchmarks/{f.name}": [str(f)] for f in python_files("benchmarks")}
+    commands |= {f"research/{f.name}": ["-m", f"research.{f.stem}"] for f in python_files("research")}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, *cmd, "--help"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, cmd in commands.items()
+    }
+    failed = {}
+    for name, p in procs.items():
+        out, _ = p.communicate(timeout=300)
+        if p.returncode != 0 or "usage:" not in out:
+            failed[name] = out[-1000:]
+    assert len(commands) >= 9 and not failed, failed
