@@ -76,8 +76,8 @@ def main() -> None:
                 raise SystemExit(f"population store has {len(rates)} runs, not 50")
             pop.append(rates[0]["member_steps_per_s"])
         print(f"repeat {i + 1}: single {single[-1]:.0f} steps/s, population {pop[-1]:.0f} member-steps/s")
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip()  # fmt: skip
+    rev = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=7"],
+                         capture_output=True, text=True).stdout.strip()  # fmt: skip
     result = {
         "label": a.label,
         "revision": rev,
