@@ -17,7 +17,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from overshoot.loggers import Loggers
 from overshoot.runconfig import RunConfig
 from overshoot.runtime import GRAPH_WARMUP, Interrupted, epoch_steps
 from overshoot.store import Checkpoint, LogMismatch, RunWriter
+
+if TYPE_CHECKING:
+    from overshoot_tasks.base import Task
 
 FLUSH_EVERY = 200  # steps between copies of the step records to the host (one sync each)
 # Checkpoints at epoch ends are skipped until EPOCH_CHECKPOINT_MIN_S seconds, and EPOCH_CHECKPOINT_FACTOR
@@ -233,7 +236,7 @@ def _set_rng_state(rng: Mapping[str, Any], device: torch.device) -> None:
 
 def drive(
     make_backend: Callable[[], Backend],
-    task: Any,
+    task: Task,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> tuple[dict[str, Any], list[str | None]]:
     """Train the backend's members to the end (or max_steps), writing each member's logs.

@@ -19,7 +19,7 @@ import traceback
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from overshoot.store import (
     run_path,
     store_error,
 )
+
+if TYPE_CHECKING:
+    from overshoot_tasks.base import Task
 
 FINISHED = ("completed", "diverged")  # results: a relaunch skips them (a diverged run would diverge again)
 
@@ -308,7 +311,7 @@ def run_header(
     run: RunConfig,
     writer: RunWriter,
     prior: dict[str, Any],
-    task: Any,
+    task: Task | None,
     device: torch.device | None,
     resumed: bool,
 ) -> dict[str, Any]:
@@ -383,7 +386,7 @@ def finish_run(
     run: RunConfig,
     writer: RunWriter,
     prior: dict[str, Any],
-    task: Any,
+    task: Task,
     status: str,
     code: int,
     reason: str | None,

@@ -23,7 +23,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -44,6 +44,9 @@ from overshoot.runtime import (
     use_graph,
 )
 from overshoot.store import Checkpoint, RunWriter, config_hash, remove_stale_temps, run_path
+
+if TYPE_CHECKING:
+    from overshoot_tasks.base import Task
 
 # Tasks whose models have no BatchNorm, dropout or other state that a vmapped functional call cannot carry.
 POPULATION_TASKS = frozenset({"digits", "housing", "vae_fmnist", "vae_mnist", "fmnist", "cifar"})
@@ -129,7 +132,7 @@ class Population:
     """The stacked weights and optimizer state of N members, and their vectorised losses and updates."""
 
     def __init__(
-        self, runs: Sequence[RunConfig], task: Any, device: torch.device, conv: str = "auto"
+        self, runs: Sequence[RunConfig], task: Task, device: torch.device, conv: str = "auto"
     ) -> None:
         members = [methods.get(r.optimizer, r.family) for r in runs]
         families = {m.family if m.population is not None else None for m in members}
@@ -255,20 +258,20 @@ class Population:
             for k, p in self.params.items():
                 out[k] = p.detach() + st["buf"][k] * (gammas[k] * self.prev_lr)
             return out
-        k = self.n_adamo
-        ramped = torch.as_tensor(ramp(self.gamma64[:k], self.t, self.hp.delay))
+        n_os = self.n_adamo  # the AdamO members (AdamW: gamma 0) come first, the NAdam tail after
+        ramped = torch.as_tensor(ramp(self.gamma64[:n_os], self.t, self.hp.delay))
         if evaluation:
-            ramped = ramped * self.is_os[:k]
+            ramped = ramped * self.is_os[:n_os]
         names = list(self.params)
         heads = adamo_base_offset(
-            [self.params[n].detach()[:k] for n in names], [st["m"][n][:k] for n in names],
-            [st["v"][n][:k] for n in names], [self.t] * len(names), lr=self.prev_lr,
+            [self.params[n].detach()[:n_os] for n in names], [st["m"][n][:n_os] for n in names],
+            [st["v"][n][:n_os] for n in names], [self.t] * len(names), lr=self.prev_lr,
             gamma=[_per_member(ramped, self.params[n].dim()) for n in names], beta1=self.hp.momentum,
             beta2=self.hp.beta2, eps=self.hp.eps, foreach=False,
         )  # fmt: skip
         for n, head in zip(names, heads, strict=True):
             p = self.params[n].detach()
-            out[n] = head if k == self.n else torch.cat([head, p[k:]])  # NAdam members hold their weights
+            out[n] = head if n_os == self.n else torch.cat([head, p[n_os:]])  # NAdam: its weights
         return out
 
     # ------------------------------------------------------------------------------------ update
@@ -376,7 +379,7 @@ class Population:
 class _Batches:
     """The members' training batches of one step: one gather for all distinct seeds."""
 
-    def __init__(self, task: Any, seeds: Sequence[int], device: torch.device) -> None:
+    def __init__(self, task: Task, seeds: Sequence[int], device: torch.device) -> None:
         self.task, self.seeds = task, list(seeds)
         self.unique = sorted(set(self.seeds))
         self.index = torch.tensor([self.unique.index(s) for s in self.seeds], device=device)
@@ -437,7 +440,7 @@ class PopulationBackend:
     def __init__(
         self,
         runs: Sequence[RunConfig],
-        task: Any,
+        task: Task,
         writers: Sequence[RunWriter],
         device: torch.device,
         conv: str = "auto",
@@ -544,7 +547,7 @@ class PopulationBackend:
 
 def train_population(
     runs: Sequence[RunConfig],
-    task: Any,
+    task: Task,
     writers: Sequence[RunWriter],
     device: torch.device,
     should_stop: Callable[[], bool] = lambda: False,

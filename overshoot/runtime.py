@@ -7,7 +7,7 @@ import contextlib
 import random
 import signal
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from torch import nn
 
 from overshoot import methods
 from overshoot.runconfig import RunConfig
+
+if TYPE_CHECKING:
+    from overshoot_tasks.base import Task
 
 
 class Interrupted(Exception):
@@ -152,7 +155,7 @@ def autocast_for(
     return contextlib.nullcontext
 
 
-def epoch_steps(run: RunConfig, task: Any) -> tuple[int, dict[str, Any]]:
+def epoch_steps(run: RunConfig, task: Task) -> tuple[int, dict[str, Any]]:
     """The run's steps per epoch and the keyword arguments of its ``task.epoch_plan`` calls (``drop_last``
     when the run keeps the last partial batch); ValueError naming the fix when the batch cannot be used."""
     bs = run.hparams.batch_size

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,9 @@ from overshoot.runtime import (
     use_graph,
 )
 from overshoot.store import RunWriter
+
+if TYPE_CHECKING:
+    from overshoot_tasks.base import Task
 
 DISTANCE_HISTORY = 50  # the paper's figure 2 sums over the last 50 gradient points
 CHECKPOINT_KEYS = ("model", "optimizer")
@@ -73,7 +76,7 @@ def side_effect_free(state: ForwardState, device: torch.device, replay_rng: bool
         state.restore()
 
 
-def evaluate(task: Any, model: nn.Module, split: str, batch_size: int, autocast: Any) -> tuple[float, float]:
+def evaluate(task: Task, model: nn.Module, split: str, batch_size: int, autocast: Any) -> tuple[float, float]:
     """Mean loss and accuracy (NaN for loss-only tasks) of ``model`` on ``split``, in eval mode."""
     was_training = model.training
     model.eval()
@@ -126,7 +129,7 @@ class SingleBackend:
     population = False
     checkpoint_keys = CHECKPOINT_KEYS
 
-    def __init__(self, run: RunConfig, task: Any, writer: RunWriter, device: torch.device) -> None:
+    def __init__(self, run: RunConfig, task: Task, writer: RunWriter, device: torch.device) -> None:
         hp = run.hparams
         self.runs, self.writers, self.device, self.task = [run], [writer], device, task
         self.checkpoint = writer.checkpoint
@@ -230,7 +233,7 @@ class SingleBackend:
 
 def train(
     run: RunConfig,
-    task: Any,
+    task: Task,
     writer: RunWriter,
     device: torch.device,
     should_stop: Callable[[], bool] = lambda: False,

@@ -44,8 +44,10 @@ def build_task(
 
 
 # What a task must have (the Task protocol of tasks/base.py).
-TASK_MEMBERS = ("metric", "metric_scale", "n_train", "build_model", "epoch_plan", "train_batch")
-TASK_MEMBERS += ("eval_batches", "has_split", "inputs", "criterion")
+TASK_MEMBERS = (
+    *("metric", "metric_scale", "n_train", "build_model", "epoch_plan", "train_batch"),
+    *("eval_batches", "has_split", "inputs", "criterion"),
+)
 
 
 def build_custom(cfg: Mapping[str, Any], data_root: Path, device: torch.device, dtype: torch.dtype) -> Task:

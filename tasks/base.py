@@ -62,10 +62,14 @@ class EpochPlan:
 class Task(Protocol):
     """What the harness needs from a benchmark task (see the contract, section 2)."""
 
-    name: str
-    metric: Literal["accuracy", "loss"]
-    metric_scale: float
-    n_train: int
+    @property
+    def name(self) -> str: ...
+    @property
+    def metric(self) -> Literal["accuracy", "loss"]: ...  # the test metric: higher or lower is better
+    @property
+    def metric_scale(self) -> float: ...
+    @property
+    def n_train(self) -> int: ...
 
     def build_model(self) -> nn.Module: ...
     def epoch_plan(self, seed: int, epoch: int, batch_size: int) -> EpochPlan: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -140,7 +140,7 @@ class QQPTask:
     """GPT-2 small for sequence classification + LoRA on c_attn; QQP validation split is the test set."""
 
     name = "gpt2_qqp"
-    metric = "accuracy"
+    metric: Literal["accuracy"] = "accuracy"
     metric_scale = 1.0
 
     def __init__(self, opts: dict[str, Any], root: Path, device: torch.device, dtype: torch.dtype) -> None:
@@ -242,7 +242,7 @@ class TextLMTask:
     """
 
     name = "gpt2_text"
-    metric = "loss"
+    metric: Literal["loss"] = "loss"
     metric_scale = 1.0
 
     def __init__(self, opts: dict[str, Any], root: Path, device: torch.device, dtype: torch.dtype) -> None:

@@ -106,3 +106,12 @@ def test_benchmarks_and_research_drivers_start() -> None:
         if p.returncode != 0 or "usage:" not in out:
             failed[name] = out[-1000:]
     assert len(commands) >= 9 and not failed, failed
+
+
+def test_mypy_reads_the_task_protocol_not_any() -> None:
+    """pyproject's mypy_path links tasks/ as overshoot_tasks: without it every ``Task`` annotation of the
+    package is Any to mypy, and a wrong task passes the type check."""
+    api = pytest.importorskip("mypy.api")
+    snippet = "from overshoot_tasks.base import Task\nx: Task = 1\n"
+    out, err, rc = api.run(["--config-file", str(ROOT / "pyproject.toml"), "-c", snippet])
+    assert rc == 1 and 'variable has type "Task"' in out, out + err
