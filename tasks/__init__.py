@@ -43,11 +43,8 @@ def build_task(
     return TASKS[str(name)](cfg, Path(data_root).expanduser(), torch.device(device), dtype)
 
 
-# What a task must have (the Task protocol of tasks/base.py).
-TASK_MEMBERS = (
-    *("metric", "metric_scale", "n_train", "build_model", "epoch_plan", "train_batch"),
-    *("eval_batches", "has_split", "inputs", "criterion"),
-)
+# What a task of the user's must have: the Task protocol's members but its name (set from the config).
+TASK_MEMBERS = tuple(m for m in vars(Task) if not m.startswith("_") and m != "name")
 
 
 def build_custom(cfg: Mapping[str, Any], data_root: Path, device: torch.device, dtype: torch.dtype) -> Task:
