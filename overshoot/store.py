@@ -489,15 +489,6 @@ def clear_stale_claim(folder: Path | str) -> bool:
     return True
 
 
-def read_claim_file(path: Path) -> dict[str, Any]:
-    """The JSON content of a claim file ({} when unreadable)."""
-    try:
-        content = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError):
-        return {}
-    return content if isinstance(content, dict) else {}
-
-
 def live_status(
     info: Mapping[str, Any],
     path: Path | str | None = None,
