@@ -220,7 +220,7 @@ def _train_claimed(
         try:
             for r, w, prior in zip(runs, writers, priors, strict=True):
                 header = run_header(r, w, prior, task, device, resumed)
-                w._info = {**prior, **header, **({"population": {"size": n}} if population else {})}
+                w.info = {**prior, **header, **({"population": {"size": n}} if population else {})}
             if population:
                 shared, diverged = train_population(runs, task, writers, device, should_stop)
             else:
@@ -295,7 +295,7 @@ def _record_setup_failure(
     note = _write_error_log(writer, tb) if tb else ""
     try:
         writer.write_config(run.to_dict())
-        writer._info = {**prior, **run_header(run, writer, prior, None, None, False)}
+        writer.info = {**prior, **run_header(run, writer, prior, None, None, False)}
         writer.write_info(
             status="failed",
             reason=reason,

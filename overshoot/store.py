@@ -671,7 +671,12 @@ class RunWriter:
 
     @property
     def info(self) -> dict[str, Any]:
+        """The run.json fields held in memory (what the next ``write_info`` or ``start`` writes)."""
         return self._info
+
+    @info.setter
+    def info(self, value: Mapping[str, Any]) -> None:
+        self._info = dict(value)
 
     def append_steps(self, rows: Mapping[str, Sequence[Any]]) -> None:
         """Append a block of step rows (column name -> equal-length sequence)."""

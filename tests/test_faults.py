@@ -72,7 +72,7 @@ def _interrupted(out: Path, steps: int, after_checks: int) -> RunWriter:
         calls["n"] += 1
         return calls["n"] > after_checks
 
-    writer._info = {"status": "running"}
+    writer.info = {"status": "running"}
     with pytest.raises(Interrupted):
         train(run, task, writer, device, should_stop=stop)
     return writer
