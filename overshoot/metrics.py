@@ -86,6 +86,24 @@ def steps_to_reduction(
     return None if k is None else k + window
 
 
+# The smoothing window of a comparison is at most this fraction of its runs' planned length.
+WINDOW_FRACTION = 5
+
+
+def window_for(requested: int, planned_steps: int) -> int:
+    """The smoothing window of a comparison whose runs train ``planned_steps`` steps (their protocol's
+    length): the ``requested`` window, shrunk to a ``WINDOW_FRACTION``-th of the planned steps when it is
+    longer than that (at least 1). A function of the request and the protocol only, so no run outside a
+    comparison changes its window."""
+    if requested < 1:
+        raise ValueError(f"window must be >= 1, got {requested}: pass a positive smoothing window")
+    return (
+        requested
+        if requested * WINDOW_FRACTION <= planned_steps
+        else max(1, planned_steps // WINDOW_FRACTION)
+    )
+
+
 def relative_saving(k_baseline: int | None, k_method: int | None) -> float | None:
     """100 * (k_B - k_O) / k_B; None when either was not reached or k_B is 0 (saving undefined)."""
     if k_baseline is None or k_method is None or k_baseline == 0:
@@ -178,6 +196,7 @@ class SeedSavings:
     summary: MeanCI  # over the seeds where both reached
     n_not_reached: int  # seeds where the method missed the threshold its baseline reached
     n_baseline_not_reached: int  # seeds whose baseline never reached its own threshold
+    thresholds: tuple[float, ...] = ()  # per seed: the loss its baseline's curve sets (NaN: none)
 
     @property
     def reached(self) -> bool:
@@ -198,9 +217,11 @@ def per_seed_saving(
     kbs: list[int | None] = []
     kos: list[int | None] = []
     savings: list[float | None] = []
+    thresholds: list[float] = []
     for s in seeds:
         sb = trailing_mean(baseline[s], window)
         thr = reduction_threshold(sb, reduction)
+        thresholds.append(thr)
         kb = steps_to_reduction(baseline[s], reduction, window, threshold=thr)
         ko = steps_to_reduction(method[s], reduction, window, threshold=thr)
         kbs.append(kb)
@@ -214,6 +235,7 @@ def per_seed_saving(
         summary=mean_ci([v for v in savings if v is not None], confidence),
         n_not_reached=sum(kb is not None and ko is None for kb, ko in zip(kbs, kos, strict=True)),
         n_baseline_not_reached=sum(kb is None for kb in kbs),
+        thresholds=tuple(thresholds),
     )
 
 

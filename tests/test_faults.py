@@ -399,11 +399,11 @@ def test_a_broken_run_json_leaves_the_report_working(tmp_path: Path, reference: 
 
 
 def test_fault_injection_script_small(tmp_path: Path) -> None:
-    """CI's small version of benchmarks/fault_injection.py (N = 50 in results/fault_injection/)."""
+    """CI's small version of scripts/bench/fault_injection.py (N = 50 in results/fault_injection/)."""
     out = tmp_path / "fi"
     args = ["--n", "2", "--steps", "200", "--after", "training", "--out", str(out)]
     r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fault_injection.py"), *args],
+        [sys.executable, str(ROOT / "scripts" / "bench" / "fault_injection.py"), *args],
         capture_output=True,
         text=True,
         env=ENV,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OUTSIDE = ("benchmarks", "research", ".ci")  # code that uses the package as a user would
+OUTSIDE = ("scripts", "examples", ".ci")  # code that uses the package as a user would
 
 
 def python_files(*folders: str) -> list[Path]:
@@ -86,10 +86,14 @@ def test_the_checks_catch_what_they_forbid() -> None:
 
 @pytest.mark.slow
 def test_benchmarks_and_research_drivers_start() -> None:
-    """Each benchmark starts as ``python benchmarks/NAME.py`` and each research driver as ``python -m
-    research.NAME`` from the checkout root (imports resolved, --help printed), as their docstrings say."""
-    commands = {f"benchmarks/{f.name}": [str(f)] for f in python_files("benchmarks")}
-    commands |= {f"research/{f.name}": ["-m", f"research.{f.stem}"] for f in python_files("research")}
+    """Each benchmark starts as ``python scripts/bench/NAME.py`` and each research driver as ``python -m
+    scripts.research.NAME`` from the checkout root (imports resolved, --help printed), as their docstrings
+    say."""
+    commands = {f"scripts/bench/{f.name}": [str(f)] for f in python_files("scripts/bench")}
+    commands |= {
+        f"scripts/research/{f.name}": ["-m", f"scripts.research.{f.stem}"]
+        for f in python_files("scripts/research")
+    }
     procs = {
         name: subprocess.Popen(
             [sys.executable, *cmd, "--help"],

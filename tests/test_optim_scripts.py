@@ -1,4 +1,4 @@
-"""Smoke tests of the optimizer benchmark and fast-path check (benchmarks/) on the CPU."""
+"""Smoke tests of the optimizer benchmark and fast-path check (scripts/bench/) on the CPU."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "scripts" / "bench"
 
 
 def load(name: str):
-    """The benchmark module ``benchmarks/<name>.py``, imported as ``python benchmarks/<name>.py`` would
+    """The benchmark module ``scripts/bench/<name>.py``, imported as ``python scripts/bench/<name>.py`` would
     find its sibling modules (check_fast_paths imports bench_optimizer)."""
     if name == "check_fast_paths":
         sys.modules.setdefault("bench_optimizer", load("bench_optimizer"))
@@ -62,7 +62,7 @@ def test_check_fast_paths_refuses_without_fused_path(monkeypatch: pytest.MonkeyP
 
 
 def test_check_fast_paths_runs_as_a_script_under_the_interpreter(tmp_path: Path) -> None:
-    """``python benchmarks/check_fast_paths.py`` finds its sibling bench_optimizer without any path edit."""
+    """``python scripts/bench/check_fast_paths.py`` finds its sibling bench_optimizer without any path edit."""
     out = tmp_path / "c.md"
     args = ["--device", "cpu", "--scale", "0.002", "--steps", "2", "--out", str(out)]
     env = {**os.environ, "TRITON_INTERPRET": "1"}

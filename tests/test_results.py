@@ -162,3 +162,43 @@ def test_missing_store_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no run store"):
         results.load([tmp_path / "nope"])
     assert results.load([tmp_path]).empty and isinstance(results.load([tmp_path]), pd.DataFrame)
+
+
+def test_savings_are_the_per_seed_savings_with_the_protocols_window(store: Path) -> None:
+    from overshoot import metrics as M
+
+    sc = results.scan([store])
+    per_seed = results.savings(sc, 0.95, 400)
+    summary = results.saving_summary(sc, 0.95, 400).set_index(["protocol", "method"])
+    # 300-step runs shrink a 400-step window to 60, the 150-step protocol to 30: each by its own length.
+    assert set(zip(per_seed["method"], per_seed["window"], strict=True)) == {
+        ("sgd_os-g3", 60),
+        ("adam_os-g3", 60),
+        ("adam_os-g5", 30),
+    }
+    for (protocol, method), g in per_seed.groupby(["protocol", "method"]):
+        recs = [r for r in sc.records if r.protocol == protocol]
+        base = {r.seed: r.base_loss for r in recs if r.method == g["baseline"].iloc[0]}
+        mine = {r.seed: r.base_loss for r in recs if r.method == method}
+        want = M.per_seed_saving(base, mine, 0.95, int(g["window"].iloc[0]))
+        assert list(g["seed"]) == list(want.seeds)
+        assert list(g["k_baseline"]) == list(want.k_baseline) and list(g["k_method"]) == list(want.k_method)
+        row = summary.loc[(protocol, method)]
+        assert row["mean"] == pytest.approx(want.summary.mean) and row["n_pairs"] == 2
+        ps = M.paper_saving(base.values(), mine.values(), 0.95, int(g["window"].iloc[0]))
+        assert row["paper_saving"] == pytest.approx(ps.saving)
+    # A comparison's numbers do not depend on the other runs read with it.
+    alone = [r for r in sc.records if r.family == "sgd"]
+    pd.testing.assert_frame_equal(
+        results.savings(alone, 0.95, 400).reset_index(drop=True),
+        per_seed[per_seed["family"] == "sgd"].reset_index(drop=True),
+    )
+
+
+def test_window_rule() -> None:
+    from overshoot.metrics import window_for
+
+    assert window_for(400, 2000) == 400 and window_for(400, 1999) == 399 and window_for(400, 800) == 160
+    assert window_for(50, 3) == 1
+    with pytest.raises(ValueError, match="positive"):
+        window_for(0, 100)

@@ -1,7 +1,7 @@
 """CPU (or GPU) throughput of the training engine through the CLI: one housing run and a housing population.
 
-    python benchmarks/engine_throughput.py                      # 5 repeats each, medians
-    python benchmarks/engine_throughput.py --repeats 3 --label after
+    python scripts/bench/engine_throughput.py                      # 5 repeats each, medians
+    python scripts/bench/engine_throughput.py --repeats 3 --label after
 
 Only the ``overshoot-bench`` command line and the run.json it writes are used, so the same command measures
 any revision of the engine. Single run: ``task=housing optimizer=sgd_os gamma=3 max_steps=S`` (preset paper,
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 METHODS = "sgd,nesterov,sgd_os_g3,sgd_os_g5,sgd_os_g7"
 
 

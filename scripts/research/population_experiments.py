@@ -1,16 +1,17 @@
 """The GPU experiments behind ``population.CONV_MODES``: populations per conv mode, transposed convolutions.
 
-    python -m research.population_experiments                 # both parts, on the current CUDA device
-    python -m research.population_experiments --parts conv    # populations of 50 (SGD family) per conv mode
-    python -m research.population_experiments --parts convt --device cpu  # the VAE decoder's transposed
-                                                              # convolutions per form (CPU or CUDA)
+    python -m scripts.research.population_experiments   # both parts, on the current CUDA device
+    python -m scripts.research.population_experiments --parts conv
+        # populations of 50 (SGD family) per conv mode
+    python -m scripts.research.population_experiments --parts convt --device cpu
+        # the VAE decoder's transposed convolutions per form (CPU or CUDA)
 
-Run from the checkout's root (it uses benchmarks/bench_throughput.py and tests/fixtures.py). Rates come from
-``bench_throughput.member_rate`` (the real training loop, base-loss logging on, bf16) over short windows: they
-compare variants measured in one process, they are not the committed throughput table. CIFAR-10 uses
-synthetic images of the real size (the pixel values do not change the work), so that this needs only the
-Fashion-MNIST files. Appends each line to results/population_experiments/<device>.md as it is measured. The
-``conv`` part needs a CUDA GPU.
+Run from the checkout's root (it uses scripts/bench/bench_throughput.py and tests/fixtures.py). Rates come
+from ``bench_throughput.member_rate`` (the real training loop, base-loss logging on, bf16) over short
+windows: they compare variants measured in one process, they are not the committed throughput table.
+CIFAR-10 uses synthetic images of the real size (the pixel values do not change the work), so that this
+needs only the Fashion-MNIST files. Appends each line to results/population_experiments/<device>.md as it
+is measured. The ``conv`` part needs a CUDA GPU.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from overshoot_tasks import build_task
 from torch import nn
 from torch.func import functional_call, vmap
 
-from benchmarks.bench_throughput import base_run, data_root, device_name, member_rate
 from overshoot.matmul_conv import matmul_convs
 from overshoot.provenance import git_rev, versions
+from scripts.bench.bench_throughput import base_run, data_root, device_name, member_rate
 from tests.fixtures import write_cifar_pickles
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEV = torch.device("cuda")
 
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}, "
         f"{'bf16' if device.type == 'cuda' else 'fp32'}, git {git_rev()}, "
         + ", ".join(f"{k} {v}" for k, v in versions().items())
-        + f"; `python -m research.population_experiments --parts {a.parts} --device {a.device}`"
+        + f"; `python -m scripts.research.population_experiments --parts {a.parts} --device {a.device}`"
     )
     with tempfile.TemporaryDirectory() as tmp:
         synthetic = Path(tmp)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Kill runs with SIGKILL at random moments, resume each, compare it bit for bit with an uninterrupted run.
 
-    python benchmarks/fault_injection.py --n 50 --steps 1000    # -> results/fault_injection/after_claim/
-    python benchmarks/fault_injection.py --n 50 --steps 1000 --after training   # -> .../after_training/
-    python benchmarks/fault_injection.py --n 3 --steps 300 --out /tmp/fi    # what CI's test does, smaller
+    python scripts/bench/fault_injection.py --n 50 --steps 1000    # -> results/fault_injection/after_claim/
+    python scripts/bench/fault_injection.py --n 50 --steps 1000 --after training   # -> .../after_training/
+    python scripts/bench/fault_injection.py --n 3 --steps 300 --out /tmp/fi    # what CI's test does, smaller
 
 Protocol: one uninterrupted reference run of ``overshoot-bench`` (a real subprocess, ``checkpoint_every=0``:
 a checkpoint at every flush and epoch end, so kills land in and around checkpoint writes). Then, per trial, a
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
 MARKERS = {"claim": ".claim", "training": "steps.csv"}
 
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "stale_claims_taken_over": sum(bool(r["took_over_claim"]) for r in rows),
         "finished_before_kill": sum(bool(r["finished_before_kill"]) for r in rows),
         "command": " ".join(
-            ["python benchmarks/fault_injection.py", *(argv if argv is not None else sys.argv[1:])]
+            ["python scripts/bench/fault_injection.py", *(argv if argv is not None else sys.argv[1:])]
         ),
         "run_command": " ".join(["overshoot-bench", *_command(Path("<store>"), a.steps, a.overrides)[3:]]),
         "launch": "fork running overshoot.lifecycle.run_one" if a.fork else "overshoot-bench subprocess",

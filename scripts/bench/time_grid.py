@@ -1,10 +1,10 @@
 """Time one task's whole paper grid (100 runs, populations on) and set it against bench_throughput's estimate.
 
-    python benchmarks/time_grid.py --task housing      # -> results/time_grid/<device>-housing.md and .json
+    python scripts/bench/time_grid.py --task housing      # -> results/time_grid/<device>-housing.md and .json
 
 Runs ``overshoot-bench -m +sweep=paper task=<task> population=true`` as a user would (a subprocess, a fresh
 run store), times it from launch to exit, reads every run's run.json, and compares the wall time with the
-``grid_hours_population`` that ``benchmarks/bench_throughput.py`` wrote for this device and task (the JSON
+``grid_hours_population`` that ``scripts/bench/bench_throughput.py`` wrote for this device and task (the JSON
 given by --estimate, default results/bench_throughput/<device>.json). The wall time includes what the
 estimate leaves out: start-up, data loading, building and capturing the populations, evaluation at every
 epoch end, the per-run summaries.
@@ -30,7 +30,7 @@ from overshoot.provenance import git_rev, versions
 from overshoot.runtime import pick_device
 from overshoot.store import load_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,8 @@ On CUDA: CUDA events around each step (no host sync in between), median over --s
 by the device-to-device copy bandwidth measured in the same run. On CPU (``--device cpu``, use ``--scale``
 to shrink the model) the same table is produced with perf_counter timings, for smoke tests only.
 
-    python benchmarks/bench_optimizer.py                   # CUDA, results/bench_optimizer/<device>.md/.json
-    python benchmarks/bench_optimizer.py --device cpu --scale 0.05 --steps 5 --warmup 1 --out /tmp/b.md
+    python scripts/bench/bench_optimizer.py   # CUDA, results/bench_optimizer/<device>.md/.json
+    python scripts/bench/bench_optimizer.py --device cpu --scale 0.05 --steps 5 --warmup 1 --out /tmp/b.md
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ and optimizer state, must stay at fp32 rounding level (--tol, default 1e-4: Adam
 rounding where v is tiny). torch's own fused SGD and AdamW against their foreach paths are measured the same
 way, as the yardstick of that level (its AdamW: 1.3e-5 on this test, H100).
 
-    python benchmarks/check_fast_paths.py   # CUDA -> results/check_fast_paths/<device>.md/.json
-    TRITON_INTERPRET=1 python benchmarks/check_fast_paths.py --device cpu --scale 0.005 --steps 3 --out c.md
+    python scripts/bench/check_fast_paths.py   # CUDA -> results/check_fast_paths/<device>.md/.json
+    TRITON_INTERPRET=1 python scripts/bench/check_fast_paths.py --device cpu --scale 0.005 --steps 3 \\
+        --out c.md
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 # AdamO gamma 3/5/7) with the paper's 10 seeds on the default digits task and on MLP-CA (housing, the real
 # paper task); then the report and figures of each into results/<task>/.
 #
-#   OVERSHOOT_DATA=/path/to/data benchmarks/reproduce_cpu.sh [digits] [housing]
+#   OVERSHOOT_DATA=/path/to/data scripts/bench/reproduce_cpu.sh [digits] [housing]
 #
 # Runs go to $OUT (default runs/repro) and resume when interrupted. The two optimizer families of housing
 # train as two populations in parallel processes (one CPU core each).

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What the checkpoints cost a run: the seconds spent writing them as a share of the training time, per task.
 
-    OVERSHOOT_DATA=/path/to/data python benchmarks/checkpoint_cost.py   # digits, housing, fmnist -> results/
+    OVERSHOOT_DATA=/path/to/data python scripts/bench/checkpoint_cost.py  # digits, housing, fmnist
 
 Each task trains one run through ``overshoot.lifecycle.run_one`` with the default cadence (every
 ``checkpoint_every`` = 60 s, at epoch ends rate-limited to one per max(1 s, 100 x the last checkpoint's own
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # task -> (optimizer, max_steps, why those steps)
 RUNS = {
     "digits": ("adam_os", 2640, "the whole paper-preset run: 120 epochs of 22 steps"),
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     meta = {
         "command": " ".join(
-            ["python benchmarks/checkpoint_cost.py", *(argv if argv is not None else sys.argv[1:])]
+            ["python scripts/bench/checkpoint_cost.py", *(argv if argv is not None else sys.argv[1:])]
         ),
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared with other work)",
         "python": platform.python_version(),

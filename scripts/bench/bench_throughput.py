@@ -1,8 +1,8 @@
 """Training throughput on the current device: single runs vs populations, and the paper grid's cost.
 
-    python benchmarks/bench_throughput.py           # housing, fmnist, vae_fmnist, cifar; sizes 1, 10, 50
-    python benchmarks/bench_throughput.py --quick   # tiny step counts (a smoke test, e.g. on a CPU)
-    python benchmarks/bench_throughput.py --tasks fmnist --sizes 1,50 --steps 2000
+    python scripts/bench/bench_throughput.py           # housing, fmnist, vae_fmnist, cifar; sizes 1, 10, 50
+    python scripts/bench/bench_throughput.py --quick   # tiny step counts (a smoke test, e.g. on a CPU)
+    python scripts/bench/bench_throughput.py --tasks fmnist --sizes 1,50 --steps 2000
 
 Each rate is measured inside the real training loop (``overshoot.single.train`` for a single run,
 ``overshoot.population.train_population`` for a population) with base-loss logging on: the wall time of
@@ -43,7 +43,7 @@ from overshoot.runtime import pick_device
 from overshoot.single import train
 from overshoot.store import RunWriter, run_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("housing", "fmnist", "vae_fmnist", "cifar")
 FAMILIES = {
     "sgd": (("sgd", 0.0), ("nesterov", 0.0), ("sgd_os", 3.0), ("sgd_os", 5.0), ("sgd_os", 7.0)),

@@ -2,10 +2,10 @@
 """Where a training step's time goes on a GPU: a bare forward/backward/fused-SGD loop eager and as a CUDA
 graph, then torch-profiler tables of the real loops (single run and population).
 
-    python -m research.profile_step                 # fmnist (batch 32), housing, vae_fmnist; populations
-    python -m research.profile_step --tasks fmnist  # one task
+    python -m scripts.research.profile_step   # fmnist (batch 32), housing, vae_fmnist; populations
+    python -m scripts.research.profile_step --tasks fmnist   # one task
 
-Run from the checkout's root (it uses benchmarks/bench_throughput.py). Prints the tables (top host ops, top
+Run from the checkout's root (it uses scripts/bench/bench_throughput.py). Prints the tables (top host ops, top
 device kernels); results/gpu-notes.md quotes them. CUDA only.
 """
 
@@ -19,7 +19,7 @@ import torch
 from overshoot_tasks import build_task
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.bench_throughput import base_run, data_root, member_rate
+from scripts.bench.bench_throughput import base_run, data_root, member_rate
 
 DEV = torch.device("cuda")
 

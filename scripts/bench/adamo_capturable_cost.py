@@ -1,7 +1,7 @@
 """Eager cost of AdamO(capturable=True) against the host path, per optimizer step and base-weight round trip.
 
-    python benchmarks/adamo_capturable_cost.py                 # CPU, 1 thread, 15 repeats of 100 calls
-    python benchmarks/adamo_capturable_cost.py --device cuda   # eager on a GPU (no graph)
+    python scripts/bench/adamo_capturable_cost.py                 # CPU, 1 thread, 15 repeats of 100 calls
+    python scripts/bench/adamo_capturable_cost.py --device cuda   # eager on a GPU (no graph)
 
 Model: the housing task's MLP 8-200-150-1 (31,651 parameters in 6 tensors, float32), gamma 5, delay 50, weight
 decay 0.01; gradients are set once and the optimizer steps on them (forward and backward are left out, so the
@@ -28,7 +28,7 @@ import torch
 from overshoot import AdamO
 from overshoot.provenance import device_name, git_rev, versions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VARIANTS: dict[str, dict[str, Any]] = {
     "host-foreach": dict(),
     "host-single": dict(foreach=False),
