@@ -17,11 +17,27 @@ Typical loop (gradients are taken at the overshoot weights the model holds; eval
 ``AdamO(..., capturable=True)`` keeps step counts, lr and coefficients on the device (no host sync: its
 step and base-weight round trip can be captured in a CUDA graph); the functional form is
 ``adamo(..., capturable=True)``, with ``adamo_base_offset`` for the base weights.
+
+Any other optimizer whose step is linear in its lr gets overshoot from ``Overshoot(optimizer, gamma=5)`` (one
+copy of the parameters); ``ScheduleFreeEval`` evaluates a Schedule-Free optimizer at its x sequence through
+the same ``base_weights()``.
 """
 
 from overshoot.optim import adamo, reference, sgdo
 from overshoot.optim.adamo import AdamO
 from overshoot.optim.reference import TwoModel, TwoModelAdam, TwoModelSGD
 from overshoot.optim.sgdo import SGDO
+from overshoot.optim.wrapper import Overshoot, ScheduleFreeEval
 
-__all__ = ["SGDO", "AdamO", "TwoModel", "TwoModelAdam", "TwoModelSGD", "adamo", "reference", "sgdo"]
+__all__ = [
+    "SGDO",
+    "AdamO",
+    "Overshoot",
+    "ScheduleFreeEval",
+    "TwoModel",
+    "TwoModelAdam",
+    "TwoModelSGD",
+    "adamo",
+    "reference",
+    "sgdo",
+]
