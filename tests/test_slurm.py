@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from overshoot import manifest, slurm
+from overshoot import manifest, results, slurm
 from overshoot.report import main as report_main
-from overshoot.store import find_runs
 
 pytestmark = pytest.mark.slurm
 
@@ -88,7 +87,7 @@ def test_sweep_through_submitit_and_job_array(
     assert re.search(r"submitted job \d+: 2 runs in 1 array tasks \(2 per task\)", array.stdout)
     assert launcher.returncode == 0, launcher_log
 
-    runs = find_runs([out])
+    runs = results.scan([out]).runs
     assert sorted((r.info["optimizer"], r.status, r.info["steps"]) for r in runs) == [
         ("adam", "completed", 20),
         ("adam_os", "completed", 20),
@@ -132,3 +131,109 @@ def test_time_limit_signal_reaches_the_runs_of_an_array_task(cluster: None, tmp_
     assert info["steps"] > 0 and (entry.path / "checkpoint.pt").exists(), info
     logs = "".join(f.read_text() for f in (out / ".slurm").glob("*/logs/*.out"))
     assert "time limit near (SIGUSR2): asking 1 runs to checkpoint and stop" in logs, logs[-2000:]
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "slurm"
+
+
+def _edited_copy(script: str, dest: Path) -> Path:
+    """The sbatch script as a user of the one-node cluster edits it: no GPU, 1 CPU, no memory request."""
+    lines = (SCRIPTS / script).read_text().splitlines()
+    keep = [ln for ln in lines if not ln.startswith(("#SBATCH --gres", "#SBATCH --mem"))]
+    edits = {"#SBATCH --cpus-per-task=": "1", "#SBATCH --time=": "00:10:00"}
+    keep = [next((k + v for k, v in edits.items() if ln.startswith(k)), ln) for ln in keep]
+    path = dest / script
+    path.write_text("\n".join(keep) + "\n")
+    return path
+
+
+def _submit(script: Path, args: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Run an sbatch script on the 'login node' as its header says; the id of the array it submitted."""
+    r = subprocess.run(
+        ["bash", str(script), *args],
+        cwd=cwd,
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return int(re.search(r"Submitted batch job (\d+)", r.stdout)[1])  # type: ignore[index]
+
+
+def _wait_for(job: int) -> None:
+    deadline = time.time() + TIMEOUT_S
+    while subprocess.run(["squeue", "-h", "-j", str(job)], capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline, f"job {job} did not end"
+        time.sleep(1)
+
+
+def test_sbatch_scripts_train_every_run_of_their_sweep(cluster: None, tmp_path: Path) -> None:
+    """scripts/slurm/*.sbatch, copied and edited for this cluster: each submits its sweep as an array whose
+    tasks train their slice of the manifest; run again, each finds nothing to do."""
+    tiny = ["max_steps=20", "threads=1"]
+    cases = {  # script: (task and overrides, environment, the sweep as overshoot-bench-manifest takes it)
+        "paper_grid.sbatch": (
+            ["digits", "+method=sgd,sgd_os_g3", "seed=10", *tiny],
+            {"RUNS_PER_TASK": "2"},
+            ["+sweep=paper", "task=digits", "+method=sgd,sgd_os_g3", "seed=10", *tiny],
+        ),
+        "tune.sbatch": (
+            ["digits", "+method=adam,adam_os_g5", "lr=0.01", "seed=1", *tiny],
+            {},
+            ["+sweep=tune", "task=digits", "+method=adam,adam_os_g5", "lr=0.01", "seed=1", *tiny],
+        ),
+        "gamma_sweep.sbatch": (
+            ["digits", *tiny],
+            {"GAMMAS": "3", "SEEDS": "10"},
+            ["optimizer=sgd_os", "gamma=0,3", "seed=10", "task=digits", *tiny],
+        ),
+    }
+    jobs = {}
+    try:
+        for script, (args, env, _) in cases.items():
+            out = tmp_path / script.split(".")[0]
+            jobs[script] = _submit(_edited_copy(script, tmp_path), args, {**env, "OUT": str(out)}, tmp_path)
+        for job in jobs.values():
+            _wait_for(job)
+    finally:
+        for job in jobs.values():
+            subprocess.run(["scancel", str(job)], check=False, timeout=30)
+    logs = {f.name: f.read_text() for f in tmp_path.glob("slurm-*.out")}
+    assert len(logs) == 5, logs  # paper: 2 runs in 1 task; tune and gamma: 1 run per task
+    for script, (args, env, sweep) in cases.items():
+        out = tmp_path / script.split(".")[0]
+        plan = manifest.plan([*sweep, f"out={out}"])
+        assert manifest.summary(plan) == "2 runs: 0 to do (none), 2 skipped (completed 2)", (script, logs)
+        again = subprocess.run(
+            ["bash", str(tmp_path / script), *args],
+            cwd=tmp_path,
+            env=os.environ | env | {"OUT": str(out)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stdout + again.stderr
+
+
+def test_sbatch_script_passes_the_time_limit_signal_to_its_run(cluster: None, tmp_path: Path) -> None:
+    """The SIGTERM that ``#SBATCH --signal=B:TERM@120`` sends the batch shell (sent here at once) reaches the
+    run, which checkpoints and stops."""
+    out = tmp_path / "runs"
+    script = _edited_copy("gamma_sweep.sbatch", tmp_path)
+    env = {"GAMMAS": "3", "SEEDS": "10", "OUT": str(out)}
+    job = _submit(script, ["digits", "epochs=2000", "threads=1"], env, tmp_path)  # 2 runs, 2 array tasks
+    try:
+        deadline = time.time() + TIMEOUT_S
+        while len(list(out.glob("digits/*/*/checkpoint.pt"))) < 2:
+            assert time.time() < deadline, "the runs never started"
+            time.sleep(0.5)
+        subprocess.run(["scancel", "--batch", "--signal=TERM", str(job)], check=True, timeout=30)
+        _wait_for(job)
+    finally:
+        subprocess.run(["scancel", str(job)], check=False, timeout=30)
+    runs = [json.loads(f.read_text()) for f in out.glob("digits/*/*/run.json")]
+    assert [r["status"] for r in runs] == ["failed", "failed"], (
+        runs
+    )  # stopped after a checkpoint: they resume
+    assert all(r["steps"] > 0 for r in runs) and len(list(out.glob("digits/*/*/checkpoint.pt"))) == 2
