@@ -121,13 +121,13 @@ def _method(opt: dict[str, Any]) -> tuple[methods.Method, str | None, dict[str, 
                 "optimizer.family=adam"
             )
         try:
-            return methods.get(name), None, {}
-        except ValueError as e:
+            return methods.available(name), None, {}
+        except ValueError as e:  # an unknown name, or a method whose pip extra is not installed
             raise ConfigError(str(e)) from None
     if family not in methods.FAMILIES:
         raise ConfigError(
-            f"optimizer.family={family} is unknown: give optimizer.family=sgd or adam (the family whose "
-            "preset hyperparameters it takes and whose baseline it is compared with)"
+            f"optimizer.family={family} is unknown: give optimizer.family={' or '.join(methods.FAMILIES)} "
+            "(the family whose preset hyperparameters it takes and whose baseline it is compared with)"
         )
     given = opt.get("name")
     name = str(target).rpartition(".")[2].lower() if given in (None, "custom") else str(given)
@@ -150,7 +150,7 @@ def _hparams(c: dict[str, Any], preset: dict[str, Any], task: str, family: str, 
     elif task not in preset["tasks"]:
         raise ConfigError(f"preset={preset['name']} has no hyperparameters for task={task}: add them to it")
     else:
-        hp = {**preset["common"], **preset["tasks"][task].get(family, {})}
+        hp = {**preset["common"], **methods.preset_values(preset["tasks"][task], family)}
     for k in HPARAMS:
         if c.get(k) is not None:
             hp[k] = c[k]
@@ -202,11 +202,17 @@ def resolve(cfg: DictConfig) -> RunConfig:
     name, family = method.name, method.family
 
     gamma = c.get("gamma")
-    if method.overshoot:
+    wrap = c["optimizer"].get("overshoot") if target is not None else None  # a user's optimizer + Overshoot
+    if wrap not in (None, True, False):
+        wrap = _number("optimizer.overshoot", wrap, float)
+        if gamma is not None and _number("gamma", gamma, float) != wrap:
+            raise ConfigError(f"gamma={gamma} and optimizer.overshoot={wrap:g} disagree: give only one")
+        gamma = wrap
+    if method.overshoot or wrap:
         gamma = methods.DEFAULT_GAMMA if gamma is None else _number("gamma", gamma, float)
         if gamma < 0:
             raise ConfigError(f"gamma={gamma:g} is invalid: gamma must be >= 0 (the paper uses 3, 5 or 7)")
-        if gamma == 0:  # SGDO at gamma 0 is CM and AdamO AdamW: the run is the family baseline's
+        if gamma == 0 and not method.custom:  # SGDO at gamma 0 is CM, AdamO AdamW: the family baseline's run
             name = method.baseline
     elif gamma is not None and _number("gamma", gamma, float) != 0:
         os_name = methods.FAMILIES[family].overshoot

@@ -1,8 +1,8 @@
 """The optional parts of overshoot-bench and the pip extra that installs each one.
 
 The core install runs the default task, the MLP and vision tasks, the optimizers and the report; the GPT-2
-tasks, the SLURM launcher and the loggers need an extra (pyproject.toml). ``require`` turns a missing
-package into one line that names the extra to install.
+tasks, the SLURM launcher, the loggers and the Lion/Schedule-Free optimizers need an extra (pyproject.toml).
+``require`` turns a missing package into one line that names the extra to install.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "text": ("transformers", "datasets", "peft"),
     "slurm": ("submitit", "hydra_plugins.hydra_submitit_launcher"),
     "loggers": ("tensorboard", "wandb"),
+    "optimizers": ("lion_pytorch", "schedulefree"),
 }
 
 
-PACKAGE_OF = {"hydra_plugins.hydra_submitit_launcher": "hydra-submitit-launcher"}  # where pip names differ
+PACKAGE_OF = {
+    "hydra_plugins.hydra_submitit_launcher": "hydra-submitit-launcher",
+    "lion_pytorch": "lion-pytorch",
+}  # where pip names differ
 
 
 class MissingExtra(ValueError):

@@ -68,7 +68,9 @@ COMPARISON = {
     for f in methods.FAMILIES.values()
 }
 # The column of the savings-vs-gamma tables that holds the second baselines: 'NAG / NAdam'.
-SECOND_COLUMN = " / ".join(methods.METHODS[f.second].display for f in methods.FAMILIES.values())
+SECOND_COLUMN = " / ".join(
+    methods.METHODS[f.second].display for f in methods.FAMILIES.values() if f.second is not None
+)
 
 
 class ReportError(Exception):

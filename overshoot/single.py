@@ -149,7 +149,7 @@ class SingleBackend:
             method, self.params, hp, run.gamma, capturable=self.graphed,
             target=run.optimizer_target, kwargs=run.optimizer_kwargs,
         )  # fmt: skip
-        self.log_base = method.overshoot and run.gamma > 0 and run.log.base_loss
+        self.log_base = method.two_points(run.gamma) and run.log.base_loss
         self.replay_rng = any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
         self.forward_state = ForwardState(model)
         self.dist = DistanceLog(self.params, hp.momentum) if run.log_distance else None

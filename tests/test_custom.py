@@ -20,23 +20,23 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
 REPORT = [sys.executable, "-c", "from overshoot.report import main; main()"]
-RADAM = ["optimizer=custom", "optimizer.target=torch.optim.RAdam", "optimizer.family=adam"]
+RADAM = ["optimizer=custom", "optimizer.target=torch.optim.Adamax", "optimizer.family=adam"]
 
 
 def test_a_torch_optimizer_on_the_command_line_takes_its_familys_hyperparameters(tmp_path: Path) -> None:
     run = resolve(compose([*RADAM, f"out={tmp_path}", "max_steps=30", "progress=none"]))
     assert (run.optimizer, run.family, run.optimizer_target, run.gamma) == (
-        "radam",
+        "adamax",
         "adam",
-        "torch.optim.RAdam",
+        "torch.optim.Adamax",
         0.0,
     )
     adam = resolve(compose(["optimizer=adam", f"out={tmp_path}", "max_steps=30"]))
     assert run.hparams == adam.hparams and config_hash(run) != config_hash(adam)
     opt = methods.build_custom(
-        "torch.optim.RAdam", "adam", run.hparams, {"eps": 1e-6}, [torch.zeros(2, requires_grad=True)]
+        "torch.optim.Adamax", "adam", run.hparams, {"eps": 1e-6}, [torch.zeros(2, requires_grad=True)]
     )
-    assert isinstance(opt, torch.optim.RAdam)
+    assert isinstance(opt, torch.optim.Adamax)
     assert (
         opt.defaults["betas"] == (0.9, 0.999)
         and opt.defaults["lr"] == run.hparams.lr
@@ -44,15 +44,15 @@ def test_a_torch_optimizer_on_the_command_line_takes_its_familys_hyperparameters
     )
     assert run_one(run) == 0
     stored = load_run(run_path(run.out, run))
-    assert stored.status == "completed" and stored.config["optimizer_target"] == "torch.optim.RAdam"
-    assert stored.info["method"] == "radam" and stored.info["family"] == "adam"
+    assert stored.status == "completed" and stored.config["optimizer_target"] == "torch.optim.Adamax"
+    assert stored.info["method"] == "adamax" and stored.info["family"] == "adam"
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["optimizer=custom"], "optimizer=custom needs optimizer.target"),
-        (["optimizer=custom", "optimizer.target=torch.optim.RAdam"], "optimizer.family=None is unknown"),
+        (["optimizer=custom", "optimizer.target=torch.optim.Adamax"], "optimizer.family=None is unknown"),
         (
             [*RADAM[:1], "optimizer.target=torch.optim.Nope", "optimizer.family=sgd"],
             "torch.optim has no Nope",

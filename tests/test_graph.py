@@ -35,7 +35,7 @@ def test_graph_applies_only_to_constant_coefficient_runs(root: Path, tmp_path: P
     ok = resolve(compose(_run(root, tmp_path, "+method=sgd_os_g3")))
     assert graph_blocker(ok, cuda, model) is None
     assert "device=cuda" in str(graph_blocker(ok, torch.device("cpu"), model))
-    adam = resolve(compose(_run(root, tmp_path, "optimizer=custom", "optimizer.target=torch.optim.RAdam",
+    adam = resolve(compose(_run(root, tmp_path, "optimizer=custom", "optimizer.target=torch.optim.Adamax",
                                 "optimizer.family=adam")))  # fmt: skip
     assert "not known to keep its step state on the device" in str(graph_blocker(adam, cuda, model))
     for torch_adam in ("adam", "nadam", "adam_os"):  # capturable: step counts on the device

@@ -27,7 +27,7 @@ RUNS = [
     ("adam", 0.0, 150.0, None, None),
     ("nadam", 0.0, 140.0, None, None),
     ("adam_os", 3.0, 125.0, None, None),
-    ("radam", 0.0, 110.0, "adam", "torch.optim.RAdam"),
+    ("adamax", 0.0, 110.0, "adam", "torch.optim.Adamax"),
 ]
 
 
@@ -50,11 +50,11 @@ def test_a_custom_run_shares_its_family_protocol_and_is_saved_against_the_baseli
 ) -> None:
     assert len(rep.records) == len(RUNS) * len(SEEDS) and rep.left_out.empty
     assert len(rep.sections) == 1  # the class path is the method's, not the protocol's
-    row = rep.savings.set_index("method").loc["radam"]
+    row = rep.savings.set_index("method").loc["adamax"]
     assert (row["family"], row["baseline"], row["x_gamma"]) == ("adam", "adam", 0.0)
     recs = {(r.method, r.seed): r for r in rep.records}
     base = {s: recs[("adam", s)].base_loss for s in SEEDS}
-    mine = {s: recs[("radam", s)].base_loss for s in SEEDS}
+    mine = {s: recs[("adamax", s)].base_loss for s in SEEDS}
     ps = M.paper_saving(base.values(), mine.values(), 0.95, WINDOW)
     ss = M.per_seed_saving(base, mine, 0.95, WINDOW)
     assert ps.saving is not None and ps.saving > 10  # the fast synthetic curve saves steps
@@ -64,17 +64,17 @@ def test_a_custom_run_shares_its_family_protocol_and_is_saved_against_the_baseli
     methods_row = rep.protocol.display.set_index("Setting").loc["Methods"]
     assert list(methods_row) == [
         "CM, NAG, SGDO γ=3, asgd (torch.optim.ASGD)",
-        "Adam, NAdam, AdamO γ=3, radam (torch.optim.RAdam)",
+        "Adam, NAdam, AdamO γ=3, adamax (torch.optim.Adamax)",
     ]
     # The headline stays the paper's: overshoot methods only.
     assert set(R.headline_frame(rep.savings)["comparison"]) == {"SGDO vs CM", "AdamO vs Adam"}
     tables = {(t.name, t.section): t for t in rep.tables}
     seed = tables["savings_per_seed", rep.sections[0].key].display.set_index("Method")
-    assert seed.loc["radam", "Baseline"] == "Adam" and seed.loc["asgd", "Baseline"] == "CM"
-    assert seed.loc["radam", "Saving % ± CI"] == R.format_mean_ci(ss.summary.mean, ss.summary.half_width, 1)
+    assert seed.loc["adamax", "Baseline"] == "Adam" and seed.loc["asgd", "Baseline"] == "CM"
+    assert seed.loc["adamax", "Saving % ± CI"] == R.format_mean_ci(ss.summary.mean, ss.summary.half_width, 1)
     # savings vs gamma: a column of its own, not the NAG / NAdam column
     vg = tables["savings_vs_gamma_per_seed", ""].display
-    assert list(vg.columns) == ["Family", "Task", "NAG / NAdam", "γ=3", "asgd", "radam"]
+    assert list(vg.columns) == ["Family", "Task", "NAG / NAdam", "γ=3", "asgd", "adamax"]
     adam_row = vg[vg["Family"] == "Adam family"].iloc[0]
     nadam = rep.savings.set_index("method").loc["nadam"]
     assert adam_row["NAG / NAdam"] == R.format_mean_ci(nadam["seed_mean"], nadam["seed_half_width"], 1)
@@ -83,13 +83,13 @@ def test_a_custom_run_shares_its_family_protocol_and_is_saved_against_the_baseli
 
 def test_table1_compares_a_custom_method_with_the_better_baseline(rep: R.Report) -> None:
     t1 = R.table1_frame(rep.sections).set_index("method")
-    ref = t1.loc["radam", "reference"]
-    assert ref in ("adam", "nadam") and t1.loc["radam", "n_pairs"] == len(SEEDS)
+    ref = t1.loc["adamax", "reference"]
+    assert ref in ("adam", "nadam") and t1.loc["adamax", "n_pairs"] == len(SEEDS)
     value = {(r.method, r.seed): M.best_over_epochs(r.epochs, r.metric, r.metric_scale) for r in rep.records}
-    a = [value["radam", s] for s in SEEDS]
+    a = [value["adamax", s] for s in SEEDS]
     b = [value[ref, s] for s in SEEDS]
     assert ref == min(("adam", "nadam"), key=lambda m: np.mean([value[m, s] for s in SEEDS]))  # lower loss
-    assert t1.loc["radam", "p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert t1.loc["adamax", "p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert t1.loc["asgd", "reference"] in ("sgd", "nesterov")
     table = next(t for t in rep.tables if t.name == "table1")
     assert list(table.display["Method"]) == [
@@ -100,13 +100,13 @@ def test_table1_compares_a_custom_method_with_the_better_baseline(rep: R.Report)
         "Adam",
         "NAdam",
         "AdamO γ=3",
-        "radam",
+        "adamax",
     ]
     assert table.groups == [("SGD family", 0, 3), ("Adam family", 4, 7)]
 
 
 def test_custom_methods_get_distinct_deterministic_styles() -> None:
-    customs = ["radam", "asgd", "lion"]
+    customs = ["adamax", "asgd", "sophia"]
     styles = [F.method_style(c, 0.0, family="adam", customs=customs) for c in customs]
     assert styles == [F.method_style(c, 0.0, family="adam", customs=customs) for c in customs]
     for key in ("color", "marker", "linestyle"):
@@ -119,7 +119,7 @@ def test_custom_methods_get_distinct_deterministic_styles() -> None:
     assert styles[0]["markerfacecolor"] == "white"
     assert F.method_style("asgd", 0.0, family="sgd")["markerfacecolor"] != "white"
     # without the list a name still maps to one style
-    assert F.method_style("radam", 0.0, family="adam") == F.method_style("radam", 0.0, family="adam")
+    assert F.method_style("adamax", 0.0, family="adam") == F.method_style("adamax", 0.0, family="adam")
 
 
 def test_the_report_with_custom_methods_writes_figures_tex_and_html(store: Path, tmp_path: Path) -> None:
@@ -130,11 +130,11 @@ def test_the_report_with_custom_methods_writes_figures_tex_and_html(store: Path,
     for stem in ("loss_grid", "saving_vs_gamma"):
         assert (out / "figures" / f"{stem}.pdf").stat().st_size > 1000
     tex = (out / "table1.tex").read_text()
-    assert "radam" in tex and "asgd" in tex
-    assert "radam" in (out / "savings_per_seed.tex").read_text()
+    assert "adamax" in tex and "asgd" in tex
+    assert "adamax" in (out / "savings_per_seed.tex").read_text()
     compile_tex(sorted(out.glob("*.tex")), out)
     html = (out / "report.html").read_text()
-    assert "<td>radam</td>" in html
+    assert "<td>adamax</td>" in html
 
 
 def test_saving_vs_gamma_draws_the_custom_method_as_a_level(rep: R.Report, tmp_path: Path) -> None:
@@ -153,8 +153,8 @@ def test_saving_vs_gamma_draws_the_custom_method_as_a_level(rep: R.Report, tmp_p
         F.saving_vs_gamma(rep, tmp_path / "s")
     finally:
         mp.undo()
-    want = rep.savings.set_index("method").loc["radam", "seed_mean"]
-    color = F.method_style("radam", 0.0, family="adam", customs=["asgd", "radam"])["color"]
+    want = rep.savings.set_index("method").loc["adamax", "seed_mean"]
+    color = F.method_style("adamax", 0.0, family="adam", customs=["asgd", "adamax"])["color"]
     assert any(c == color and y == pytest.approx(want) for c, y in drawn), drawn
 
 
@@ -174,5 +174,5 @@ def test_loss_grid_draws_each_custom_method_in_its_own_style(rep: R.Report, tmp_
         F.loss_grid(rep, tmp_path / "g")
     finally:
         mp.undo()
-    assert seen["asgd"]["color"] != seen["radam"]["color"]
-    assert seen["asgd"]["marker"] != seen["radam"]["marker"]
+    assert seen["asgd"]["color"] != seen["adamax"]["color"]
+    assert seen["asgd"]["marker"] != seen["adamax"]["marker"]

@@ -80,8 +80,8 @@ def test_protocol_ignores_seed_method_and_storage(store: Path) -> None:
     # a user's optimizer is a method of the family: its class and arguments are not the protocol's
     mine = {
         **cfg,
-        "optimizer": "radam",
-        "optimizer_target": "torch.optim.RAdam",
+        "optimizer": "adamax",
+        "optimizer_target": "torch.optim.Adamax",
         "optimizer_kwargs": {"x": 1},
     }
     assert results.protocol_id(mine) == results.protocol_id(cfg)
