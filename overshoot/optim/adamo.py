@@ -1,4 +1,4 @@
-"""AdamW with overshoot (AdamO): paper.md section 3, one weight set (the overshoot weights) in the model."""
+"""AdamO, AdamW with overshoot (arXiv 2501.09556, section 3): the model holds only the overshoot weights."""
 
 from __future__ import annotations
 
@@ -27,11 +27,10 @@ Scalar = float | Tensor
 Coef = float | Tensor | Sequence[Tensor]
 F64 = torch.float64
 
-# How far the default (paper) form drifts from two-model Adam with the same ramp, measured by
-# tests/test_optim_adamo.py::test_default_close_to_two_model_adam (float64 MLP on random regression data,
-# gamma 5, delay 50, weight_decay 0): max |AdamO - two-model| over all weights and steps, divided by the
-# largest change of a base weight, was 1.3e-2 at lr 1e-2 over 300 steps (1.0e-2 over 100 steps) and
-# 5.6e-3 at lr 1e-3 over 300 steps. The exact form (exact=True) matches to rounding (< 1e-12).
+# Largest drift of the default (paper) form from two-model Adam with the same ramp, as a fraction of the
+# largest change of a base weight, that tests/test_optim_adamo.py::test_default_close_to_two_model_adam
+# accepts; the measured drifts are in results/adamo_form/README.md. The exact form (exact=True) matches to
+# rounding.
 DEFAULT_FORM_TOLERANCE = 2e-2
 
 
@@ -76,8 +75,8 @@ class AdamO(OvershootOptimizer):
     Default (``exact=False``): the paper's efficient form, per step
     :math:`\theta' \leftarrow \theta'(1-\eta\lambda) - [\eta_t(1+\gamma_t) m_t - \eta_{t-1}\gamma_{t-1}
     m_{t-1}] / (\mathrm{bc1}_t d_t)`, which approximates two-model Adam (the undo term uses the current
-    bias correction and denominator); it drifts from it by about 1% of the weight change
-    (``DEFAULT_FORM_TOLERANCE``).
+    bias correction and denominator); its drift from it stays within ``DEFAULT_FORM_TOLERANCE`` of the
+    weight change.
     ``exact=True``: first undo the previous offset with the previous denominator, then take the AdamW step
     with lr :math:`(1+\gamma_t)\eta`; equal to two-model Adam (``overshoot.optim.reference.TwoModelAdam``)
     to rounding when ``weight_decay = 0``. ``gamma = 0`` is ``torch.optim.AdamW``.
@@ -136,19 +135,9 @@ class AdamO(OvershootOptimizer):
                 "and single-tensor paths are capturable)"
             )
         defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            gamma=gamma,
-            delay=delay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            exact=exact,
-            capturable=capturable,
-        )
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, gamma=gamma, delay=delay, amsgrad=amsgrad,
+            maximize=maximize, foreach=foreach, fused=fused, exact=exact, capturable=capturable,
+        )  # fmt: skip
         _check_group(defaults)
         super().__init__(params, defaults)
         if fused:
@@ -169,44 +158,39 @@ class AdamO(OvershootOptimizer):
             group.setdefault("exact", False)
             group.setdefault("capturable", False)
 
-    def _add_base_offset(self, params_by_group: list[list[Tensor]]) -> None:
-        for group, all_params in zip(self.param_groups, params_by_group, strict=True):
-            beta1, beta2 = group["betas"]
-            vkey = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
-            params, on_device = all_params, []
-            if group["capturable"]:  # capturable state (device-side last_gamma): coefficients on the device
-                on_device = [p for p in all_params if isinstance(self.state[p]["last_gamma"], Tensor)]
-                params = [p for p in all_params if not isinstance(self.state[p]["last_gamma"], Tensor)]
-            if on_device:
-                sts = [self.state[p] for p in on_device]
-                adamo_base_offset(
-                    on_device,
-                    [st["exp_avg"] for st in sts],
-                    [st[vkey] for st in sts],
-                    [st["step"] for st in sts],
-                    lr=[st["last_lr"] for st in sts],
-                    gamma=[st["last_gamma"] for st in sts],
-                    beta1=beta1,
-                    beta2=beta2,
-                    eps=group["eps"],
-                    inplace=True,
-                )
-            buckets: dict[tuple[float, float, float], tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
-            if not params:
+    def _init_group(self, group: dict[str, Any], lists: tuple[list[Any], ...]) -> None:
+        """Append the group's parameters that have a gradient, their gradients and state (created on first
+        use) to ``lists`` = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, states).
+        As in torch's Adam, the step count lives on the host, or with ``capturable`` on the parameter's
+        device, where the previous lr and factor then live too."""
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, states = lists
+        capturable = group["capturable"]
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
                 continue
-            steps = torch.stack([self.state[p]["step"] for p in params]).tolist()  # CPU: no device sync
-            for p, step in zip(params, steps, strict=True):
-                st = self.state[p]
-                key = (step, st["last_lr"], st["last_gamma"])
-                ps, ms, vs = buckets.setdefault(key, ([], [], []))
-                ps.append(p)
-                ms.append(st["exp_avg"])
-                vs.append(st["max_exp_avg_sq"] if group["amsgrad"] else st["exp_avg_sq"])
-            for (step, lr, gamma), (ps, ms, vs) in buckets.items():
-                denom = torch._foreach_sqrt(vs)
-                torch._foreach_div_(denom, (1 - beta2**step) ** 0.5)
-                torch._foreach_add_(denom, group["eps"])
-                torch._foreach_addcdiv_(ps, ms, denom, value=lr * gamma / (1 - beta1**step))
+            if grad.is_sparse:
+                raise RuntimeError("AdamO does not support sparse gradients")
+            st = self.state[p]
+            if len(st) == 0:
+                device = p.device if capturable else "cpu"
+                st["step"] = torch.zeros((), dtype=torch.float32, device=device)
+                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if group["amsgrad"]:
+                    st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                for key in _HOST_SCALARS:
+                    st[key] = torch.zeros((), dtype=F64, device=p.device) if capturable else 0.0
+                if capturable:
+                    st[GAMMA_MAX_KEY] = 0.0
+            params.append(p)
+            grads.append(grad)
+            exp_avgs.append(st["exp_avg"])
+            exp_avg_sqs.append(st["exp_avg_sq"])
+            if group["amsgrad"]:
+                max_exp_avg_sqs.append(st["max_exp_avg_sq"])
+            state_steps.append(st["step"])
+            states.append(st)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
@@ -228,150 +212,77 @@ class AdamO(OvershootOptimizer):
 
         any_offset = False
         for group in self.param_groups:
-            if group["capturable"]:
-                any_offset |= self._capturable_step(group)
+            lists: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+            self._init_group(group, lists)
+            states, state_steps = lists[6], lists[5]
+            if not states:
                 continue
-            beta1, beta2 = group["betas"]
-            lr, gamma, delay = group["lr"], group["gamma"], group["delay"]
-            # Parameters are bucketed by the lr and gamma of their previous step (normally one bucket).
-            buckets: dict[tuple[float, float], tuple[list[Any], ...]] = {}
-            state = self.state
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None:
-                    continue
-                if grad.is_sparse:
-                    raise RuntimeError("AdamO does not support sparse gradients")
-                st = state[p]
-                if len(st) == 0:
-                    st["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    if group["amsgrad"]:
-                        st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["last_lr"] = 0.0
-                    st["last_gamma"] = 0.0
-                key = (st["last_lr"], st["last_gamma"])
-                lists = buckets.get(key)
-                if lists is None:
-                    lists = buckets[key] = ([], [], [], [], [], [], [])
-                lists[0].append(p)
-                lists[1].append(grad)
-                lists[2].append(st["exp_avg"])
-                lists[3].append(st["exp_avg_sq"])
-                if group["amsgrad"]:
-                    lists[4].append(st["max_exp_avg_sq"])
-                lists[5].append(st["step"])
-                lists[6].append(st)
-            for (prev_lr, prev_gamma), (ps, gs, ms, vs, xs, steps, sts) in buckets.items():
+            lr, gamma, delay, capturable = group["lr"], group["gamma"], group["delay"], group["capturable"]
+            # The previous step's lr and factor, which set the current offsets: capturable, per-parameter
+            # tensors on the device that this step overwrites (the factors 0.0 where the host knows they are);
+            # else Python floats, the parameters bucketed by them (normally one bucket).
+            calls: list[tuple[list[int] | None, Coef, Coef]] = []
+            out_lr = out_gamma = None
+            if capturable:
+                out_lr, out_gamma = [st["last_lr"] for st in states], [st["last_gamma"] for st in states]
+                no_offset = all(st[GAMMA_MAX_KEY] == 0.0 for st in states)
+                calls.append((None, out_lr, 0.0 if no_offset else out_gamma))
+            else:
+                buckets: dict[tuple[float, float], list[int]] = {}
+                for i, st in enumerate(states):
+                    buckets.setdefault((st["last_lr"], st["last_gamma"]), []).append(i)
+                calls.extend((idx if len(buckets) > 1 else None, *key) for key, idx in buckets.items())
+            for idx, prev_lr, prev_gamma in calls:
                 adamo(
-                    ps,
-                    gs,
-                    ms,
-                    vs,
-                    xs,
-                    steps,
-                    lr=lr,
-                    beta1=beta1,
-                    beta2=beta2,
-                    eps=group["eps"],
-                    weight_decay=group["weight_decay"],
-                    gamma=gamma,
-                    delay=delay,
-                    prev_lr=prev_lr,
-                    prev_gamma=prev_gamma,
-                    exact=group["exact"],
-                    amsgrad=group["amsgrad"],
-                    maximize=group["maximize"],
-                    foreach=group["foreach"],
-                    fused=group["fused"],
-                )
-                lr_f = float(lr)
-                ramped: dict[float, float] = {}
-                for st, step in zip(sts, torch.stack(steps).tolist(), strict=True):
-                    r = ramped.get(step)
-                    if r is None:
-                        r = ramped[step] = float(ramp(gamma, step, delay))
-                        any_offset |= r != 0.0
-                    st["last_lr"] = lr_f
-                    st["last_gamma"] = r
+                    *(_take(xs, idx) for xs in lists[:6]), lr=lr, beta1=group["betas"][0],
+                    beta2=group["betas"][1], eps=group["eps"], weight_decay=group["weight_decay"],
+                    gamma=gamma, delay=delay, prev_lr=prev_lr, prev_gamma=prev_gamma, exact=group["exact"],
+                    amsgrad=group["amsgrad"], maximize=group["maximize"], foreach=group["foreach"],
+                    fused=group["fused"], capturable=capturable, out_lr=out_lr, out_gamma=out_gamma,
+                )  # fmt: skip
+            if capturable:  # the factor written on the device is at most gamma: the host's upper bound
+                for st in states:
+                    st[GAMMA_MAX_KEY] = float(gamma)
+                any_offset |= gamma != 0
+                continue
+            lr_f, ramped = float(lr), {}
+            for st, step in zip(states, torch.stack(state_steps).tolist(), strict=True):
+                if step not in ramped:
+                    ramped[step] = float(ramp(gamma, step, delay))
+                    any_offset |= ramped[step] != 0.0
+                st["last_lr"], st["last_gamma"] = lr_f, ramped[step]
         if any_offset:
             self._any_offset = True
         else:
             self._refresh_any_offset()
         return loss
 
-    def _capturable_step(self, group: dict[str, Any]) -> bool:
-        """One capturable step of a param group (state on the device); True if it may leave an offset."""
-        gamma = group["gamma"]
-        ps: list[Tensor] = []
-        gs: list[Tensor] = []
-        ms: list[Tensor] = []
-        vs: list[Tensor] = []
-        xs: list[Tensor] = []
-        steps: list[Tensor] = []
-        last_lrs: list[Tensor] = []
-        last_gammas: list[Tensor] = []
-        sts: list[dict[str, Any]] = []
-        prev_zero = True  # host knowledge: no parameter of the group carries an offset
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
+    def _add_base_offset(self, params_by_group: list[list[Tensor]]) -> None:
+        for group, params in zip(self.param_groups, params_by_group, strict=True):
+            if not params:
                 continue
-            if grad.is_sparse:
-                raise RuntimeError("AdamO does not support sparse gradients")
-            st = self.state[p]
-            if len(st) == 0:
-                st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["amsgrad"]:
-                    st["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["last_lr"] = torch.zeros((), dtype=F64, device=p.device)
-                st["last_gamma"] = torch.zeros((), dtype=F64, device=p.device)
-                st[GAMMA_MAX_KEY] = 0.0
-            prev_zero = prev_zero and st[GAMMA_MAX_KEY] == 0.0
-            ps.append(p)
-            gs.append(grad)
-            ms.append(st["exp_avg"])
-            vs.append(st["exp_avg_sq"])
-            if group["amsgrad"]:
-                xs.append(st["max_exp_avg_sq"])
-            steps.append(st["step"])
-            last_lrs.append(st["last_lr"])
-            last_gammas.append(st["last_gamma"])
-            sts.append(st)
-        if not ps:
-            return False
-        beta1, beta2 = group["betas"]
-        adamo(
-            ps,
-            gs,
-            ms,
-            vs,
-            xs,
-            steps,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            gamma=gamma,
-            delay=group["delay"],
-            prev_lr=last_lrs,
-            prev_gamma=0.0 if prev_zero else last_gammas,
-            exact=group["exact"],
-            amsgrad=group["amsgrad"],
-            maximize=group["maximize"],
-            foreach=group["foreach"],
-            fused=False,
-            capturable=True,
-            out_lr=last_lrs,
-            out_gamma=last_gammas,
-        )
-        for st in sts:
-            st[GAMMA_MAX_KEY] = float(gamma)  # the ramped factor written on the device is at most gamma
-        return gamma != 0
+            (beta1, beta2), eps = group["betas"], group["eps"]
+            sts = [self.state[p] for p in params]
+            ms, vs = (
+                [st["exp_avg"] for st in sts],
+                [st["max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"] for st in sts],
+            )
+            if group["capturable"]:  # the state on the device: the coefficients too
+                adamo_base_offset(
+                    params, ms, vs, [st["step"] for st in sts], lr=[st["last_lr"] for st in sts],
+                    gamma=[st["last_gamma"] for st in sts], beta1=beta1, beta2=beta2, eps=eps, inplace=True,
+                )  # fmt: skip
+                continue
+            buckets: dict[tuple[float, float, float], list[int]] = {}  # by step, lr, factor: normally one
+            steps = torch.stack([st["step"] for st in sts]).tolist()  # CPU: no device sync
+            for i, (st, step) in enumerate(zip(sts, steps, strict=True)):
+                buckets.setdefault((step, st["last_lr"], st["last_gamma"]), []).append(i)
+            for (step, lr, gamma), idx in buckets.items():
+                denom = torch._foreach_sqrt([vs[i] for i in idx])
+                torch._foreach_div_(denom, (1 - beta2**step) ** 0.5)
+                torch._foreach_add_(denom, eps)
+                torch._foreach_addcdiv_([params[i] for i in idx], [ms[i] for i in idx], denom,
+                                        value=lr * gamma / (1 - beta1**step))  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict; this optimizer's ``capturable`` flags and lr types are kept and the loaded
@@ -485,6 +396,10 @@ def _check_group(group: dict[str, Any]) -> None:
         )
 
 
+def _take(xs: list[Any], idx: list[int] | None) -> list[Any]:
+    return xs if idx is None or not xs else [xs[i] for i in idx]
+
+
 def adamo(
     params: list[Tensor],
     grads: list[Tensor],
@@ -577,268 +492,290 @@ def adamo(
                 "single-tensor paths are capturable)"
             )
         _check_capturable(params, state_steps, coefs)
-        if foreach is None:
-            foreach = all(_scalar_like(x) for x in coefs)
-        elif foreach and not all(_scalar_like(x) for x in coefs):
+        scalars = all(_scalar_like(x) for x in coefs)
+        if foreach and not scalars:
             raise ValueError(
                 "capturable foreach AdamO takes lr/gamma/prev_lr/prev_gamma as floats, 0-dim tensors or "
                 "lists of 0-dim tensors: pass foreach=False for broadcast (e.g. per-member) tensors"
             )
-        impl_c = _multi_tensor_capturable if foreach else _single_tensor_capturable
-        impl_c(
-            params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            max_exp_avg_sqs,
-            state_steps,
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=eps,
-            weight_decay=weight_decay,
-            gamma=gamma,
-            delay=delay,
-            prev_lr=prev_lr,
-            prev_gamma=prev_gamma,
-            exact=exact,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            increment_steps=increment_steps,
-            out_lr=out_lr,
-            out_gamma=out_gamma,
-        )
-        return
-    if any(isinstance(x, (list, tuple)) for x in coefs) or out_lr is not None or out_gamma is not None:
-        raise ValueError(
-            "per-parameter lists of lr/gamma/prev_lr/prev_gamma and out_lr/out_gamma need capturable=True"
-        )
-    lr_, gamma_ = cast(Scalar, lr), cast(Scalar, gamma)
-    prev_lr_, prev_gamma_ = cast(Scalar, prev_lr), cast(Scalar | None, prev_gamma)
-    tensor_args = any(isinstance(x, Tensor) for x in coefs)
-    if fused is None and foreach is None:
-        if tensor_args:
-            fused, foreach = False, False
-        else:
-            fused = default_to_fused(params, grads)
-            foreach = not fused
-    if (fused or foreach) and tensor_args:
-        raise ValueError(
-            "tensor lr/gamma/prev_lr/prev_gamma need the single-tensor path: pass foreach=False, fused=False "
-            "(or capturable=True)"
-        )
+        fused, foreach = False, scalars if foreach is None else foreach
+    else:
+        if any(isinstance(x, (list, tuple)) for x in coefs) or out_lr is not None or out_gamma is not None:
+            raise ValueError(
+                "per-parameter lists of lr/gamma/prev_lr/prev_gamma and out_lr/out_gamma need capturable=True"
+            )
+        tensor_args = any(isinstance(x, Tensor) for x in coefs)
+        if fused is None and foreach is None:
+            fused = not tensor_args and default_to_fused(params, grads)
+            foreach = not tensor_args and not fused
+        if (fused or foreach) and tensor_args:
+            raise ValueError(
+                "tensor lr/gamma/prev_lr/prev_gamma need the single-tensor path: pass foreach=False, "
+                "fused=False (or capturable=True)"
+            )
     impl = _fused_adamo if fused else _multi_tensor_adamo if foreach else _single_tensor_adamo
     impl(
-        params,
-        grads,
-        exp_avgs,
-        exp_avg_sqs,
-        max_exp_avg_sqs,
-        state_steps,
-        lr=lr_,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        weight_decay=weight_decay,
-        gamma=gamma_,
-        delay=delay,
-        prev_lr=prev_lr_,
-        prev_gamma=prev_gamma_,
-        exact=exact,
-        amsgrad=amsgrad,
-        maximize=maximize,
-        increment_steps=increment_steps,
-    )
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr=lr, beta1=beta1, beta2=beta2,
+        eps=eps, weight_decay=weight_decay, gamma=gamma, delay=delay, prev_lr=prev_lr, prev_gamma=prev_gamma,
+        exact=exact, amsgrad=amsgrad, maximize=maximize, capturable=capturable,
+        increment_steps=increment_steps, out_lr=out_lr, out_gamma=out_gamma,
+    )  # fmt: skip
+
+
+class _Coefs(NamedTuple):
+    """One step's coefficients: ``p += undo*m/d_prev`` (exact form), ``p *= wd``,
+    ``p += (ncm*m + ncg*grad)/d`` with ``d = sqrt(v)/bc2_sqrt + eps``; ``g_t`` and ``lr`` are what the next
+    step needs. Python floats on the host path (a term known to be zero is 0.0), tensors with capturable."""
+
+    ncm: Scalar
+    ncg: Scalar
+    undo: Scalar
+    wd: Scalar
+    bc2_sqrt: Scalar
+    bc2p_sqrt: Scalar
+    g_t: Scalar
+    lr: Scalar
 
 
 def _coefficients(
-    step: float,
-    *,
+    t: float | Tensor,
     lr: Scalar,
     prev_lr: Scalar,
     gamma: Scalar,
     prev_gamma: Scalar | None,
+    *,
     delay: int | None,
     beta1: float,
     beta2: float,
+    weight_decay: float,
     exact: bool,
-) -> tuple[Scalar, Scalar, Scalar, float, float]:
-    """(cm, cg, undo, bc2_sqrt, bc2p_sqrt) for one step: ``p -= (cm*m + cg*g)/d``, ``p += undo*m/d_prev``."""
-    g_t = ramp(gamma, step, delay)
-    g_p = ramp(gamma, step - 1, delay) if prev_gamma is None else prev_gamma
-    if step <= 1:
+) -> _Coefs:
+    """The coefficients after ``t >= 1`` steps: Python arithmetic for a float ``t`` (tensors only where an
+    argument is one), float64 tensor ops without a host sync for a tensor ``t`` (one count or a vector)."""
+    lr, prev_lr, gamma = cast(Scalar, _f64(lr)), cast(Scalar, _f64(prev_lr)), cast(Scalar, _f64(gamma))
+    prev_gamma = _f64(prev_gamma)
+    g_t = ramp(gamma, t, delay)
+    bc1 = 1 - beta1**t
+    bc2_sqrt = (1 - beta2**t) ** 0.5
+    wd = 1 - lr * weight_decay
+    # the previous factor (0 at the first step, which has no previous offset); 0.0 where the host knows it
+    first: Scalar = 0.0
+    if not isinstance(t, Tensor):
+        g_p = 0.0 if t <= 1 else ramp(gamma, t - 1, delay) if prev_gamma is None else prev_gamma
+    elif is_zero(gamma) and (prev_gamma is None or is_zero(prev_gamma)):
         g_p = 0.0
-    bc1 = 1 - beta1**step
-    bc2_sqrt = (1 - beta2**step) ** 0.5
-    bc2p_sqrt = (1 - beta2 ** (step - 1)) ** 0.5
-    if exact:
-        undo: Scalar = 0.0 if is_zero(g_p) else prev_lr * g_p / (1 - beta1 ** (step - 1))
-        return lr * (1 + g_t) / bc1, 0.0, undo, bc2_sqrt, bc2p_sqrt
-    if is_zero(g_p):
-        return lr * (1 + g_t) / bc1, 0.0, 0.0, bc2_sqrt, bc2p_sqrt
+    else:
+        first = (t <= 1).to(F64)
+        g_p = (ramp(gamma, t - 1, delay) if prev_gamma is None else prev_gamma) * (1 - first)
+    if is_zero(g_p) or exact:
+        undo = 0.0 if is_zero(g_p) else prev_lr * g_p / ((1 - beta1 ** (t - 1)) + first)
+        bc2p_sqrt = 1.0 if is_zero(g_p) else ((1 - beta2 ** (t - 1)) + first) ** 0.5
+        return _Coefs(-(lr * (1 + g_t) / bc1), 0.0, undo, wd, bc2_sqrt, bc2p_sqrt, g_t, lr)
     if beta1 == 0:
         raise ValueError("the default AdamO form needs beta1 > 0 when gamma > 0 (or pass exact=True)")
-    cm = (lr * (1 + g_t) - prev_lr * g_p / beta1) / bc1
-    cg = prev_lr * g_p * (1 - beta1) / beta1 / bc1
-    return cm, cg, 0.0, bc2_sqrt, bc2p_sqrt
+    ncm = -((lr * (1 + g_t) - prev_lr * g_p / beta1) / bc1)
+    ncg = -(prev_lr * g_p * (1 - beta1) / beta1 / bc1)
+    return _Coefs(ncm, ncg, 0.0, wd, bc2_sqrt, 1.0, g_t, lr)
+
+
+def _cast(c: _Coefs, dtype: torch.dtype | None) -> _Coefs:
+    """The coefficients that meet a parameter in its dtype (``g_t`` and ``lr`` stay float64)."""
+
+    def to(x: Scalar) -> Scalar:
+        return x.to(dtype) if isinstance(x, Tensor) else x
+
+    return _Coefs(to(c.ncm), to(c.ncg), to(c.undo), to(c.wd), to(c.bc2_sqrt), to(c.bc2p_sqrt), c.g_t, c.lr)
 
 
 def _single_tensor_adamo(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: Scalar,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    gamma: Scalar,
-    delay: int | None,
-    prev_lr: Scalar,
-    prev_gamma: Scalar | None,
-    exact: bool,
-    amsgrad: bool,
-    maximize: bool,
-    increment_steps: bool = True,
-) -> None:
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor], *, lr: Coef, beta1: float, beta2: float,
+    eps: float, weight_decay: float, gamma: Coef, delay: int | None, prev_lr: Coef, prev_gamma: Coef | None,
+    exact: bool, amsgrad: bool, maximize: bool, capturable: bool, increment_steps: bool,
+    out_lr: list[Tensor] | None, out_gamma: list[Tensor] | None,
+) -> None:  # fmt: skip
+    if increment_steps:
+        for step_t in state_steps:
+            step_t += 1
+    kw: dict[str, Any] = dict(
+        capturable=capturable, lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma, delay=delay,
+        beta1=beta1, beta2=beta2, weight_decay=weight_decay, exact=exact,
+    )  # fmt: skip
+    if capturable:  # on the device, in each parameter's dtype: one computation per device and dtype
+        rows: list[_Coefs] = [None] * len(params)  # type: ignore[list-item]
+        grouped = Optimizer._group_tensors_by_device_and_dtype([params, state_steps], with_indices=True)  # type: ignore[list-item]
+        for (_, dtype), (dev_lists, indices) in grouped.items():
+            for i, c in zip(indices, _coefficient_rows(dev_lists[1], indices, dtype, **kw), strict=True):  # type: ignore[arg-type]
+                rows[i] = c
+    else:
+        rows = _coefficient_rows(state_steps, list(range(len(params))), None, **kw)
     for i, param in enumerate(params):
+        c = rows[i]
         grad = grads[i] if not maximize else -grads[i]
         exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
         vd = max_exp_avg_sqs[i] if amsgrad else exp_avg_sq
-        if increment_steps:
-            state_steps[i] += 1
-        step = float(state_steps[i])
-        cm, cg, undo, bc2_sqrt, bc2p_sqrt = _coefficients(
-            step, lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma, delay=delay,
-            beta1=beta1, beta2=beta2, exact=exact,
-        )  # fmt: skip
-        if not is_zero(undo):
-            denom_prev = (vd.sqrt() / bc2p_sqrt).add_(eps)
-            _addcdiv(param, exp_avg, denom_prev, undo)
+        if not is_zero(c.undo):  # exact form: back to the base weights, with the previous denominator
+            _addcdiv(param, (vd.sqrt() / c.bc2p_sqrt).add_(eps), exp_avg, c.undo)
         if weight_decay != 0:
-            param.mul_(1 - lr * weight_decay)
+            param.mul_(c.wd)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         if amsgrad:
             torch.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
-        denom = (vd.sqrt() / bc2_sqrt).add_(eps)
-        _addcdiv(param, exp_avg, denom, -cm)
-        if not is_zero(cg):
-            _addcdiv(param, grad, denom, -cg)
+        _addcdiv(param, (vd.sqrt() / c.bc2_sqrt).add_(eps), exp_avg, c.ncm, grad, c.ncg)
+    _write_out(out_lr, out_gamma, list(range(len(params))), rows)
 
 
-def _addcdiv(param: Tensor, num: Tensor, denom: Tensor, coef: Scalar) -> None:
-    if isinstance(coef, Tensor):
-        param.addcmul_(num / denom, coef)
-    else:
-        param.addcdiv_(num, denom, value=coef)
+def _addcdiv(
+    param: Tensor, denom: Tensor, num: Tensor, coef: Scalar, num2: Tensor | None = None, coef2: Scalar = 0.0
+) -> None:
+    """``param += (coef*num + coef2*num2)/denom``: torch's scalar ``value=`` for Python-float coefficients,
+    tensor coefficients folded into the numerator."""
+    if isinstance(coef, Tensor) or isinstance(coef2, Tensor):
+        num = num * coef
+        if num2 is not None and isinstance(coef2, Tensor):
+            num.addcmul_(num2, coef2)
+        elif num2 is not None and coef2 != 0:
+            num.add_(num2, alpha=float(coef2))
+        param.addcdiv_(num, denom)
+        return
+    param.addcdiv_(num, denom, value=coef)
+    if num2 is not None and coef2 != 0:
+        param.addcdiv_(num2, denom, value=coef2)
 
 
 def _multi_tensor_adamo(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: Scalar,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    gamma: Scalar,
-    delay: int | None,
-    prev_lr: Scalar,
-    prev_gamma: Scalar | None,
-    exact: bool,
-    amsgrad: bool,
-    maximize: bool,
-    increment_steps: bool = True,
-) -> None:
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor], *, lr: Coef, beta1: float, beta2: float,
+    eps: float, weight_decay: float, gamma: Coef, delay: int | None, prev_lr: Coef, prev_gamma: Coef | None,
+    exact: bool, amsgrad: bool, maximize: bool, capturable: bool, increment_steps: bool,
+    out_lr: list[Tensor] | None, out_gamma: list[Tensor] | None,
+) -> None:  # fmt: skip
     if not params:
         return
-    lr = float(lr)
     lists: list[list[Tensor]] = [params, grads, exp_avgs, exp_avg_sqs, state_steps]
     if amsgrad:
         lists.append(max_exp_avg_sqs)
-    grouped = Optimizer._group_tensors_by_device_and_dtype(lists)  # type: ignore[arg-type]
-    for dev_lists, _ in grouped.values():
+    grouped = Optimizer._group_tensors_by_device_and_dtype(lists, with_indices=True)  # type: ignore[arg-type]
+    for dev_lists, indices in grouped.values():
         dev_params, dev_grads, dev_m, dev_v, dev_steps = (cast(list[Tensor], x) for x in dev_lists[:5])
         dev_vd = cast(list[Tensor], dev_lists[5]) if amsgrad else dev_v
         if maximize:
             dev_grads = cast(list[Tensor], torch._foreach_neg(dev_grads))
-        if increment_steps:
-            torch._foreach_add_(dev_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
-        by_step: dict[float, tuple[Scalar, Scalar, Scalar, float, float]] = {}
-        coefs = []
-        for step in torch.stack(dev_steps).tolist():
-            if step not in by_step:
-                by_step[step] = _coefficients(
-                    step, lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma,
-                    delay=delay, beta1=beta1, beta2=beta2, exact=exact,
-                )  # fmt: skip
-            coefs.append(by_step[step])
-        undo_idx = [i for i, c in enumerate(coefs) if c[2] != 0]
-        if undo_idx:
-            ps = [dev_params[i] for i in undo_idx]
-            denom_prev = torch._foreach_sqrt([dev_vd[i] for i in undo_idx])
-            torch._foreach_div_(denom_prev, [float(coefs[i][4]) for i in undo_idx])
+        if increment_steps:  # as torch: a CPU tensor 1 keeps CPU step counts off the slow scalar path
+            if dev_steps[0].is_cpu:
+                torch._foreach_add_(dev_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+            else:
+                torch._foreach_add_(dev_steps, 1.0)
+        rows = _coefficient_rows(
+            dev_steps, indices, dev_params[0].dtype, capturable=capturable, lr=lr, prev_lr=prev_lr,
+            gamma=gamma, prev_gamma=prev_gamma, delay=delay, beta1=beta1, beta2=beta2,
+            weight_decay=weight_decay, exact=exact,
+        )  # fmt: skip
+        undo = [j for j, c in enumerate(rows) if not is_zero(c.undo)]
+        if undo:  # exact form: back to the base weights, with the previous denominators
+            denom_prev = torch._foreach_sqrt([dev_vd[j] for j in undo])
+            torch._foreach_div_(denom_prev, [rows[j].bc2p_sqrt for j in undo])  # type: ignore[misc]
             torch._foreach_add_(denom_prev, eps)
-            torch._foreach_addcdiv_(
-                ps, [dev_m[i] for i in undo_idx], denom_prev, [float(coefs[i][2]) for i in undo_idx]
-            )
+            _foreach_addcdiv([dev_params[j] for j in undo], [dev_m[j] for j in undo], denom_prev,
+                             [rows[j].undo for j in undo])  # fmt: skip
             del denom_prev
         if weight_decay != 0:
-            torch._foreach_mul_(dev_params, 1 - lr * weight_decay)
+            torch._foreach_mul_(dev_params, [c.wd for c in rows])  # type: ignore[misc]
         torch._foreach_lerp_(dev_m, dev_grads, 1 - beta1)
         torch._foreach_mul_(dev_v, beta2)
         torch._foreach_addcmul_(dev_v, dev_grads, dev_grads, 1 - beta2)
         if amsgrad:
             torch._foreach_maximum_(dev_vd, dev_v)
         denom = torch._foreach_sqrt(dev_vd)
-        torch._foreach_div_(denom, [float(c[3]) for c in coefs])
+        torch._foreach_div_(denom, [c.bc2_sqrt for c in rows])  # type: ignore[misc]
         torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(dev_params, dev_m, denom, [-float(c[0]) for c in coefs])
-        cg_idx = [i for i, c in enumerate(coefs) if c[1] != 0]
-        if cg_idx:
-            torch._foreach_addcdiv_(
-                [dev_params[i] for i in cg_idx],
-                [dev_grads[i] for i in cg_idx],
-                [denom[i] for i in cg_idx],
-                [-float(coefs[i][1]) for i in cg_idx],
-            )
+        _foreach_addcdiv(dev_params, dev_m, denom, [c.ncm for c in rows])
+        cg = [j for j, c in enumerate(rows) if not is_zero(c.ncg)]
+        if cg:
+            _foreach_addcdiv([dev_params[j] for j in cg], [dev_grads[j] for j in cg], [denom[j] for j in cg],
+                             [rows[j].ncg for j in cg])  # fmt: skip
+        _write_out(out_lr, out_gamma, indices, rows)
+
+
+def _coefficient_rows(
+    steps: list[Tensor],
+    indices: list[int],
+    dtype: torch.dtype | None,
+    *,
+    capturable: bool,
+    lr: Coef,
+    prev_lr: Coef,
+    gamma: Coef,
+    prev_gamma: Coef | None,
+    **kw: Any,
+) -> list[_Coefs]:
+    """The coefficients of each parameter (``indices``: its position in the per-parameter lists, ``steps``:
+    its step count after this step). Host: Python floats (tensors where lr/gamma are), from the counts read
+    at once, computed once per count. Capturable: float64 tensor ops on the counts' device cast to
+    ``dtype``, vectorised over the parameters where every value is a scalar, else computed once per step
+    tensor and values (population: one shared count)."""
+    coefs = (lr, prev_lr, gamma, prev_gamma)
+    if not capturable:
+        by_step: dict[float, _Coefs] = {}
+        for s in set(values := torch.stack(steps).tolist()):
+            by_step[s] = _coefficients(s, *cast(tuple[Scalar, Scalar, Scalar, Scalar | None], coefs), **kw)
+        return [by_step[s] for s in values]
+    if all(_scalar_like(x) for x in coefs):
+        c = _cast(
+            _coefficients(torch.stack(steps).to(F64), *cast(Any, [_gather(x, indices) for x in coefs]), **kw),
+            dtype,
+        )
+        cols = [list(x.unbind()) if isinstance(x, Tensor) and x.dim() else [x] * len(steps) for x in c]
+        return [_Coefs(*row) for row in zip(*cols, strict=True)]
+    cache: dict[tuple[int, ...], _Coefs] = {}
+    rows = []
+    for s, i in zip(steps, indices, strict=True):
+        vals = [_pick(x, i) for x in coefs]
+        key = (id(s), *map(id, vals))
+        if key not in cache:
+            cache[key] = _cast(_coefficients(s.to(F64), *vals, **kw), dtype)  # type: ignore[arg-type]
+        rows.append(cache[key])
+    return rows
+
+
+def _foreach_addcdiv(
+    params: list[Tensor], nums: list[Tensor], denoms: list[Tensor] | tuple[Tensor, ...], coefs: list[Any]
+) -> None:
+    """``params += coef*num/denom`` per tensor: Python-float coefficients as torch's scalar list, 0-dim
+    tensors (capturable) folded into the numerators."""
+    if isinstance(coefs[0], Tensor):
+        torch._foreach_addcdiv_(params, torch._foreach_mul(nums, cast(list[Tensor], coefs)), denoms)
+    else:
+        torch._foreach_addcdiv_(params, nums, denoms, cast(list[float], coefs))
+
+
+def _write_out(
+    out_lr: list[Tensor] | None, out_gamma: list[Tensor] | None, indices: list[int], rows: list[_Coefs]
+) -> None:
+    """Capturable: this step's lr and effective factor into the parameters' ``out_lr`` / ``out_gamma``."""
+    if out_lr is None and out_gamma is None:
+        return
+    for out, vals in ((out_lr, [c.lr for c in rows]), (out_gamma, [c.g_t for c in rows])):
+        if out is None:
+            continue
+        dst = [out[i] for i in indices]
+        if all(isinstance(v, Tensor) for v in vals):
+            torch._foreach_copy_(dst, cast(list[Tensor], vals))
+        else:
+            for d, v in zip(dst, vals, strict=True):
+                d.fill_(v)
 
 
 def _fused_adamo(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: Scalar,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    gamma: Scalar,
-    delay: int | None,
-    prev_lr: Scalar,
-    prev_gamma: Scalar | None,
-    exact: bool,
-    amsgrad: bool,
-    maximize: bool,
-    increment_steps: bool = True,
-) -> None:
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor], *, lr: Coef, beta1: float, beta2: float,
+    eps: float, weight_decay: float, gamma: Coef, delay: int | None, prev_lr: Coef, prev_gamma: Coef | None,
+    exact: bool, amsgrad: bool, maximize: bool, capturable: bool, increment_steps: bool,
+    out_lr: list[Tensor] | None, out_gamma: list[Tensor] | None,
+) -> None:  # fmt: skip
     if not params:
         return
-    lr = float(lr)
     lists: list[list[Tensor]] = [params, grads, exp_avgs, exp_avg_sqs, state_steps]
     if amsgrad:
         lists.append(max_exp_avg_sqs)
@@ -850,37 +787,20 @@ def _fused_adamo(
     for group_lists, _ in grouped.values():
         dev_params, dev_grads, dev_m, dev_v, dev_steps = (cast(list[Tensor], x) for x in group_lists[:5])
         dev_vmax = cast(list[Tensor], group_lists[5]) if amsgrad else None
-        # one kernel launch per step count (normally one: every parameter stepped equally often)
         values = torch.stack(dev_steps).tolist()
-        by_step: dict[float, list[int]] = {}
-        if values[0] == min(values) == max(values):
-            by_step[values[0]] = list(range(len(values)))
-        else:
-            for i, step in enumerate(values):
-                by_step.setdefault(step, []).append(i)
-        for step, idx in by_step.items():
-            cm, cg, undo, bc2_sqrt, bc2p_sqrt = _coefficients(
-                step, lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma, delay=delay,
-                beta1=beta1, beta2=beta2, exact=exact,
+        for step in dict.fromkeys(values):  # one kernel launch per step count (normally one)
+            idx = None if len(set(values)) == 1 else [i for i, v in enumerate(values) if v == step]
+            c = _coefficients(
+                step, float(cast(Scalar, lr)), cast(Scalar, prev_lr), cast(Scalar, gamma),
+                cast(Scalar | None, prev_gamma), delay=delay, beta1=beta1, beta2=beta2,
+                weight_decay=weight_decay, exact=exact,
             )  # fmt: skip
-            whole = len(idx) == len(values)
             fused_kernels().adamo_fused_update(
-                dev_params if whole else [dev_params[i] for i in idx],
-                dev_grads if whole else [dev_grads[i] for i in idx],
-                dev_m if whole else [dev_m[i] for i in idx],
-                dev_v if whole else [dev_v[i] for i in idx],
-                None if dev_vmax is None else dev_vmax if whole else [dev_vmax[i] for i in idx],
-                wd_factor=1 - lr * weight_decay,
-                beta1=beta1,
-                beta2=beta2,
-                bc2_sqrt=bc2_sqrt,
-                eps=eps,
-                cm=float(cm),
-                cg=float(cg),
-                undo=float(undo),
-                bc2p_sqrt=bc2p_sqrt,
-                maximize=maximize,
-            )
+                *(_take(xs, idx) for xs in (dev_params, dev_grads, dev_m, dev_v)),
+                None if dev_vmax is None else _take(dev_vmax, idx), wd_factor=float(c.wd), beta1=beta1,
+                beta2=beta2, bc2_sqrt=float(c.bc2_sqrt), eps=eps, cm=-float(c.ncm), cg=-float(c.ncg),
+                undo=float(c.undo), bc2p_sqrt=float(c.bc2p_sqrt), maximize=maximize,
+            )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- capturable
@@ -921,186 +841,6 @@ def _f64(x: Scalar | None) -> Scalar | None:
     return x.to(F64) if isinstance(x, Tensor) else x
 
 
-class _DeviceCoefs(NamedTuple):
-    """One step's coefficients as float64 tensors: ``p += undo*m/d_prev`` (exact form),
-    ``p += (ncm*m + ncg*grad)/d``; None where the host knows the term is zero."""
-
-    ncm: Tensor
-    ncg: Tensor | None
-    undo: Tensor | None
-    bc2_sqrt: Tensor
-    bc2p_sqrt: Tensor | None
-    wd_factor: Scalar
-    g_t: Tensor
-
-
-def _device_coefficients(
-    t: Tensor,
-    *,
-    lr: Scalar,
-    prev_lr: Scalar,
-    gamma: Scalar,
-    prev_gamma: Scalar | None,
-    delay: int | None,
-    beta1: float,
-    beta2: float,
-    weight_decay: float,
-    exact: bool,
-) -> _DeviceCoefs:
-    """The coefficients of ``_coefficients`` as tensor ops on ``t`` (float64 step counts >= 1)."""
-    lr, prev_lr, gamma = cast(Scalar, _f64(lr)), cast(Scalar, _f64(prev_lr)), cast(Scalar, _f64(gamma))
-    prev_gamma = _f64(prev_gamma)
-    g_t = cast(Tensor, ramp(gamma, t, delay))
-    bc1 = 1 - beta1**t
-    bc2_sqrt = (1 - beta2**t).sqrt()
-    wd_factor = 1 - lr * weight_decay
-    step_m = lr * (1 + g_t)
-    if is_zero(gamma) and (prev_gamma is None or is_zero(prev_gamma)):  # no offset: AdamW's step
-        return _DeviceCoefs(-(step_m / bc1), None, None, bc2_sqrt, None, wd_factor, g_t)
-    first = (t <= 1).to(F64)  # 1 at the first step, where there is no previous offset
-    g_p = (ramp(gamma, t - 1, delay) if prev_gamma is None else prev_gamma) * (1 - first)
-    if exact:
-        undo = prev_lr * g_p / ((1 - beta1 ** (t - 1)) + first)
-        bc2p_sqrt = ((1 - beta2 ** (t - 1)) + first).sqrt()
-        return _DeviceCoefs(-(step_m / bc1), None, undo, bc2_sqrt, bc2p_sqrt, wd_factor, g_t)
-    if beta1 == 0:
-        raise ValueError("the default AdamO form needs beta1 > 0 when gamma > 0 (or pass exact=True)")
-    cm = (step_m - prev_lr * g_p / beta1) / bc1
-    cg = prev_lr * g_p * (1 - beta1) / beta1 / bc1
-    return _DeviceCoefs(-cm, -cg, None, bc2_sqrt, None, wd_factor, g_t)
-
-
-def _as(x: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if x is None else x.to(dtype)
-
-
-def _write_out(
-    out_lr: list[Tensor] | None, out_gamma: list[Tensor] | None, i: int, lr: Scalar, g_t: Tensor
-) -> None:
-    if out_lr is not None:
-        if isinstance(lr, Tensor):
-            out_lr[i].copy_(lr)
-        else:
-            out_lr[i].fill_(lr)
-    if out_gamma is not None:
-        out_gamma[i].copy_(g_t)
-
-
-def _single_tensor_capturable(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: Coef,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    gamma: Coef,
-    delay: int | None,
-    prev_lr: Coef,
-    prev_gamma: Coef | None,
-    exact: bool,
-    amsgrad: bool,
-    maximize: bool,
-    increment_steps: bool,
-    out_lr: list[Tensor] | None,
-    out_gamma: list[Tensor] | None,
-) -> None:
-    n = len(params)
-    rows: list[_Row] | None = None
-    if (
-        n > 1
-        and all(_scalar_like(x) for x in (lr, gamma, prev_lr, prev_gamma))
-        and len({s.device for s in state_steps}) == 1
-    ):  # one vectorised coefficient computation for all parameters
-        if increment_steps:
-            for s in state_steps:
-                s += 1
-        idx = list(range(n))
-        c = _device_coefficients(
-            torch.stack(state_steps).to(F64), lr=cast(Scalar, _gather(lr, idx)),
-            prev_lr=cast(Scalar, _gather(prev_lr, idx)), gamma=cast(Scalar, _gather(gamma, idx)),
-            prev_gamma=_gather(prev_gamma, idx), delay=delay, beta1=beta1, beta2=beta2,
-            weight_decay=weight_decay, exact=exact,
-        )  # fmt: skip
-        by_dtype: dict[torch.dtype, list[_Row]] = {}
-        rows = [by_dtype.setdefault(p.dtype, _rows(c, p.dtype, n))[i] for i, p in enumerate(params)]
-    # otherwise parameters sharing a step tensor and coefficient values share one coefficient computation
-    cache: dict[tuple[int, ...], _Row] = {}
-    for i, param in enumerate(params):
-        grad = grads[i] if not maximize else -grads[i]
-        exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
-        vd = max_exp_avg_sqs[i] if amsgrad else exp_avg_sq
-        lr_i = cast(Scalar, _pick(lr, i))
-        if rows is not None:
-            row = rows[i]
-        else:
-            step = state_steps[i]
-            if increment_steps:
-                step += 1
-            gamma_i = cast(Scalar, _pick(gamma, i))
-            prev_lr_i, prev_gamma_i = cast(Scalar, _pick(prev_lr, i)), _pick(prev_gamma, i)
-            key = (id(step), id(lr_i), id(gamma_i), id(prev_lr_i), id(prev_gamma_i), id(param.dtype))
-            if key not in cache:
-                c = _device_coefficients(
-                    step.to(F64), lr=lr_i, prev_lr=prev_lr_i, gamma=gamma_i, prev_gamma=prev_gamma_i,
-                    delay=delay, beta1=beta1, beta2=beta2, weight_decay=weight_decay, exact=exact,
-                )  # fmt: skip
-                cache[key] = _rows(c, param.dtype, 0)[0]
-            row = cache[key]
-        if row.undo is not None:
-            denom_prev = (vd.sqrt() / cast(Tensor, row.bc2p_sqrt)).add_(eps)
-            param.addcdiv_(exp_avg * row.undo, denom_prev)
-        if weight_decay != 0:
-            param.mul_(row.wd_factor)
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        if amsgrad:
-            torch.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
-        denom = (vd.sqrt() / row.bc2_sqrt).add_(eps)
-        num = exp_avg * row.ncm
-        if row.ncg is not None:
-            num.addcmul_(grad, row.ncg)
-        param.addcdiv_(num, denom)
-        _write_out(out_lr, out_gamma, i, lr_i, row.g_t)
-
-
-class _Row(NamedTuple):
-    """One parameter's coefficients: ncm, ncg, undo, weight-decay factor in its dtype, the rest float64."""
-
-    ncm: Tensor
-    ncg: Tensor | None
-    undo: Tensor | None
-    wd_factor: Scalar
-    bc2_sqrt: Tensor
-    bc2p_sqrt: Tensor | None
-    g_t: Tensor
-
-
-def _rows(c: _DeviceCoefs, dtype: torch.dtype, n: int) -> list[_Row]:
-    """Per-parameter coefficients from ``[n]`` vectors (``n > 0``) or from one set (``n = 0``: one row)."""
-    if n == 0:
-        wd = c.wd_factor.to(dtype) if isinstance(c.wd_factor, Tensor) else c.wd_factor
-        return [
-            _Row(c.ncm.to(dtype), _as(c.ncg, dtype), _as(c.undo, dtype), wd, c.bc2_sqrt, c.bc2p_sqrt, c.g_t)
-        ]
-
-    def split(x: Tensor | None, dt: torch.dtype) -> list[Tensor] | list[None]:
-        return [None] * n if x is None else _split(x, dt, n)
-
-    wd_f = c.wd_factor
-    wds: list[Scalar] = list(_split(wd_f, dtype, n)) if isinstance(wd_f, Tensor) else [wd_f] * n
-    cols = zip(
-        split(c.ncm, dtype), split(c.ncg, dtype), split(c.undo, dtype), wds, split(c.bc2_sqrt, F64),
-        split(c.bc2p_sqrt, F64), split(c.g_t, F64), strict=True,
-    )  # fmt: skip
-    return [_Row(*col) for col in cols]
-
-
 def _gather(x: Coef | None, idx: list[int]) -> Scalar | None:
     """A per-parameter list as a float64 vector over ``idx``; one value for all as it is."""
     if isinstance(x, (list, tuple)):
@@ -1112,82 +852,6 @@ def _split(x: Tensor, dtype: torch.dtype, k: int) -> list[Tensor]:
     """A [k] (or 0-dim) coefficient as k 0-dim tensors of ``dtype`` (the foreach ops' per-tensor scalars)."""
     x = x.to(dtype)
     return list(x.unbind()) if x.dim() else [x] * k
-
-
-def _multi_tensor_capturable(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: Coef,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    gamma: Coef,
-    delay: int | None,
-    prev_lr: Coef,
-    prev_gamma: Coef | None,
-    exact: bool,
-    amsgrad: bool,
-    maximize: bool,
-    increment_steps: bool,
-    out_lr: list[Tensor] | None,
-    out_gamma: list[Tensor] | None,
-) -> None:
-    if not params:
-        return
-    lists: list[list[Tensor]] = [params, grads, exp_avgs, exp_avg_sqs, state_steps]
-    if amsgrad:
-        lists.append(max_exp_avg_sqs)
-    grouped = Optimizer._group_tensors_by_device_and_dtype(lists, with_indices=True)  # type: ignore[arg-type]
-    for dev_lists, indices in grouped.values():
-        dev_params, dev_grads, dev_m, dev_v, dev_steps = (cast(list[Tensor], x) for x in dev_lists[:5])
-        dev_vd = cast(list[Tensor], dev_lists[5]) if amsgrad else dev_v
-        k, dt = len(dev_params), dev_params[0].dtype
-        if maximize:
-            dev_grads = cast(list[Tensor], torch._foreach_neg(dev_grads))
-        if increment_steps:
-            torch._foreach_add_(dev_steps, 1.0)
-        lr_g = cast(Scalar, _gather(lr, indices))
-        c = _device_coefficients(
-            torch.stack(dev_steps).to(F64), lr=lr_g, prev_lr=cast(Scalar, _gather(prev_lr, indices)),
-            gamma=cast(Scalar, _gather(gamma, indices)), prev_gamma=_gather(prev_gamma, indices),
-            delay=delay, beta1=beta1, beta2=beta2, weight_decay=weight_decay, exact=exact,
-        )  # fmt: skip
-        if c.undo is not None:
-            denom_prev = torch._foreach_sqrt(dev_vd)
-            torch._foreach_div_(denom_prev, _split(cast(Tensor, c.bc2p_sqrt), dt, k))
-            torch._foreach_add_(denom_prev, eps)
-            num = torch._foreach_mul(dev_m, _split(c.undo, dt, k))
-            torch._foreach_addcdiv_(dev_params, num, denom_prev)
-            del denom_prev, num
-        if weight_decay != 0:
-            wd = c.wd_factor
-            if isinstance(wd, Tensor):
-                torch._foreach_mul_(dev_params, _split(wd, dt, k))
-            else:
-                torch._foreach_mul_(dev_params, wd)
-        torch._foreach_lerp_(dev_m, dev_grads, 1 - beta1)
-        torch._foreach_mul_(dev_v, beta2)
-        torch._foreach_addcmul_(dev_v, dev_grads, dev_grads, 1 - beta2)
-        if amsgrad:
-            torch._foreach_maximum_(dev_vd, dev_v)
-        denom = torch._foreach_sqrt(dev_vd)
-        torch._foreach_div_(denom, _split(c.bc2_sqrt, dt, k))
-        torch._foreach_add_(denom, eps)
-        num = torch._foreach_mul(dev_m, _split(c.ncm, dt, k))
-        if c.ncg is not None:
-            torch._foreach_add_(num, torch._foreach_mul(dev_grads, _split(c.ncg, dt, k)))
-        torch._foreach_addcdiv_(dev_params, num, denom)
-        if out_lr is not None:
-            lr_v = lr_g if isinstance(lr_g, Tensor) else torch.full_like(c.g_t, lr_g)
-            torch._foreach_copy_([out_lr[i] for i in indices], _split(lr_v.to(F64), F64, k))
-        if out_gamma is not None:
-            torch._foreach_copy_([out_gamma[i] for i in indices], _split(c.g_t, F64, k))
 
 
 def adamo_base_offset(
@@ -1220,64 +884,57 @@ def adamo_base_offset(
             parameter. Arithmetic in float64, then cast to the parameters' dtype.
         foreach: None picks foreach where every lr/gamma value is a float or 0-dim tensor.
     """
-    if foreach is None:
-        foreach = _scalar_like(lr) and _scalar_like(gamma)
-    if not params:
-        return []
-    if foreach:
-        if not (_scalar_like(lr) and _scalar_like(gamma)):
-            raise ValueError(
-                "foreach adamo_base_offset takes lr/gamma as floats, 0-dim tensors or lists of 0-dim "
-                "tensors: pass foreach=False for broadcast (e.g. per-member) tensors"
-            )
-        out: list[Tensor] = []
-        order: list[int] = []
-        grouped = Optimizer._group_tensors_by_device_and_dtype(
-            [params, exp_avgs, exp_avg_sqs, state_steps],  # type: ignore[list-item]
-            with_indices=True,
+    scalars = _scalar_like(lr) and _scalar_like(gamma)
+    if foreach and not scalars:
+        raise ValueError(
+            "foreach adamo_base_offset takes lr/gamma as floats, 0-dim tensors or lists of 0-dim "
+            "tensors: pass foreach=False for broadcast (e.g. per-member) tensors"
         )
-        for dev_lists, indices in grouped.values():
-            dev_p, dev_m, dev_v, dev_s = (cast(list[Tensor], x) for x in dev_lists)
-            k, dt = len(dev_p), dev_p[0].dtype
-            coef, bc2_sqrt = _offset_coefficients(
-                torch.stack(dev_s).to(F64), cast(Scalar, _gather(lr, indices)),
-                cast(Scalar, _gather(gamma, indices)), beta1, beta2,
-            )  # fmt: skip
+    out = list(params)
+    grouped = Optimizer._group_tensors_by_device_and_dtype(
+        [params, exp_avgs, exp_avg_sqs, state_steps],  # type: ignore[list-item]
+        with_indices=True,
+    )
+    for (_, dtype), (dev_lists, indices) in grouped.items():
+        dtype = cast(torch.dtype, dtype)
+        dev_p, dev_m, dev_v, dev_s = (cast(list[Tensor], x) for x in dev_lists)
+        if scalars:  # one vectorised coefficient computation
+            lr_g, gamma_g = _gather(lr, indices), _gather(gamma, indices)
+            coef, bc2 = _offset_coefficients(torch.stack(dev_s), lr_g, gamma_g, beta1, beta2)
+            coefs, bc2s = _split(coef, dtype, len(dev_p)), _split(bc2, dtype, len(dev_p))
+        else:  # once per step tensor and values (population: one shared count)
+            cache: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
+            coefs, bc2s = [], []
+            for i, s in zip(indices, dev_s, strict=True):
+                lr_i, gamma_i = _pick(lr, i), _pick(gamma, i)
+                if (key := (id(s), id(lr_i), id(gamma_i))) not in cache:
+                    coef, bc2 = _offset_coefficients(s, lr_i, gamma_i, beta1, beta2)
+                    cache[key] = coef.to(dtype), bc2
+                coefs.append(cache[key][0])
+                bc2s.append(cache[key][1])
+        if foreach is not False and scalars:
             denom = torch._foreach_sqrt(dev_v)
-            torch._foreach_div_(denom, _split(bc2_sqrt, dt, k))
+            torch._foreach_div_(denom, bc2s)
             torch._foreach_add_(denom, eps)
-            num = torch._foreach_mul(dev_m, _split(coef, dt, k))
+            num = torch._foreach_mul(dev_m, coefs)
             if inplace:
                 torch._foreach_addcdiv_(dev_p, num, denom)
-            else:
-                out.extend(torch._foreach_addcdiv(dev_p, num, denom))
-                order.extend(indices)
-        if inplace:
-            return params
-        result = [params[0]] * len(params)
-        for i, base in zip(order, out, strict=True):
-            result[i] = base
-        return result
-    results = []
-    cache: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}  # shared step and values: computed once
-    for i, p in enumerate(params):
-        lr_i, gamma_i = cast(Scalar, _pick(lr, i)), cast(Scalar, _pick(gamma, i))
-        key = (id(state_steps[i]), id(lr_i), id(gamma_i), id(p.dtype))
-        if key not in cache:
-            coef, bc2_sqrt = _offset_coefficients(state_steps[i].to(F64), lr_i, gamma_i, beta1, beta2)
-            cache[key] = coef.to(p.dtype), bc2_sqrt
-        coef_d, bc2_sqrt = cache[key]
-        d_i = (exp_avg_sqs[i].sqrt() / bc2_sqrt).add_(eps)
-        num_i = exp_avgs[i] * coef_d
-        results.append(p.addcdiv_(num_i, d_i) if inplace else torch.addcdiv(p, num_i, d_i))
-    return results
+            res = dev_p if inplace else torch._foreach_addcdiv(dev_p, num, denom)
+        else:
+            res = [
+                (p.addcdiv_ if inplace else p.addcdiv)(m * c, (v.sqrt() / b).add_(eps))
+                for p, m, v, c, b in zip(dev_p, dev_m, dev_v, coefs, bc2s, strict=True)
+            ]
+        for i, r in zip(indices, res, strict=True):
+            out[i] = r
+    return out
 
 
 def _offset_coefficients(
-    t: Tensor, lr: Scalar, gamma: Scalar, beta1: float, beta2: float
+    t: Tensor, lr: Scalar | None, gamma: Scalar | None, beta1: float, beta2: float
 ) -> tuple[Tensor, Tensor]:
     """(lr*gamma/bc1_t, sqrt(1-beta2^t)) as float64 tensors; bias corrections read 1 at t = 0 (no 0/0)."""
+    t = t.to(F64)
     first = (t < 1).to(F64)
-    lr, gamma = cast(Scalar, _f64(lr)), cast(Scalar, _f64(gamma))
-    coef = lr * gamma / ((1 - beta1**t) + first)
+    coef = cast(Scalar, _f64(lr)) * cast(Scalar, _f64(gamma)) / ((1 - beta1**t) + first)
     return cast(Tensor, coef), ((1 - beta2**t) + first).sqrt()
