@@ -19,7 +19,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -35,11 +35,11 @@ from matplotlib.patches import Patch
 
 from overshoot import methods
 from overshoot import metrics as M
-from overshoot.results import RunRecord, family_rank, is_second_baseline, method_order
+from overshoot.report.model import Section
+from overshoot.report.style import family_label
+from overshoot.report.tables import Report
+from overshoot.results import RunRecord, family_rank, is_second_baseline, method_order, task_label
 from overshoot.store import atomic_write
-
-if TYPE_CHECKING:
-    from overshoot.report import Report, Section
 
 FIGURE_FORMATS = ("png", "pdf")
 COLUMN_IN, TEXT_IN = 3.3, 6.9
@@ -242,8 +242,7 @@ def _band(
 
 
 def _family_label(family: str) -> str:
-    f = methods.FAMILIES.get(family)
-    return (f.label if f is not None else family) + " family"
+    return family_label(family) + " family"
 
 
 def _customs(records: Sequence[RunRecord]) -> list[str]:
@@ -298,7 +297,7 @@ def _loss_panels(
     recs = [r for r in sec.records if r.family == family]
     groups = _by_method(recs)
     gammas = {o: [g for (o2, g) in groups if o2 == o] for o, _ in groups}
-    w = sec.window
+    w = sec.windows[family]
     base = sec.baseline(family)
     thr = math.nan
     if base is not None:
@@ -400,11 +399,11 @@ def saving_vs_gamma(report: Report, stem: Path) -> list[Path]:
             filled = FAMILY_FILLED.get(family, True)
             os_ = f[f["optimizer"].map(_is_overshoot).astype(bool)].sort_values("gamma")
             name = _overshoot_name(family)
-            n_seeds = int(os_["seed_pairs"].max()) if len(os_) else 0
+            n_seeds = int(os_["n_pairs"].max()) if len(os_) else 0
             if not os_.empty:
                 x = os_["gamma"].to_numpy(float) + dx
-                y = os_["seed_mean"].to_numpy(float)
-                err = np.nan_to_num(os_["seed_half_width"].to_numpy(float))
+                y = os_["mean"].to_numpy(float)
+                err = np.nan_to_num(os_["half_width"].to_numpy(float))
                 h = ax.errorbar(
                     x,
                     y,
@@ -436,8 +435,8 @@ def saving_vs_gamma(report: Report, stem: Path) -> list[Path]:
                 row = sec_rows.iloc[0]
                 h4 = ax.errorbar(
                     [row["x_gamma"] + dx],
-                    [row["seed_mean"]],
-                    yerr=[np.nan_to_num(row["seed_half_width"])],
+                    [row["mean"]],
+                    yerr=[np.nan_to_num(row["half_width"])],
                     **_point_style("D", 5, c, filled),
                     capsize=2,
                 )
@@ -445,15 +444,16 @@ def saving_vs_gamma(report: Report, stem: Path) -> list[Path]:
                 handles.setdefault(f"{methods.display_label(str(row['optimizer']), 0.0)} at γ = {sym}", h4)
             for _, row in f[f["optimizer"].isin(customs)].iterrows():
                 style = method_style(str(row["optimizer"]), 0.0, family=family, customs=customs)
-                y, hw = float(row["seed_mean"]), float(np.nan_to_num(row["seed_half_width"]))
+                y, hw = float(row["mean"]), float(np.nan_to_num(row["half_width"]))
                 if not math.isfinite(y):
                     continue
                 h5 = ax.axhline(y, color=style["color"], ls=style["linestyle"], lw=1.1, zorder=2)
                 if hw > 0:
                     ax.axhspan(y - hw, y + hw, color=style["color"], alpha=0.12, lw=0, zorder=1)
                 name = methods.display_label(str(row["optimizer"]), 0.0)
-                handles.setdefault(f"{name}, per seed ({int(row['seed_pairs'])} seeds)", h5)
-        ax.set_title(f"{sec.label} (window {sec.window} steps)")
+                handles.setdefault(f"{name}, per seed ({int(row['n_pairs'])} seeds)", h5)
+        ws = sorted(set(t["window"].astype(int)))
+        ax.set_title(f"{sec.label} (window {'/'.join(f'{w:,}' for w in ws)} steps)")
         ax.set_xlabel("γ")
         ax.set_ylabel(f"steps saved to {report.reduction * 100:g}% reduction (%)")
         ax.grid(True, alpha=0.3)
@@ -483,7 +483,7 @@ def best_gammas(report: Report) -> pd.DataFrame:
             mom = next((r.momentum for r in recs if r.momentum is not None), math.nan)
             s = report.savings[(report.savings["section"] == sec.key) & (report.savings["family"] == family)]
             s = s[s["optimizer"].map(_is_overshoot).astype(bool)]
-            value = s["seed_mean"].where(s["seed_mean"].notna(), s["paper_saving"])
+            value = s["mean"].where(s["mean"].notna(), s["paper_saving"])
             best = float(s.loc[value.idxmax(), "gamma"]) if value.notna().any() else math.nan
             rows.append(
                 {
@@ -627,7 +627,7 @@ def distance_vs_gamma(
             handles.setdefault(
                 label, Line2D([], [], color=color, ls=ls, marker=markers[i % len(markers)], mfc="white")
             )
-        ax.set_title((labels or {}).get(task, task))
+        ax.set_title((labels or {}).get(task, task_label(task)))
         ax.set_xlabel("γ")
         ax.set_ylabel("average weighted distance")
         ax.grid(True, alpha=0.3)
@@ -649,3 +649,31 @@ def write_all(report: Report, out: Path) -> list[Path]:
     labels = {s.task: s.label for s in report.sections}
     paths += distance_vs_gamma(report.records, out / "distance_vs_gamma", labels)
     return paths
+
+
+def captions(report: Report) -> dict[str, str]:
+    """The caption of each figure by file stem (the window and the band named)."""
+    ws = sorted({w for s in report.sections for w in s.windows.values()})
+    win = (
+        f"{ws[0]:,}-step" if len(ws) == 1 else "per-comparison (" + "/".join(f"{w:,}" for w in ws) + "-step)"
+    )
+    pct = f"{report.reduction * 100:g}%"
+    return {
+        "loss_grid": (
+            f"Training loss at the base weights, seed mean of the {win} trailing mean (plotted at the "
+            f"window's last step; the first window is shaded), band = seed min–max; dashed: the {pct} "
+            "reduction threshold from the family baseline, ticks: each method's first crossing (k_B, k_O). "
+            "Right: test loss per epoch, seed mean and min–max."
+        ),
+        "saving_vs_gamma": (
+            f"Steps saved to {pct} loss reduction vs γ ({win} window): per-seed mean ± 95% t-interval "
+            "(this project's variant, seed count in the legend) and paper-style (×); the baseline at 0, "
+            "NAG at γ = μ, NAdam at γ = β1; the two families are offset sideways."
+        ),
+        "gamma_mu_plane": (
+            "The γ-μ plane of SGD with overshoot: CM, NAG, plain SGD and the negative-momentum region, the "
+            "paper's empirical optimum γ*, the γ the runs tried and the measured best γ per task section "
+            "(largest per-seed mean saving)."
+        ),
+        "distance_vs_gamma": "Average weighted distance vs γ per run, coloured by its mean training loss.",
+    }

@@ -81,7 +81,9 @@ def test_loss_grid_draws_window_threshold_and_crossings(figs: tuple[R.Report, Pa
     sec = rep.sections[0]
     for ax in train:
         texts = [t.get_text() for t in ax.texts]
-        assert any(str(sec.window) in t and "step" in t for t in texts)  # the smoothing window is shown
+        assert any(
+            str(sec.windows["sgd"]) in t and "step" in t for t in texts
+        )  # the smoothing window is shown
         ys = [line.get_ydata() for line in ax.get_lines()]
         flat = [y for y in ys if len(y) == 2 and y[0] == y[1]]  # axhline: the threshold
         ticks = [line for line in ax.get_lines() if line.get_marker() == "|"]  # first crossings

@@ -22,7 +22,7 @@ from scipy import stats
 from overshoot import methods, results
 from overshoot import metrics as M
 from overshoot import report as R
-from overshoot.store import STEP_COLUMNS, RunWriter, run_path
+from overshoot.store import STEP_COLUMNS, RunWriter, config_hash, run_path
 
 TASKS = {"digits": ("accuracy", 1.0), "housing": ("loss", 100.0)}
 # (optimizer, gamma, time constant of the synthetic loss: smaller = faster)
@@ -45,6 +45,7 @@ TABLES = (
     "table1",
     "savings_paper",
     "savings_per_seed",
+    "savings_seeds",
     "savings_vs_gamma",
     "savings_vs_gamma_per_seed",
     "headline",
@@ -183,11 +184,18 @@ def test_report_writes_every_table_figure_and_says_where(
     tex = (out / "table1.tex").read_text()
     assert r"\textbf{" in tex and r"$\pm$" in tex and r"\multicolumn" in tex and r"\cmidrule" in tex
     assert "Table 1" not in tex and "MLP-CA" in tex  # no 'Table N:' in captions; paper task labels
-    head = (out / "headline.csv").read_text().splitlines()
-    assert head[0] == "comparison,family,gamma,sections,sections_not_reached,measured,paper,difference"
-    assert any(line.startswith("SGDO vs CM,sgd,3.0,2,0,") and "23.77" in line for line in head)
-    assert "−" in (out / "headline.md").read_text() and "-1" not in (out / "headline.md").read_text()
-    assert "$-$" in (out / "headline.tex").read_text()
+    # The headline opens every report: per task and method, with the paper's label or "not a paper task";
+    # the paper's 7-task mean only beside a mean over paper tasks, marked n of 7.
+    assert md.index("## Headline") < md.index("## Protocol and provenance") < md.index("## Table 1")
+    assert printed.index("Saving % to 95%") < printed.index("Protocols:")
+    head = (out / "headline.md").read_text()
+    assert (
+        "| digits | not a paper task | SGDO γ=3 | CM |" in head and "| MLP-CA | MLP-CA | AdamO γ=5 |" in head
+    )
+    paper = (out / "paper_mean.csv").read_text().splitlines()
+    assert paper[0] == "comparison,family,gamma,paper_7_task_mean,tasks_measured,measured_mean,comparable"
+    assert any(line.startswith("SGDO vs CM,sgd,3.0,23.77,1,") and line.endswith(",False") for line in paper)
+    assert "(1 of 7 tasks)" in (out / "paper_mean.md").read_text()
 
 
 def test_report_numbers_match_metrics_on_the_store(store: Path) -> None:
@@ -195,7 +203,9 @@ def test_report_numbers_match_metrics_on_the_store(store: Path) -> None:
     random.Random(0).shuffle(sc.records)  # pairing must follow seeds, not directory order
     rep = R.build_report(sc, 0.95, WINDOW)
     assert len(rep.records) == len(TASKS) * len(METHODS) * len(SEEDS)
-    assert len(rep.left_out) == 2 and [s.window for s in rep.sections] == [WINDOW, WINDOW]
+    assert (
+        len(rep.left_out) == 2 and [s.windows for s in rep.sections] == [{"sgd": WINDOW, "adam": WINDOW}] * 2
+    )
     recs = {(r.task, r.method, r.seed): r for r in rep.records}
     row = rep.savings.set_index(["task", "method"]).loc[("housing", "adam_os-g5")]
     base = {s: recs[("housing", "adam", s)].base_loss for s in SEEDS}
@@ -203,9 +213,9 @@ def test_report_numbers_match_metrics_on_the_store(store: Path) -> None:
     ps = M.paper_saving(base.values(), meth.values(), 0.95, WINDOW)
     ss = M.per_seed_saving(base, meth, 0.95, WINDOW)
     assert row["paper_saving"] == pytest.approx(ps.saving)
-    assert row["seed_mean"] == pytest.approx(ss.summary.mean) and row["seed_n"] == 3
+    assert row["mean"] == pytest.approx(ss.summary.mean) and row["n"] == 3
     lo, hi = stats.t.interval(0.95, 2, loc=np.mean(ss.savings), scale=stats.sem(ss.savings))
-    assert (row["seed_low"], row["seed_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    assert (row["low"], row["high"]) == (pytest.approx(lo), pytest.approx(hi))
 
 
 def test_two_protocols_gamma_zero_baseline_and_the_window_rule(
@@ -216,8 +226,9 @@ def test_two_protocols_gamma_zero_baseline_and_the_window_rule(
     printed = capsys.readouterr().out
     rep = R.build_report(results.scan([cli]), 0.95, CLI_WINDOW)
     assert len(rep.records) == 12 and rep.left_out.empty  # nothing dropped
-    # digits' Adam family has two protocols (lr 0.001 and the lr 0.002 gamma sweep): a section each.
-    assert len(rep.sections) == 3 and len({s.key for s in rep.sections}) == 3
+    # digits' Adam family has two protocols (300 steps at lr 0.001 and the 150-step lr 0.002 gamma sweep):
+    # the 300-step SGD and Adam protocols share one task setting and one section, the sweep has its own.
+    assert len(rep.sections) == 2 and len({s.key for s in rep.sections}) == 2
     by_base = {(r["section"], r["method"]): r["baseline"] for _, r in rep.savings.iterrows()}
     # The sweep's gamma 0 is AdamW by definition, so the CLI trained it as the adam run; every saving is
     # compared with its family baseline within its own protocol.
@@ -228,12 +239,12 @@ def test_two_protocols_gamma_zero_baseline_and_the_window_rule(
         **{(s.key, "adam_os-g3"): "adam" for s in rep.sections if s is not sweep and "adam" in s.protocols},
     }
     # The 150-step sweep is short for the 50-step window: it shrinks to a fifth of the run, and says so.
-    assert sweep.window == 30 and "shrinks" in sweep.window_note
-    assert {s.window for s in rep.sections if s is not sweep} == {CLI_WINDOW}
+    assert sweep.windows == {"adam": 30} and "shrinks" in sweep.window_note("adam", CLI_WINDOW)
+    assert {w for s in rep.sections if s is not sweep for w in s.windows.values()} == {CLI_WINDOW}
     md = (out / "report.md").read_text()
     assert "runs of 150 steps are short for the 50-step window" in md and "short for the" in printed
     assert "30-step trailing mean" in (out / "savings_paper.md").read_text()
-    assert "has 3 protocols: one section each" in printed
+    assert "has 2 sections (task settings or protocols)" in printed
     # --protocol picks one
     pid = sweep.protocols["adam"]
     assert R.main([str(cli), "--out", str(tmp_path / "one"), "--protocol", pid, "--no-figures"]) == 0
@@ -254,10 +265,11 @@ def test_an_adamo_gamma_zero_run_is_the_baseline_where_no_adamw_run_exists(cli: 
         cfg.update(optimizer="adam_os", gamma=0.0)
         (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         info = json.loads((d / "run.json").read_text())
-        info.update(optimizer="adam_os", gamma=0.0, method="adam_os-g0")
+        info.update(optimizer="adam_os", gamma=0.0, method="adam_os-g0", config_hash=config_hash(cfg))
         (d / "run.json").write_text(json.dumps(info))
-        (store / "digits" / "adam_os-g0").mkdir(exist_ok=True)
-        d.rename(store / "digits" / "adam_os-g0" / d.name)
+        dest = run_path(store, cfg)  # the directory named by the edited config's hash
+        dest.parent.mkdir(exist_ok=True)
+        d.rename(dest)
     rep = R.build_report(results.scan([store]), 0.95, CLI_WINDOW)
     assert len(rep.records) == 12 and rep.left_out.empty
     sweep = next(s for s in rep.sections if any(r.method == "adam_os-g0" for r in s.records))
@@ -382,4 +394,4 @@ def test_cut_log_and_garbage_run_json_are_listed_and_the_rest_reported(
     assert f"digits/adam_os-g3/{garbage.name} | unreadable | run.json | does not parse" in excluded
     # the cut CM run is not used: its seed's pair is gone, the other seed still gives a saving
     row = R.build_report(results.scan([s]), 0.95, CLI_WINDOW).savings.set_index("method").loc["sgd_os-g3"]
-    assert row["seed_pairs"] == 1 and np.isfinite(row["paper_saving"])
+    assert row["n_pairs"] == 1 and np.isfinite(row["paper_saving"])

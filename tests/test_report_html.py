@@ -37,7 +37,7 @@ window.addEventListener('load', function () {
              rows: document.querySelectorAll('tbody tr').length,
              images: imgs.length,
              loaded: imgs.filter(function (i) { return i.complete && i.naturalWidth > 300; }).length,
-             headings: document.querySelectorAll('h2').length};
+             headings: document.querySelectorAll('h2, summary').length};
   var t = document.querySelector('table[data-name="savings_paper"]');
   var heads = Array.prototype.map.call(t.tHead.rows[0].cells, function (c) { return c.textContent; });
   var col = heads.indexOf('k_O');
@@ -72,9 +72,15 @@ def test_html_is_self_contained(report_dir: Path) -> None:
     text = (report_dir / "report.html").read_text()
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", text)
     assert text.count('src="data:image/png;base64,') == len(list((report_dir / "figures").glob("*.png")))
-    # protocol and provenance come first, the tables are sortable
-    assert text.index("<h2>Protocol</h2>") < text.index("<h2>Provenance</h2>") < text.index("Table 1")
-    assert 'class="sortable"' in text
+    # a table of contents, the headline first, protocol and provenance folded next, then the tables
+    toc, head = text.index('<nav class="toc"'), text.index('<h2 id="headline">')
+    details = text.index('<details id="protocol-and-provenance"><summary>')
+    assert toc < head < details < text.index('id="table-1-best-test-metric"')
+    assert '<div class="warning" role="note"><strong>Warning:</strong> 1 runs left out' in text
+    assert 'class="sortable"' in text and '<div class="table-wrap">' in text
+    # each table links its CSV and TeX, each figure its PDF, relative to the report
+    assert '<a href="table1.csv">table1.csv</a> · <a href="table1.tex">table1.tex</a>' in text
+    assert '<a href="figures/loss_grid.pdf">PDF</a>' in text
 
 
 def test_html_loads_in_chromium_without_errors_and_shows_everything(report_dir: Path, tmp_path: Path) -> None:
