@@ -28,13 +28,14 @@ from omegaconf import DictConfig
 from overshoot import methods, metrics
 from overshoot.config import ConfigError, baseline_of, resolve
 from overshoot.engine import drive, format_rate
-from overshoot.population import population_dir, train_population
+from overshoot.population import member_order, population_checkpoint, train_population
 from overshoot.provenance import device_name, git_rev, versions
 from overshoot.runconfig import RunConfig
 from overshoot.runtime import Interrupted, epoch_steps, pick_device, run_label, stop_requests, use_graph
 from overshoot.single import SingleBackend
 from overshoot.store import (
     STEP_COLUMNS,
+    BadClaim,
     Checkpoint,
     ClaimLost,
     Run,
@@ -47,6 +48,7 @@ from overshoot.store import (
     config_hash,
     load_run,
     makedirs,
+    run_identity,
     run_path,
     store_error,
 )
@@ -141,6 +143,9 @@ def train_runs(
                 print(f"{label}: running elsewhere, not started: {w.path} is {e}", flush=True)
                 outcomes.add("running elsewhere")
                 continue
+            except BadClaim as e:  # a directory where its claim file goes: the message names the fix
+                codes[j] = bad_input(e, outcomes)
+                continue
             except StoreError as e:
                 codes[j] = bad_input(ConfigError(f"{e}: choose a writable out= (now out={r.out})"), outcomes)
                 continue
@@ -202,8 +207,12 @@ def _train_claimed(
         print(f"overshoot-bench: error: {who}: {cause}{note}", file=sys.stderr, flush=True)
         return [1] * n
 
-    checkpoint = Checkpoint(population_dir(runs) / "checkpoint.pt") if population else writers[0].checkpoint
-    resumed = checkpoint.exists()
+    # The checkpoint to resume from: this run's (or population's) own; another's is moved aside here.
+    if population:
+        checkpoint = population_checkpoint([runs[j] for j in member_order(runs)])
+    else:
+        checkpoint = Checkpoint(writers[0].checkpoint_file, (writers[0],), run_identity(run0))
+    resumed = checkpoint.usable()
     verb = "resuming" if resumed else "starting"
     if population:
         members = ", ".join(run_label(r).split("/", 1)[1] for r in runs)

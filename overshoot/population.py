@@ -123,6 +123,13 @@ def population_dir(runs: Sequence[RunConfig]) -> Path:
     return Path(runs[0].out) / ".populations" / f"{runs[0].task}-{key}"
 
 
+def population_checkpoint(runs: Sequence[RunConfig], writers: Sequence[RunWriter] = ()) -> Checkpoint:
+    """The checkpoint of the population of ``runs`` (in member order), naming its members' config hashes:
+    a checkpoint of another set of runs, or one that names none, is moved aside instead of being resumed."""
+    identity = {"members": [config_hash(r) for r in runs]}
+    return Checkpoint(population_dir(runs) / "checkpoint.pt", tuple(writers), identity)
+
+
 def _per_member(values: Tensor, ndim: int) -> Tensor:
     """[N] -> [N, 1, ..., 1] with ``ndim`` dimensions in all."""
     return values.reshape(values.shape[0], *([1] * (ndim - 1)))
@@ -459,8 +466,8 @@ class PopulationBackend:
         folder = population_dir(runs)
         if folder.exists():
             remove_stale_temps(folder)  # the members' claims are held: nobody else writes here
-        self.checkpoint = Checkpoint(folder / "checkpoint.pt", tuple(writers))
         self.members = [config_hash(r) for r in runs]
+        self.checkpoint = population_checkpoint(runs, writers)
         self.label = _population_label(runs)
         self.data = _Batches(task, [r.seed for r in runs], device)
         self.eval_batch_size = max(4 * self.batch_size, 256)

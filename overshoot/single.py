@@ -30,7 +30,7 @@ from overshoot.runtime import (
     set_cpu_threads,
     use_graph,
 )
-from overshoot.store import RunWriter
+from overshoot.store import Checkpoint, RunWriter, run_identity
 
 if TYPE_CHECKING:
     from overshoot_tasks.base import Task
@@ -132,7 +132,7 @@ class SingleBackend:
     def __init__(self, run: RunConfig, task: Task, writer: RunWriter, device: torch.device) -> None:
         hp = run.hparams
         self.runs, self.writers, self.device, self.task = [run], [writer], device, task
-        self.checkpoint = writer.checkpoint
+        self.checkpoint = Checkpoint(writer.checkpoint_file, (writer,), run_identity(run))  # names its run
         self.label = run_label(run)
         self.batch_size = hp.batch_size
         self.seed = run.seed

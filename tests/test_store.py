@@ -66,34 +66,108 @@ def test_a_live_claim_refuses_a_second_writer_and_names_it(tmp_path: Path) -> No
     claim_run(tmp_path / "run").release()  # free again once released
 
 
+@pytest.fixture(autouse=True)
+def _short_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A holder that cannot be checked from here is watched for half a second, not CLAIM_WATCH_S."""
+    monkeypatch.setattr(store, "CLAIM_WATCH_S", 0.5)
+
+
+def _beating(f: Path, stop: threading.Event) -> threading.Thread:
+    """A thread that refreshes ``f``'s mtime every 0.05 s, as a live holder's heartbeat on another host."""
+
+    def beat() -> None:
+        while not stop.wait(0.05):
+            os.utime(f)
+
+    t = threading.Thread(target=beat, daemon=True)
+    t.start()
+    return t
+
+
 @pytest.mark.parametrize(
-    ("host", "pid", "age_s", "taken"),
+    ("host", "pid", "age_s", "beats", "taken"),
     [
-        ("same", "dead", 0.0, True),  # killed on this host: its pid is gone
-        ("node17", 1, 10_000.0, True),  # another host, no heartbeat for hours
-        ("node17", 1, 5.0, False),  # another host, beating: live
-        ("same", "self", 5.0, False),  # this very process
+        ("same", "dead", 0.0, False, True),  # killed on this host: its pid is gone
+        ("node17", 1, 10_000.0, False, True),  # another host, no heartbeat for hours
+        ("node17", 1, 5.0, True, False),  # another host, beating while watched: live
+        ("node17", 1, 5.0, False, True),  # another host, silent while watched: a crashed node, requeued
+        ("node17", 1, -3600.0, False, True),  # a heartbeat an hour in the future (a skewed clock): not fresh
+        ("same", "self", 5.0, False, False),  # this very process
     ],
 )
 def test_stale_claims_are_taken_over(
-    tmp_path: Path, host: str, pid: object, age_s: float, taken: bool
+    tmp_path: Path,
+    host: str,
+    pid: object,
+    age_s: float,
+    beats: bool,
+    taken: bool,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     pid = {"dead": _dead_pid(), "self": os.getpid()}.get(pid, pid)  # type: ignore[arg-type]
     _plant_claim(tmp_path, age_s, host=socket.gethostname() if host == "same" else host, pid=pid)
-    if taken:
-        claim = claim_run(tmp_path)
-        assert json.loads((tmp_path / CLAIM_FILE).read_text())["pid"] == os.getpid()
-        claim.release()
-        assert not list(tmp_path.glob(".claim*"))  # the stale one moved aside is gone too
-    else:
-        with pytest.raises(RunHeld):
-            claim_run(tmp_path)
+    stop = threading.Event()
+    if beats:
+        _beating(tmp_path / CLAIM_FILE, stop)
+    try:
+        if taken:
+            t0 = time.monotonic()
+            claim = claim_run(tmp_path)
+            assert time.monotonic() - t0 < 5  # never the skew plus CLAIM_STALE_S
+            assert json.loads((tmp_path / CLAIM_FILE).read_text())["pid"] == os.getpid()
+            claim.release()
+            assert not list(tmp_path.glob(".claim*"))  # the stale one moved aside is gone too
+            err = capsys.readouterr().err
+            # a pid that cannot be checked from here is never said to be gone
+            assert ("taken over from a live-looking holder" in err) == (host != "same")
+        else:
+            with pytest.raises(RunHeld):
+                claim_run(tmp_path)
+    finally:
+        stop.set()
+
+
+def test_a_claim_age_never_compares_this_hosts_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This host's clock an hour fast or slow changes nothing: ages come from the filesystem's clock."""
+    _plant_claim(tmp_path, 60.0, host="node17", pid=1)
+    stop = threading.Event()
+    _beating(tmp_path / CLAIM_FILE, stop)
+    real = time.time
+    try:
+        for skew in (3600.0, -3600.0):
+            monkeypatch.setattr(time, "time", lambda skew=skew: real() + skew)
+            with pytest.raises(RunHeld):
+                claim_run(tmp_path)
+    finally:
+        stop.set()
+
+
+@pytest.mark.parametrize("which", [CLAIM_FILE, CLAIM_FILE + ".takeover"])
+def test_a_claim_path_that_is_a_directory_is_repaired_or_refused(tmp_path: Path, which: str) -> None:
+    _plant_claim(tmp_path, 10_000.0, host="node17", pid=1)
+    (tmp_path / which).unlink(missing_ok=True)
+    (tmp_path / which).mkdir()
+    claim_run(tmp_path).release()  # an empty directory: removed with a warning
+    (tmp_path / CLAIM_FILE).unlink(missing_ok=True)
+    _plant_claim(tmp_path, 10_000.0, host="node17", pid=1)
+    (tmp_path / which).unlink(missing_ok=True)
+    (tmp_path / which).mkdir()
+    (tmp_path / which / "x").write_text("")
+    with pytest.raises(store.BadClaim, match="is a directory, not a claim file: remove it") as e:
+        claim_run(tmp_path)
+    assert "\n" not in str(e.value)
 
 
 def test_a_half_written_claim_counts_as_live_until_it_is_stale(tmp_path: Path) -> None:
     (tmp_path / CLAIM_FILE).write_text("")  # a holder between its O_EXCL create and its write
     with pytest.raises(RunHeld, match="starting up"):
+        claim_run(tmp_path, watch_s=0)
+    # watched, it gets written: a live holder on this host
+    threading.Timer(0.1, lambda: (tmp_path / CLAIM_FILE).write_text(json.dumps(
+        {"host": socket.gethostname(), "pid": os.getpid(), "token": "t"}))).start()  # fmt: skip
+    with pytest.raises(RunHeld, match=f"pid {os.getpid()}"):
         claim_run(tmp_path)
+    (tmp_path / CLAIM_FILE).write_text("")
     old = time.time() - 10_000
     os.utime(tmp_path / CLAIM_FILE, (old, old))
     claim_run(tmp_path).release()
