@@ -11,8 +11,14 @@ what), 130 on SIGINT and 143 on SIGTERM (the run resumes when relaunched).
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import logging
 import os
+import signal
 import sys
+import unittest.mock
+from typing import Any, NoReturn, TextIO
 
 import hydra
 from hydra.errors import HydraException
@@ -61,6 +67,53 @@ def hydra_error_line(e: Exception) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+class _ArgumentError(Exception):
+    """A command-line option argparse refuses (``--foo``), raised instead of its usage text and exit."""
+
+
+def _argument_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    raise _ArgumentError(message)
+
+
+class _PipeSafe:
+    """A text stream that turns quiet once its reader is gone (``overshoot-bench ... | head -2``): the rest of
+    the output goes to /dev/null, so a closed pipe never changes how a run ends or its exit status."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _quiet(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._quiet()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._quiet()
+            with contextlib.suppress(OSError):
+                self._stream.flush()  # the buffered rest, into /dev/null
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _ignore_sigint() -> None:
+    """Ignore further Ctrl-Cs while this process says how it ended and exits (a second one would otherwise
+    print a traceback from wherever it lands)."""
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main() -> None:
     """Console entry point of ``overshoot-bench``."""
     try:
@@ -73,17 +126,27 @@ def main() -> None:
     if own_errors:
         os.environ["HYDRA_FULL_ERROR"] = "1"
     session = Session()
+    stdout = sys.stdout
+    sys.stdout = _PipeSafe(stdout)  # type: ignore[assignment]
+    quiet_hydra = logging.getLogger("hydra")  # its launcher's "\t#1 : ..." job headers
 
     @hydra.main(config_path=CONFIG_SEARCH_PATH, config_name="config", version_base=None)
     def job(cfg: DictConfig) -> None:
+        quiet_hydra.setLevel(logging.WARNING)  # again per job: each job's logging config may reset it
         session.job(cfg)
 
+    quiet_hydra.setLevel(logging.WARNING)
     try:
-        job()
+        with unittest.mock.patch.object(argparse.ArgumentParser, "error", _argument_error):
+            job()
         session.finish()
     except KeyboardInterrupt:
+        _ignore_sigint()
         print("overshoot-bench: interrupted; relaunch the same command to resume", file=sys.stderr)
         sys.exit(session.outcomes.interrupted or 130)  # a SIGINT during setup gives 130 too
+    except _ArgumentError as e:
+        print(f"overshoot-bench: error: {e} (overshoot-bench --help lists the options)", file=sys.stderr)
+        session.outcomes.codes.append(2)
     except HydraException as e:
         if not own_errors:
             raise
@@ -93,10 +156,27 @@ def main() -> None:
         where = e.filename or "the run store"
         print(f"overshoot-bench: error: {os_error_line(e, where)}: choose a writable out=", file=sys.stderr)
         session.outcomes.codes.append(2)
+    except (ValueError, OverflowError) as e:  # Hydra's override parser: an integer of over 4,300 digits
+        if not own_errors:
+            raise
+        print(f"overshoot-bench: error: {_first_line(e)}", file=sys.stderr, flush=True)
+        session.outcomes.codes.append(2)
     finally:
-        for line in session.summary():
-            print(f"overshoot-bench: {line}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            for line in session.summary():
+                print(f"overshoot-bench: {line}", flush=True)
+        sys.stdout = stdout
+        if own_errors:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
     sys.exit(session.outcomes.exit_code)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first line of an exception's message, at most 300 characters."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if "integer string conversion" in text:
+        return "an integer on the command line has over 4,300 digits: no setting takes one that large"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _require_launcher_extra(args: list[str]) -> None:

@@ -5,12 +5,16 @@ line that names the fix.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.resources
+import math
 import re
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from overshoot import methods
@@ -32,6 +36,17 @@ class ConfigError(ValueError):
     """A bad setting; the message is one line that says how to fix it."""
 
 
+def sweep_id() -> str:
+    """A name for one sweep's bookkeeping folder (``hydra.sweep.dir``): its start time and a random part, so
+    two sweeps started in the same second never share it. Hydra resolves it once per sweep and hands the
+    value to every job (also to SLURM jobs and their requeues)."""
+    return f"{dt.datetime.now():%Y-%m-%d_%H-%M-%S}-{uuid.uuid4().hex[:8]}"
+
+
+if not OmegaConf.has_resolver("sweep_id"):
+    OmegaConf.register_new_resolver("sweep_id", sweep_id, use_cache=True)
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The config ``overshoot-bench <overrides>`` would run, composed with Hydra (no run is started)."""
     from hydra import compose as hydra_compose
@@ -41,15 +56,50 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
+INT_MAX = 2**63 - 1  # the largest integer a setting may take (torch's int64)
+DEVICES = "auto | cpu | cuda | cuda:N"
+PROGRESS = ("auto", "bar", "lines", "none")
+
+
+def _shown(value: Any) -> str:
+    """A setting's value for a message, cut to 40 characters (an integer may have thousands of digits)."""
+    text = repr(value) if isinstance(value, str) else str(value) if not isinstance(value, int) else None
+    if text is None:  # str() of an int over 4,300 digits raises: count them instead
+        digits = len(str(abs(value))) if abs(value) < 10**4000 else None
+        text = str(value) if digits is not None and digits <= 40 else "an integer of thousands of digits"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _number(key: str, value: Any, kind: type[int] | type[float]) -> Any:
-    """``value`` as an int or float; ConfigError naming the setting when it is not one."""
+    """``value`` as an int or a finite float; ConfigError naming the setting when it is not one."""
+    what = "an integer" if kind is int else "a finite number"
+    if isinstance(value, bool) or value is None:
+        raise ConfigError(f"{key}={_shown(value)} is not {what}")
     try:
         out = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}={value!r} is not {'an integer' if kind is int else 'a number'}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key}={_shown(value)} is not {what}") from None
+    if kind is float and not math.isfinite(out):
+        raise ConfigError(f"{key}={_shown(value)} is not {what}")
     if kind is int and isinstance(value, float) and value != out:
-        raise ConfigError(f"{key}={value!r} is not an integer")
+        raise ConfigError(f"{key}={_shown(value)} is not an integer")
     return out
+
+
+def _int_in(key: str, value: Any, lo: int, hi: int = INT_MAX, why: str = "") -> int:
+    """``value`` as an integer in [lo, hi]; ConfigError naming the setting and the range otherwise."""
+    out = _number(key, value, int)
+    if not lo <= out <= hi:
+        top = "2**63-1" if hi == INT_MAX else str(hi)
+        raise ConfigError(f"{key}={_shown(value)} is invalid: it must be an integer from {lo} to {top}{why}")
+    return out
+
+
+def _flag(key: str, value: Any) -> bool:
+    """A true/false setting; ConfigError for anything else (``bool('no')`` would be true)."""
+    if value not in (True, False):
+        raise ConfigError(f"{key}={_shown(value)} is unknown: choose true or false")
+    return bool(value)
 
 
 # The most training examples each task's data can give (the whole training file; the split leaves fewer):
@@ -136,9 +186,14 @@ def _method(opt: dict[str, Any]) -> tuple[methods.Method, str | None, dict[str, 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", name):
         raise ConfigError(f"optimizer.name={name!r}: use letters, digits, '_' and '.' (it names a folder)")
     try:
-        methods.import_object(str(target))
+        cls = methods.import_object(str(target))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(
+            f"optimizer.target={target} is not a torch.optim.Optimizer subclass: give the import path of an "
+            "optimizer class"
+        )
     kwargs = dict(opt.get("kwargs") or {})
     return methods.get(name, str(family)), str(target), kwargs
 
@@ -155,11 +210,11 @@ def _hparams(c: dict[str, Any], preset: dict[str, Any], task: str, family: str, 
         if c.get(k) is not None:
             hp[k] = c[k]
     for k in ("epochs", "batch_size"):
-        hp[k] = _number(k, hp[k], int)
-        if hp[k] < 1:
-            raise ConfigError(f"{k}={hp[k]} is invalid: it must be a positive integer")
+        hp[k] = _int_in(k, hp[k], 1)
     for k in ("lr", "momentum", "beta2", "eps", "weight_decay"):
         hp[k] = _number(k, hp[k], float)
+    if hp["weight_decay"] < 0:
+        raise ConfigError(f"weight_decay={hp['weight_decay']:g} is invalid: weight_decay must be >= 0")
     for k in ("momentum", "beta2"):
         if not 0 <= hp[k] < 1:
             what = "mu (SGD family) or beta1 (Adam family)" if k == "momentum" else "Adam's beta2"
@@ -172,7 +227,7 @@ def _hparams(c: dict[str, Any], preset: dict[str, Any], task: str, family: str, 
             f"batch_size={hp['batch_size']} exceeds the {known} examples in all of task={task}'s training "
             "data: lower batch_size"
         )
-    hp["delay"] = _number("delay", hp["delay"], int)
+    hp["delay"] = _int_in("delay", hp["delay"], 0, why=" (AdamO's overshoot ramp delay, in steps)")
     if hp["lr"] < 0:
         raise ConfigError(f"lr={hp['lr']} is invalid: lr must be >= 0")
     if hp["schedule"] not in SCHEDULES:
@@ -235,22 +290,27 @@ def resolve(cfg: DictConfig) -> RunConfig:
     cuda_graph = c.get("cuda_graph", "auto")
     if cuda_graph not in ("auto", True, False):
         raise ConfigError(f"cuda_graph={cuda_graph} is unknown: choose auto, true or false")
-    max_steps = None if c.get("max_steps") is None else _number("max_steps", c["max_steps"], int)
-    if max_steps is not None and max_steps < 1:
-        raise ConfigError(f"max_steps={max_steps} is invalid: it must be a positive integer or null")
-
-    seed = _number("seed", c["seed"], int)
-    if seed < 0:
-        raise ConfigError(f"seed={seed} is invalid: seed must be >= 0")
+    max_steps = None if c.get("max_steps") is None else _int_in("max_steps", c["max_steps"], 1)
+    seed = _int_in("seed", c["seed"], 0)
     threads = c["threads"]
     if threads != "auto":
-        threads = _number("threads", threads, int)
-        if threads < 1:
-            raise ConfigError(f"threads={threads} is invalid: use threads=auto or a positive integer")
+        threads = _int_in("threads", threads, 1, 4096, " (or threads=auto)")
     _check_keys(c)
-    drop_last = c.get("drop_last", True)
-    if drop_last not in (True, False):
-        raise ConfigError(f"drop_last={drop_last} is unknown: choose true or false")
+    drop_last = _flag("drop_last", c.get("drop_last", True))
+    device = c["device"]
+    if not (isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?", device)):
+        raise ConfigError(f"device={_shown(device)} is unknown: choose one of {DEVICES}")
+    out = c["out"]
+    if not isinstance(out, str) or not out.strip():
+        raise ConfigError(
+            f"out={_shown(out) if out else ''} is not a directory: give out=<the run store's folder>"
+        )
+    if c["progress"] not in PROGRESS:
+        raise ConfigError(f"progress={_shown(c['progress'])} is unknown: choose one of {', '.join(PROGRESS)}")
+    checkpoint_every = _number("checkpoint_every", c["checkpoint_every"], float)
+    if checkpoint_every < 0:
+        raise ConfigError(f"checkpoint_every={checkpoint_every:g} is invalid: give seconds >= 0")
+    population = _flag("population", c["population"])
 
     return RunConfig(
         task=task,
@@ -262,17 +322,17 @@ def resolve(cfg: DictConfig) -> RunConfig:
         precision=c["precision"],
         hparams=hp,
         max_steps=max_steps,
-        drop_last=bool(drop_last),
-        log_distance=bool(c["log"]["distance"]),
+        drop_last=drop_last,
+        log_distance=_flag("log.distance", c["log"]["distance"]),
         preset=preset["name"],
         log=_log_settings(c["log"]),
-        device=str(c["device"]),
-        out=str(c["out"]),
+        device=device,
+        out=out,
         data_root=str(c["data"]["root"]),
         progress=str(c["progress"]),
         threads=threads,
-        checkpoint_every=_number("checkpoint_every", c["checkpoint_every"], float),
-        population=bool(c["population"]),
+        checkpoint_every=checkpoint_every,
+        population=population,
         cuda_graph=cuda_graph,
         optimizer_target=target,
         optimizer_kwargs=kwargs,
@@ -282,10 +342,10 @@ def resolve(cfg: DictConfig) -> RunConfig:
 def _log_settings(log: dict[str, Any]) -> LogSettings:
     """The resolved ``log`` node: what each step logs and which loggers (an extra each) also get it."""
     out = LogSettings(
-        base_loss=bool(log["base_loss"]),
-        window=_number("log.window", log["window"], int),
-        tensorboard=bool(log.get("tensorboard", False)),
-        wandb=bool(log.get("wandb", False)),
+        base_loss=_flag("log.base_loss", log["base_loss"]),
+        window=_int_in("log.window", log["window"], 1, why=" (steps of the steps-to-95% smoothing window)"),
+        tensorboard=_flag("log.tensorboard", log.get("tensorboard", False)),
+        wandb=_flag("log.wandb", log.get("wandb", False)),
         wandb_project=str(log.get("wandb_project") or "overshoot-bench"),
     )
     for key in ("tensorboard", "wandb"):

@@ -4,7 +4,8 @@ Structural checks (a cut gzip stream, an IDX header that disagrees with its data
 and label counts that differ) always apply, in the loaders. The checks here compare a file with the
 published dataset: its number of examples and its checksum. They are on by default; a file that is not the
 published one (a subset, a re-encoding) is used with ``OVERSHOOT_DATA_VERIFY=0``. A file's checksum is
-computed once and cached (by path, size and modification time) under ``cache_dir()``.
+computed once and cached under ``cache_dir()``, keyed by path, size, modification time, inode and change
+time (the change time cannot be set back by hand, as a restored modification time can).
 """
 
 from __future__ import annotations
@@ -118,12 +119,12 @@ def _digest(path: Path, algorithm: str) -> str:
 
 def verify_checksum(dataset: str, path: Path) -> None:
     """ValueError naming ``path`` when its checksum matches none of the known good copies of it. Computed
-    once per (path, size, modification time); files without a known checksum pass."""
+    once per (path, size, modification time, inode, change time); files without a known checksum pass."""
     good = CHECKSUMS.get((dataset, Path(path).name))
     if not good or not verifying():
         return
     st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
     cache = _cache_file()
     try:
         seen = json.loads(cache.read_text())
