@@ -4,6 +4,7 @@ script finds the modules beside it), and code outside the package uses only publ
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,27 @@ def test_mypy_reads_the_task_protocol_not_any() -> None:
     snippet = "from overshoot_tasks.base import Task\nx: Task = 1\n"
     out, err, rc = api.run(["--config-file", str(ROOT / "pyproject.toml"), "-c", snippet])
     assert rc == 1 and 'variable has type "Task"' in out, out + err
+
+
+# The top level a user reads (the design's list, and what conventions add: docs/, examples/, .ci/, a license,
+# the citation and the documentation site's config).
+TOP_LEVEL = {"pyproject.toml", "README.md", "configs", "overshoot", "tasks", "scripts", "results", "tests"}
+TOP_LEVEL |= {"docs", "examples", ".ci", "LICENSE", "CITATION.cff", "mkdocs.yml", ".gitignore"}
+
+
+def test_top_level_is_the_users() -> None:
+    """Nothing else is tracked at the top: benchmarks and research drivers live under scripts/."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    top = {f.split("/", 1)[0] for f in files.splitlines()}
+    assert top <= TOP_LEVEL, f"not in the user's top level: {sorted(top - TOP_LEVEL)}"
+    assert {"slurm", "paper", "bench", "research"} <= {d.name for d in (ROOT / "scripts").iterdir()}
+
+
+def test_readme_is_short_and_its_links_resolve() -> None:
+    """README is the front page (about 200 lines; the rest is the documentation site in docs/), and every
+    relative link and image in it names a file of the checkout."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    targets = re.findall(r"\]\(([^)#\s]+)[^)]*\)", text) + re.findall(r'<img src="([^"]+)"', text)
+    local = [t for t in targets if not re.match(r"[a-z]+://", t)]
+    assert len(local) >= 10 and not [t for t in local if not (ROOT / t).exists()], local
