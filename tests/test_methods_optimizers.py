@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from overshoot import methods, population, results
+from overshoot import methods, population
 from overshoot.config import ConfigError, compose, resolve
 from overshoot.lifecycle import run_one
 from overshoot.optim import Overshoot, ScheduleFreeEval
@@ -111,4 +111,3 @@ def test_both_evaluation_points_are_logged(tmp_path: Path, overrides: list[str])
         assert not two_points and (apart == 0).all()
     else:
         assert two_points and (apart > 0).sum() > 10
-    assert results.read_run(run_path(run.out, run)).status == "completed"
