@@ -96,16 +96,13 @@ class AdamO(OvershootOptimizer):
         fused: use the fused Triton kernel (default: None: fused on CUDA for float32/float16/bfloat16
             parameters, foreach elsewhere). ``fused=True`` where it cannot run raises RuntimeError.
         exact: use the exact form instead of the paper's efficient form (default: False).
-        capturable: keep the step counts (float32, as torch's), the previous step's lr and effective factor
-            on the parameters' device and compute every coefficient there, so that ``step()``,
-            ``move_to_base()`` and ``move_to_overshoot()`` never sync with the host and can be captured in
-            a CUDA graph (default: False: host-side step counts, fewer small kernels). Runs on the devices
-            of ``capturable_devices()``: torch's capturable devices and, unlike torch's own optimizers, the
-            CPU. ``lr`` may then be a 0-dim tensor on the parameters' device (a scheduler updates it in
-            place). Foreach or single-tensor only: ``fused=True`` raises RuntimeError. ``load_state_dict``
-            keeps this optimizer's ``capturable`` flag and lr type (a tensor lr keeps its object and
-            receives the loaded value) and moves the loaded state to match, so states move freely between
-            capturable and non-capturable optimizers.
+        capturable: as torch's: the step counts (float32), the previous lr and effective factor on the
+            parameters' device, every coefficient computed there, so that ``step()`` and the base-weight
+            round trip never sync with the host and can be captured in a CUDA graph (default: False).
+            Runs on ``capturable_devices()``, the CPU included; ``lr`` may then be a 0-dim tensor on the
+            parameters' device. Not with ``fused=True``. ``load_state_dict`` keeps this optimizer's
+            ``capturable`` flag and lr (a tensor lr receives the loaded value) and moves the loaded state
+            to match, so states move freely between capturable and non-capturable optimizers.
     """
 
     def __init__(
@@ -151,18 +148,14 @@ class AdamO(OvershootOptimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
-            group.setdefault("exact", False)
-            group.setdefault("capturable", False)
+            for key, default in dict(amsgrad=False, maximize=False, foreach=None, fused=None, exact=False,
+                                     capturable=False).items():  # fmt: skip
+                group.setdefault(key, default)
 
     def _init_group(self, group: dict[str, Any], lists: tuple[list[Any], ...]) -> None:
-        """Append the group's parameters that have a gradient, their gradients and state (created on first
-        use) to ``lists`` = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, states).
-        As in torch's Adam, the step count lives on the host, or with ``capturable`` on the parameter's
-        device, where the previous lr and factor then live too."""
+        """Append the parameters that have a gradient, their gradients and state (created on first use) to
+        ``lists`` = (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, states). As in
+        torch's Adam, the step count is on the host, or with ``capturable`` on the parameter's device."""
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, states = lists
         capturable = group["capturable"]
         for p in group["params"]:
@@ -290,15 +283,9 @@ class AdamO(OvershootOptimizer):
         keep = [(g["capturable"], g["lr"]) for g in self.param_groups]
         sd = dict(state_dict)
         # previous lr / factor as Python floats, so torch's loader does not cast them to the parameter dtype
-        sd["state"] = {
-            k: {
-                key: float(v) if key in _HOST_SCALARS and isinstance(v, Tensor) else v
-                for key, v in st.items()
-            }
-            if isinstance(st, dict)
-            else st
-            for k, st in state_dict["state"].items()
-        }
+        sd["state"] = {k: dict(st) for k, st in state_dict["state"].items()}
+        for st in sd["state"].values():
+            st.update({key: float(st[key]) for key in _HOST_SCALARS if isinstance(st.get(key), Tensor)})
         super().load_state_dict(sd)
         for group, (capturable, lr) in zip(self.param_groups, keep, strict=True):
             group["capturable"] = capturable
@@ -401,32 +388,13 @@ def _take(xs: list[Any], idx: list[int] | None) -> list[Any]:
 
 
 def adamo(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: Coef,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    gamma: Coef,
-    delay: int | None = 50,
-    prev_lr: Coef | None = None,
-    prev_gamma: Coef | None = None,
-    exact: bool = False,
-    amsgrad: bool = False,
-    maximize: bool = False,
-    foreach: bool | None = None,
-    fused: bool | None = None,
-    capturable: bool = False,
-    increment_steps: bool = True,
-    out_lr: list[Tensor] | None = None,
-    out_gamma: list[Tensor] | None = None,
-) -> None:
+    params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+    max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor], *, lr: Coef, beta1: float, beta2: float,
+    eps: float, weight_decay: float, gamma: Coef, delay: int | None = 50, prev_lr: Coef | None = None,
+    prev_gamma: Coef | None = None, exact: bool = False, amsgrad: bool = False, maximize: bool = False,
+    foreach: bool | None = None, fused: bool | None = None, capturable: bool = False,
+    increment_steps: bool = True, out_lr: list[Tensor] | None = None, out_gamma: list[Tensor] | None = None,
+) -> None:  # fmt: skip
     r"""Functional AdamO step, in place on params, moments and steps (``grads`` are not modified).
 
     Per parameter, with ``t`` the step count after incrementing, ``g_t = ramp(gamma, t, delay)`` and
@@ -451,14 +419,12 @@ def adamo(
         state_steps: float tensors holding the step counts: on the CPU (torch's default placement), or
             with ``capturable=True`` on each parameter's device.
         foreach, fused: implementation choice as in ``torch.optim.adam``; None picks fused on CUDA (triton,
-            float32/float16/bfloat16), else foreach for float lr/gamma, else single-tensor. With
-            ``capturable=True``: foreach where every lr/gamma value is a float or a 0-dim tensor, else
-            single-tensor; ``fused=True`` raises RuntimeError (the Triton kernel takes host coefficients).
-        capturable: compute the step counts' effects (ramp, bias corrections, every coefficient) with
-            tensor ops on the device: no host sync, so the call can be captured in a CUDA graph and
-            replayed with lr tensors updated in place between replays. Parameters on a device of
-            ``capturable_devices()`` (the CPU included), each step tensor on its parameter's device.
-            Equal to the default path to rounding.
+            float32/float16/bfloat16), else foreach for float lr/gamma (with ``capturable``: floats or
+            0-dim tensors), else single-tensor. ``fused`` is not capturable.
+        capturable: as torch's: every coefficient (ramp, bias corrections) from tensor ops on the device,
+            no host sync, so the call can be captured in a CUDA graph and replayed with lr tensors updated
+            in place. Parameters on a device of ``capturable_devices()`` (the CPU included), each step
+            tensor on its parameter's device. Equal to the default path to rounding.
         increment_steps: True (torch's convention): each ``state_steps[i]`` is incremented in place first,
             so every parameter needs its own step tensor (the same tensor twice raises ValueError). False:
             the caller has already advanced them (``t >= 1`` is this update's count); then one tensor may
@@ -524,8 +490,9 @@ def adamo(
 
 class _Coefs(NamedTuple):
     """One step's coefficients: ``p += undo*m/d_prev`` (exact form), ``p *= wd``,
-    ``p += (ncm*m + ncg*grad)/d`` with ``d = sqrt(v)/bc2_sqrt + eps``; ``g_t`` and ``lr`` are what the next
-    step needs. Python floats on the host path (a term known to be zero is 0.0), tensors with capturable."""
+    ``p += (ncm*m + ncg*grad)/d`` with ``d = sqrt(v)/bc2_sqrt + eps``; ``g_t``, the effective factor, is
+    what the next step needs. Python floats on the host path (0.0: a term known to be zero), tensors with
+    capturable."""
 
     ncm: Scalar
     ncg: Scalar
@@ -534,7 +501,6 @@ class _Coefs(NamedTuple):
     bc2_sqrt: Scalar
     bc2p_sqrt: Scalar
     g_t: Scalar
-    lr: Scalar
 
 
 def _coefficients(
@@ -570,21 +536,21 @@ def _coefficients(
     if is_zero(g_p) or exact:
         undo = 0.0 if is_zero(g_p) else prev_lr * g_p / ((1 - beta1 ** (t - 1)) + first)
         bc2p_sqrt = 1.0 if is_zero(g_p) else ((1 - beta2 ** (t - 1)) + first) ** 0.5
-        return _Coefs(-(lr * (1 + g_t) / bc1), 0.0, undo, wd, bc2_sqrt, bc2p_sqrt, g_t, lr)
+        return _Coefs(-(lr * (1 + g_t) / bc1), 0.0, undo, wd, bc2_sqrt, bc2p_sqrt, g_t)
     if beta1 == 0:
         raise ValueError("the default AdamO form needs beta1 > 0 when gamma > 0 (or pass exact=True)")
     ncm = -((lr * (1 + g_t) - prev_lr * g_p / beta1) / bc1)
     ncg = -(prev_lr * g_p * (1 - beta1) / beta1 / bc1)
-    return _Coefs(ncm, ncg, 0.0, wd, bc2_sqrt, 1.0, g_t, lr)
+    return _Coefs(ncm, ncg, 0.0, wd, bc2_sqrt, 1.0, g_t)
 
 
 def _cast(c: _Coefs, dtype: torch.dtype | None) -> _Coefs:
-    """The coefficients that meet a parameter in its dtype (``g_t`` and ``lr`` stay float64)."""
+    """The coefficients that meet a parameter in its dtype (``g_t`` stays float64)."""
 
     def to(x: Scalar) -> Scalar:
         return x.to(dtype) if isinstance(x, Tensor) else x
 
-    return _Coefs(to(c.ncm), to(c.ncg), to(c.undo), to(c.wd), to(c.bc2_sqrt), to(c.bc2p_sqrt), c.g_t, c.lr)
+    return _Coefs(to(c.ncm), to(c.ncg), to(c.undo), to(c.wd), to(c.bc2_sqrt), to(c.bc2p_sqrt), c.g_t)
 
 
 def _single_tensor_adamo(
@@ -623,7 +589,8 @@ def _single_tensor_adamo(
         if amsgrad:
             torch.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
         _addcdiv(param, (vd.sqrt() / c.bc2_sqrt).add_(eps), exp_avg, c.ncm, grad, c.ncg)
-    _write_out(out_lr, out_gamma, list(range(len(params))), rows)
+    if out_lr is not None or out_gamma is not None:
+        _write_out(out_lr, out_gamma, lr, list(range(len(params))), rows)
 
 
 def _addcdiv(
@@ -695,21 +662,14 @@ def _multi_tensor_adamo(
         if cg:
             _foreach_addcdiv([dev_params[j] for j in cg], [dev_grads[j] for j in cg], [denom[j] for j in cg],
                              [rows[j].ncg for j in cg])  # fmt: skip
-        _write_out(out_lr, out_gamma, indices, rows)
+        if out_lr is not None or out_gamma is not None:
+            _write_out(out_lr, out_gamma, lr, indices, rows)
 
 
 def _coefficient_rows(
-    steps: list[Tensor],
-    indices: list[int],
-    dtype: torch.dtype | None,
-    *,
-    capturable: bool,
-    lr: Coef,
-    prev_lr: Coef,
-    gamma: Coef,
-    prev_gamma: Coef | None,
-    **kw: Any,
-) -> list[_Coefs]:
+    steps: list[Tensor], indices: list[int], dtype: torch.dtype | None, *, capturable: bool, lr: Coef,
+    prev_lr: Coef, gamma: Coef, prev_gamma: Coef | None, **kw: Any,
+) -> list[_Coefs]:  # fmt: skip
     """The coefficients of each parameter (``indices``: its position in the per-parameter lists, ``steps``:
     its step count after this step). Host: Python floats (tensors where lr/gamma are), from the counts read
     at once, computed once per count. Capturable: float64 tensor ops on the counts' device cast to
@@ -751,20 +711,19 @@ def _foreach_addcdiv(
 
 
 def _write_out(
-    out_lr: list[Tensor] | None, out_gamma: list[Tensor] | None, indices: list[int], rows: list[_Coefs]
+    out_lr: list[Tensor] | None,
+    out_gamma: list[Tensor] | None,
+    lr: Coef,
+    indices: list[int],
+    rows: list[_Coefs],
 ) -> None:
     """Capturable: this step's lr and effective factor into the parameters' ``out_lr`` / ``out_gamma``."""
-    if out_lr is None and out_gamma is None:
-        return
-    for out, vals in ((out_lr, [c.lr for c in rows]), (out_gamma, [c.g_t for c in rows])):
-        if out is None:
-            continue
-        dst = [out[i] for i in indices]
-        if all(isinstance(v, Tensor) for v in vals):
-            torch._foreach_copy_(dst, cast(list[Tensor], vals))
-        else:
-            for d, v in zip(dst, vals, strict=True):
-                d.fill_(v)
+    for out, vals in ((out_lr, [_pick(lr, i) for i in indices]), (out_gamma, [c.g_t for c in rows])):
+        if out is not None and all(isinstance(v, Tensor) for v in vals):
+            torch._foreach_copy_([out[i] for i in indices], cast(list[Tensor], vals))
+        elif out is not None:
+            for i, v in zip(indices, vals, strict=True):
+                out[i].fill_(cast(float, v))
 
 
 def _fused_adamo(
@@ -787,14 +746,13 @@ def _fused_adamo(
     for group_lists, _ in grouped.values():
         dev_params, dev_grads, dev_m, dev_v, dev_steps = (cast(list[Tensor], x) for x in group_lists[:5])
         dev_vmax = cast(list[Tensor], group_lists[5]) if amsgrad else None
-        values = torch.stack(dev_steps).tolist()
-        for step in dict.fromkeys(values):  # one kernel launch per step count (normally one)
-            idx = None if len(set(values)) == 1 else [i for i, v in enumerate(values) if v == step]
-            c = _coefficients(
-                step, float(cast(Scalar, lr)), cast(Scalar, prev_lr), cast(Scalar, gamma),
-                cast(Scalar | None, prev_gamma), delay=delay, beta1=beta1, beta2=beta2,
-                weight_decay=weight_decay, exact=exact,
-            )  # fmt: skip
+        rows = _coefficient_rows(
+            dev_steps, [], None, capturable=False, lr=float(cast(Scalar, lr)), prev_lr=prev_lr,
+            gamma=gamma, prev_gamma=prev_gamma, delay=delay, beta1=beta1, beta2=beta2,
+            weight_decay=weight_decay, exact=exact,
+        )  # fmt: skip
+        for c in dict.fromkeys(rows):  # one kernel launch per set of coefficients (normally one)
+            idx = None if len(set(rows)) == 1 else [i for i, r in enumerate(rows) if r == c]
             fused_kernels().adamo_fused_update(
                 *(_take(xs, idx) for xs in (dev_params, dev_grads, dev_m, dev_v)),
                 None if dev_vmax is None else _take(dev_vmax, idx), wd_factor=float(c.wd), beta1=beta1,
