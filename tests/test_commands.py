@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "results" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 PAGES += sorted((ROOT / "scripts").glob("*/README.md"))
 STARTS = ("overshoot-bench", "python scripts/", "python -m scripts.", "bash scripts/", "bash .ci/")
+EXECUTABLE = re.compile(r"scripts/\S+\.(?:sh|sbatch)\b")  # a script run by its path
 # Placeholders the pages use, and a value that stands for each when the command is checked.
 PLACEHOLDERS = {"task=T": "task=digits", "TASK": "digits"}
 
@@ -37,7 +38,8 @@ def _commands(text: str) -> list[str]:
     for cmd in found:
         cmd = " ".join(re.sub(r"\s+#.*$", "", cmd).split())
         cmd = re.sub(r"^(?:[A-Z_]+=\S*\s+)+", "", cmd)  # OVERSHOOT_DATA=... python ...
-        if cmd.startswith(STARTS) and not re.search(r"[<\[]|\.\.\.", cmd):  # not a synopsis (<line>, [--x])
+        synopsis = re.search(r"[<\[]|\.\.\.", cmd)  # a usage line (<line>, [--x], RUNS...), not a command
+        if (cmd.startswith(STARTS) or EXECUTABLE.match(cmd)) and not synopsis:
             out.append(cmd)
     return out
 
@@ -105,6 +107,8 @@ def test_the_pages_quote_commands() -> None:
 )
 def test_quoted_command_runs_under_its_path(page: str, command: str) -> None:
     tokens = shlex.split(command)
+    if tokens[0].startswith("scripts/"):  # an executable script, run by its path
+        tokens = ["bash", *tokens]
     if tokens[0] in ("python", "bash"):
         if tokens[1] == "-m":
             script = ROOT / (tokens[2].replace(".", "/") + ".py")
