@@ -52,11 +52,9 @@ if TYPE_CHECKING:
 POPULATION_TASKS = frozenset({"digits", "housing", "vae_fmnist", "vae_mnist", "fmnist", "cifar"})
 # How a population's convolutions run: "grouped" (vmap's own rule: one grouped convolution, members as
 # groups), "matmul" (overshoot.matmul_conv: im2col and one batched GEMM per layer), "conv2d-matmul" (GEMMs
-# for Conv2d, grouped ConvTranspose2d). "auto": conv2d-matmul on CUDA, grouped elsewhere. Measured on an H100
-# (results/population_experiments/): Conv2d as GEMMs +22 % for 2c2d and 3c3d, +11 % for the VAE; transposed
-# convolutions as GEMM + col2im were slower than cuDNN's grouped ones in the VAE (2,144 vs 4,049
-# member-steps/s). The sub-pixel form that replaced that col2im form in "matmul" has not been timed on a GPU
-# yet; on a 2-core CPU its VAE decoder is 2-3x slower than grouped (population_experiments.py --parts convt).
+# for Conv2d, grouped ConvTranspose2d). "auto": conv2d-matmul on CUDA, grouped elsewhere, the faster forms in
+# the timings of results/population_experiments/ (one file per device, each naming its command; the
+# sub-pixel ConvTranspose2d of "matmul" is timed on the CPU only).
 CONV_MODES = ("auto", "grouped", "matmul", "conv2d-matmul")
 MAX_SIZE = 64  # members per population; larger groups are split
 CHECKPOINT_KEYS = ("members", "population", "epoch_rows", "diverged")
