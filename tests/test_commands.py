@@ -19,7 +19,7 @@ from overshoot import config, manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "results" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-PAGES += sorted((ROOT / "scripts").glob("*/README.md"))
+PAGES += [ROOT / "scripts" / "README.md", *sorted((ROOT / "scripts").glob("*/README.md"))]
 STARTS = ("overshoot-bench", "python scripts/", "python -m scripts.", "bash scripts/", "bash .ci/")
 EXECUTABLE = re.compile(r"scripts/\S+\.(?:sh|sbatch)\b")  # a script run by its path
 # Placeholders the pages use, and a value that stands for each when the command is checked.
@@ -120,7 +120,7 @@ def test_quoted_command_runs_under_its_path(page: str, command: str) -> None:
             return
         assert script.is_file(), f"{page}: {command}: no {script.relative_to(ROOT)}"
         source = script.read_text()
-        flags = [t.split("=", 1)[0] for t in rest if t.startswith("--")]
+        flags = [t.split("=", 1)[0] for t in rest if t.startswith("--") and t != "--help"]
         missing = [f for f in flags if f'"{f}"' not in source]
         assert not missing, f"{page}: {command}: {script.name} has no option {missing}"
         return
