@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from report_store import WINDOW as CLI_WINDOW
@@ -68,6 +69,7 @@ def write_run(
     task_name: str | None = None,
     family: str | None = None,
     target: str | None = None,
+    max_steps: int | None = None,
 ) -> Path:
     """A synthetic completed run with the metric of ``task``, stored as task ``task_name`` (default: task);
     an optimizer of the user's names its ``family`` and class ``target``, as ``optimizer=custom`` stores."""
@@ -93,25 +95,28 @@ def write_run(
     }
     if target is not None:
         config.update(optimizer_target=target, optimizer_kwargs={})
+    n_steps = N_STEPS
+    if max_steps is not None:  # a run cut short: its own protocol
+        config["max_steps"] = n_steps = max_steps
     rng = np.random.default_rng(seed * 1000 + int(tau))
-    t = np.arange(N_STEPS)
-    loss = 2.0 * np.exp(-t / (tau * (1 + 0.03 * rng.standard_normal()))) + 0.05 + 0.02 * rng.random(N_STEPS)
+    t = np.arange(n_steps)
+    loss = 2.0 * np.exp(-t / (tau * (1 + 0.03 * rng.standard_normal()))) + 0.05 + 0.02 * rng.random(n_steps)
     w = RunWriter(run_path(out, config), step_columns=(*STEP_COLUMNS, "distance"))
     w.start(
         config,
         {"task": task, "optimizer": opt, "family": family, "gamma": gamma, "seed": seed},
         resume_rows=(0, 0),
     )
-    per_epoch = N_STEPS // N_EPOCHS
+    per_epoch = n_steps // N_EPOCHS
     w.append_steps(
         {
             "step": t + 1,
             "epoch": t // per_epoch,
             "base_loss": loss,
             "train_loss": loss,
-            "lr": np.full(N_STEPS, 1e-3),
-            "grad_norm": np.ones(N_STEPS),
-            "distance": 1.0 / (1.0 + gamma) + 0.01 * rng.random(N_STEPS),
+            "lr": np.full(n_steps, 1e-3),
+            "grad_norm": np.ones(n_steps),
+            "distance": 1.0 / (1.0 + gamma) + 0.01 * rng.random(n_steps),
         }
     )
     ep = np.arange(N_EPOCHS)
@@ -131,7 +136,7 @@ def write_run(
         metric=metric,
         metric_scale=scale,
         ended=ended,
-        steps=N_STEPS,
+        steps=n_steps,
         device="cpu (x86_64)",
         cpu_threads=1,
         git_rev="abc123",
@@ -395,3 +400,57 @@ def test_cut_log_and_garbage_run_json_are_listed_and_the_rest_reported(
     # the cut CM run is not used: its seed's pair is gone, the other seed still gives a saving
     row = R.build_report(results.scan([s]), 0.95, CLI_WINDOW).savings.set_index("method").loc["sgd_os-g3"]
     assert row["n_pairs"] == 1 and np.isfinite(row["paper_saving"])
+
+
+def test_the_report_csv_gives_the_savings_of_results_and_other_families_change_none(
+    store: Path, tmp_path: Path
+) -> None:
+    """One number per question: the report's savings CSVs are results.savings / saving_summary of the same
+    runs; a short run of the other family, added beside them, changes no number of the first family."""
+    s = tmp_path / "runs"
+    for p in results.run_dirs([store]):
+        if "/housing/" in str(p) and ("/sgd/" in str(p) or "/sgd_os-g3/" in str(p)):
+            shutil.copytree(p, s / p.relative_to(store))
+    out = tmp_path / "a"
+    assert (
+        R.main([str(s), "--out", str(out), "--window", str(WINDOW), "--no-figures", "--format", "csv"]) == 0
+    )
+    seeds = pd.read_csv(out / "savings_seeds.csv").set_index(["method", "seed"])
+    want = results.savings(results.scan([s]), 0.95, WINDOW).set_index(["method", "seed"])
+    assert len(seeds) == len(SEEDS) and (seeds["saving"] == want["saving"]).all()
+    assert (seeds["k_method"] == want["k_method"]).all() and (seeds["window"] == WINDOW).all()
+    summary = results.saving_summary(results.scan([s]), 0.95, WINDOW).iloc[0]
+    row = pd.read_csv(out / "savings_per_seed.csv").iloc[0]
+    assert (row["mean"], row["low"], row["high"]) == (summary["mean"], summary["low"], summary["high"])
+    # an unrelated 150-step AdamO run (and its AdamW baseline) of the same task setting
+    for opt, gamma in (("adam", 0.0), ("adam_os", 5.0)):
+        write_run(s, "housing", opt, gamma, 30.0, SEEDS[0], max_steps=150)
+    out2 = tmp_path / "b"
+    assert (
+        R.main([str(s), "--out", str(out2), "--window", str(WINDOW), "--no-figures", "--format", "csv"]) == 0
+    )
+    for name in ("headline", "savings_per_seed", "savings_seeds", "savings_paper", "table1"):
+        before, after = pd.read_csv(out / f"{name}.csv"), pd.read_csv(out2 / f"{name}.csv")
+        keys = [c for c in ("section", "label") if c in before]  # the section's name gains its protocol
+        after = after[after["family"] == "sgd"].drop(columns=keys).reset_index(drop=True)
+        pd.testing.assert_frame_equal(before.drop(columns=keys), after, obj=name)
+    assert "adam_os-g5" in set(pd.read_csv(out2 / "headline.csv")["method"])  # the other family is there
+    # the protocol table shows every key of the protocol id, max_steps and what it cut among them
+    proto = pd.read_csv(out2 / "protocol.csv", dtype=str).set_index("Family")
+    assert proto.loc["Adam", "max_steps"] == "150" and proto.loc["SGD", "max_steps"] == "–"
+    assert proto.loc["Adam", "Steps trained"] == "150 (max_steps 150 cut the 4-epoch schedule)"
+    assert proto.loc["SGD", "Steps per epoch"] == "200" and proto.loc["SGD", "Epochs completed"] == "4 of 4"
+
+
+def test_table1_marks_best_only_among_cells_of_two_seeds_with_a_baseline(tmp_path: Path) -> None:
+    s = tmp_path / "runs"
+    for seed in SEEDS:
+        write_run(s, "housing", "sgd", 0.0, 200.0, seed)
+        write_run(s, "housing", "adam_os", 3.0, 125.0, seed)  # the Adam family without its baseline
+    write_run(s, "housing", "sgd_os", 5.0, 20.0, SEEDS[0])  # a lone, much better run
+    rep = R.build_report(results.scan([s]), 0.95, WINDOW)
+    t1 = R.table1_frame(rep.sections).set_index("method")
+    assert t1.loc["sgd_os-g5", "n"] == 1 and t1.loc["sgd_os-g5", "mean"] < t1.loc["sgd", "mean"]
+    assert t1["best"].to_dict() == {"sgd": True, "sgd_os-g5": False, "adam_os-g3": False}
+    shown = rep.table1.display.set_index("Method")["MLP-CA"] if rep.table1 is not None else None
+    assert shown is not None and shown["SGDO γ=5"].endswith("(n = 1)")

@@ -149,7 +149,7 @@ def terminal_summary(report: Report, out: Path, n_files: int) -> str:
     for _, row in report.protocol.data.iterrows():
         lines.append(
             f"  {row['Task']}, {row['Family']} family, protocol {row['Protocol']}: "
-            f"{row['Steps trained']} steps, "
+            f"steps trained {row['Steps trained']}, "
             f"epochs {row['Epochs completed']}, seeds {row['Seeds']}, window {row['Window']}"
         )
     n = notes(report)

@@ -145,7 +145,7 @@ def render_markdown(doc: Document, links: dict[str, list[str]] | None = None) ->
         if part.code:
             out.append("```bash\n" + part.code.strip() + "\n```\n")
         for t in part.tables:
-            if t.heading:
+            if t.heading and t.heading != part.title:
                 out.append("#" * (part.level + 1) + f" {t.heading}\n")
             out.append(f"{t.caption}.\n\n" + to_markdown(t) + "\n" + _links_md(links.get(t.name, [])))
         for f in part.figures:
@@ -454,7 +454,7 @@ def render_html(doc: Document, links: dict[str, list[str]] | None = None) -> str
         for t in part.tables:
             if t.display.empty:
                 continue
-            if t.heading:
+            if t.heading and t.heading != part.title:
                 lvl = min(part.level + 1, 6)
                 body.append(f'<h{lvl} id="{_esc(slug(t.heading))}">{_esc(t.heading)}</h{lvl}>')
             body.append(f'<p class="caption">{_esc(t.caption)}.</p>' + to_html(t))

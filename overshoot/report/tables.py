@@ -45,6 +45,7 @@ from overshoot.results import (
     NUMBERLESS_KEYS,
     RunRecord,
     Scan,
+    curves,
     family_rank,
     flat_config,
     is_second_baseline,
@@ -403,6 +404,12 @@ def protocol_keys(config: dict[str, Any]) -> dict[str, str]:
     return {"task": _show(kept.get("task")), **{k: _show(v) for k, v in flat.items()}}
 
 
+def _steps_per_epoch(r: RunRecord) -> int:
+    """The steps of the run's first epoch (its steps.csv's epoch column)."""
+    epoch = curves([r.path])["epoch"]
+    return int((epoch == epoch.iloc[0]).sum()) if len(epoch) else 0
+
+
 def _epochs_done(r: RunRecord) -> int:
     e = r.epochs
     if e.empty or "epoch" not in e:
@@ -434,6 +441,7 @@ def protocol_table(sections: Sequence[Section], reduction: float, window: int) -
                     "Family": family_label(family),
                     "Protocol": sec.protocols[family],
                     **keys,
+                    "Steps per epoch": f"{_steps_per_epoch(r):,}",
                     "Steps trained": trained,
                     "Epochs completed": "/".join(map(str, done)) + (f" of {epochs}" if epochs else ""),
                     "Preset": str(r.config.get("preset", DASH)),
