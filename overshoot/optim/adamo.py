@@ -16,15 +16,16 @@ from overshoot.optim._base import (
     default_to_fused,
     fused_kernels,
     is_zero,
+    may_offset,
     resolve_gamma,
 )
 
 __all__ = ["AdamO", "adamo", "adamo_base_offset", "capturable_devices", "ramp"]
 
 Scalar = float | Tensor
-# lr / gamma / prev_lr / prev_gamma of the functional: one value for all parameters, or (capturable) a list
-# with one tensor per parameter
-Coef = float | Tensor | Sequence[Tensor]
+# lr / gamma / prev_lr / prev_gamma of the functional: one value for all parameters, or a list with one value
+# per parameter (floats; tensors with capturable)
+Coef = float | Tensor | Sequence[float] | Sequence[Tensor]
 F64 = torch.float64
 
 # Largest drift of the default (paper) form from two-model Adam with the same ramp, as a fraction of the
@@ -211,28 +212,17 @@ class AdamO(OvershootOptimizer):
             if not states:
                 continue
             lr, gamma, delay, capturable = group["lr"], group["gamma"], group["delay"], group["capturable"]
-            # The previous step's lr and factor, which set the current offsets: capturable, per-parameter
-            # tensors on the device that this step overwrites (the factors 0.0 where the host knows they are);
-            # else Python floats, the parameters bucketed by them (normally one bucket).
-            calls: list[tuple[list[int] | None, Coef, Coef]] = []
-            out_lr = out_gamma = None
-            if capturable:
-                out_lr, out_gamma = [st["last_lr"] for st in states], [st["last_gamma"] for st in states]
-                no_offset = all(st[GAMMA_MAX_KEY] == 0.0 for st in states)
-                calls.append((None, out_lr, 0.0 if no_offset else out_gamma))
-            else:
-                buckets: dict[tuple[float, float], list[int]] = {}
-                for i, st in enumerate(states):
-                    buckets.setdefault((st["last_lr"], st["last_gamma"]), []).append(i)
-                calls.extend((idx if len(buckets) > 1 else None, *key) for key, idx in buckets.items())
-            for idx, prev_lr, prev_gamma in calls:
-                adamo(
-                    *(_take(xs, idx) for xs in lists[:6]), lr=lr, beta1=group["betas"][0],
-                    beta2=group["betas"][1], eps=group["eps"], weight_decay=group["weight_decay"],
-                    gamma=gamma, delay=delay, prev_lr=prev_lr, prev_gamma=prev_gamma, exact=group["exact"],
-                    amsgrad=group["amsgrad"], maximize=group["maximize"], foreach=group["foreach"],
-                    fused=group["fused"], capturable=capturable, out_lr=out_lr, out_gamma=out_gamma,
-                )  # fmt: skip
+            # the previous step's lr and factor (which set the current offsets): capturable, tensors on the
+            # device that this step overwrites; else Python floats. 0.0 where the host knows every factor is.
+            last_lr, last_gamma = [st["last_lr"] for st in states], [st["last_gamma"] for st in states]
+            out = (last_lr, last_gamma) if capturable else (None, None)
+            adamo(
+                *lists[:6], lr=lr, beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"],
+                weight_decay=group["weight_decay"], gamma=gamma, delay=delay, prev_lr=last_lr,
+                prev_gamma=last_gamma if any(map(may_offset, states)) else 0.0, exact=group["exact"],
+                amsgrad=group["amsgrad"], maximize=group["maximize"], foreach=group["foreach"],
+                fused=group["fused"], capturable=capturable, out_lr=out[0], out_gamma=out[1],
+            )  # fmt: skip
             if capturable:  # the factor written on the device is at most gamma: the host's upper bound
                 for st in states:
                     st[GAMMA_MAX_KEY] = float(gamma)
@@ -383,10 +373,6 @@ def _check_group(group: dict[str, Any]) -> None:
         )
 
 
-def _take(xs: list[Any], idx: list[int] | None) -> list[Any]:
-    return xs if idx is None or not xs else [xs[i] for i in idx]
-
-
 def adamo(
     params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
     max_exp_avg_sqs: list[Tensor], state_steps: list[Tensor], *, lr: Coef, beta1: float, beta2: float,
@@ -413,9 +399,10 @@ def adamo(
             along dim 0 and passes e.g. ``gamma`` of shape ``[N, 1, ..., 1]`` (one factor per member).
             ``prev_lr`` / ``prev_gamma`` are the learning rate / effective factor of the previous step (the
             ones that set the current offset); None means ``lr`` / the ramp value at step ``t-1``.
-            With ``capturable=True`` each may also be a list with one tensor per parameter (0-dim for the
-            foreach path); tensors must be on the parameters' device. The coefficient arithmetic is done
-            in float64 whatever the tensors' dtypes, then cast to each parameter's dtype.
+            Each may also be a list with one value per parameter: floats, or with ``capturable=True``
+            tensors (0-dim for the foreach path); tensors must be on the parameters' device. The
+            coefficient arithmetic is done in float64 whatever the tensors' dtypes, then cast to each
+            parameter's dtype.
         state_steps: float tensors holding the step counts: on the CPU (torch's default placement), or
             with ``capturable=True`` on each parameter's device.
         foreach, fused: implementation choice as in ``torch.optim.adam``; None picks fused on CUDA (triton,
@@ -466,11 +453,16 @@ def adamo(
             )
         fused, foreach = False, scalars if foreach is None else foreach
     else:
-        if any(isinstance(x, (list, tuple)) for x in coefs) or out_lr is not None or out_gamma is not None:
+        lists = [x for x in coefs if isinstance(x, (list, tuple))]
+        if (
+            any(isinstance(v, Tensor) for x in lists for v in x)
+            or out_lr is not None
+            or out_gamma is not None
+        ):
             raise ValueError(
                 "per-parameter lists of lr/gamma/prev_lr/prev_gamma and out_lr/out_gamma need capturable=True"
             )
-        tensor_args = any(isinstance(x, Tensor) for x in coefs)
+        tensor_args = any(isinstance(x, Tensor) for x in coefs)  # lists hold floats here
         if fused is None and foreach is None:
             fused = not tensor_args and default_to_fused(params, grads)
             foreach = not tensor_args and not fused
@@ -677,10 +669,15 @@ def _coefficient_rows(
     tensor and values (population: one shared count)."""
     coefs = (lr, prev_lr, gamma, prev_gamma)
     if not capturable:
-        by_step: dict[float, _Coefs] = {}
-        for s in set(values := torch.stack(steps).tolist()):
-            by_step[s] = _coefficients(s, *cast(tuple[Scalar, Scalar, Scalar, Scalar | None], coefs), **kw)
-        return [by_step[s] for s in values]
+        by_key: dict[tuple[Any, ...], _Coefs] = {}
+        rows = []
+        for s, i in zip(torch.stack(steps).tolist(), indices, strict=True):
+            vals = [_pick(x, i) for x in coefs]
+            key = (s, *(id(v) if isinstance(v, Tensor) else v for v in vals))
+            if key not in by_key:
+                by_key[key] = _coefficients(s, *vals, **kw)  # type: ignore[arg-type]
+            rows.append(by_key[key])
+        return rows
     if all(_scalar_like(x) for x in coefs):
         c = _cast(
             _coefficients(torch.stack(steps).to(F64), *cast(Any, [_gather(x, indices) for x in coefs]), **kw),
@@ -738,24 +735,23 @@ def _fused_adamo(
     lists: list[list[Tensor]] = [params, grads, exp_avgs, exp_avg_sqs, state_steps]
     if amsgrad:
         lists.append(max_exp_avg_sqs)
-    grouped = Optimizer._group_tensors_by_device_and_dtype(lists, with_indices=False)  # type: ignore[arg-type]
+    grouped = Optimizer._group_tensors_by_device_and_dtype(lists, with_indices=True)  # type: ignore[arg-type]
     for device, dtype in grouped:
         fused_kernels().check_fused_supported_kind(device, dtype, "AdamO")
     if increment_steps:
         torch._foreach_add_(state_steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
-    for group_lists, _ in grouped.values():
-        dev_params, dev_grads, dev_m, dev_v, dev_steps = (cast(list[Tensor], x) for x in group_lists[:5])
-        dev_vmax = cast(list[Tensor], group_lists[5]) if amsgrad else None
+    for group_lists, indices in grouped.values():
+        dev_lists = [cast(list[Tensor], x) for x in group_lists]
         rows = _coefficient_rows(
-            dev_steps, [], None, capturable=False, lr=float(cast(Scalar, lr)), prev_lr=prev_lr,
+            dev_lists[4], indices, None, capturable=False, lr=lr, prev_lr=prev_lr,
             gamma=gamma, prev_gamma=prev_gamma, delay=delay, beta1=beta1, beta2=beta2,
             weight_decay=weight_decay, exact=exact,
         )  # fmt: skip
         for c in dict.fromkeys(rows):  # one kernel launch per set of coefficients (normally one)
-            idx = None if len(set(rows)) == 1 else [i for i, r in enumerate(rows) if r == c]
+            idx = [i for i, r in enumerate(rows) if r == c]
+            sel = [xs if len(idx) == len(rows) else [xs[i] for i in idx] for xs in dev_lists]
             fused_kernels().adamo_fused_update(
-                *(_take(xs, idx) for xs in (dev_params, dev_grads, dev_m, dev_v)),
-                None if dev_vmax is None else _take(dev_vmax, idx), wd_factor=float(c.wd), beta1=beta1,
+                *sel[:4], sel[5] if amsgrad else None, wd_factor=float(c.wd), beta1=beta1,
                 beta2=beta2, bc2_sqrt=float(c.bc2_sqrt), eps=eps, cm=-float(c.ncm), cg=-float(c.ncg),
                 undo=float(c.undo), bc2p_sqrt=float(c.bc2p_sqrt), maximize=maximize,
             )  # fmt: skip
