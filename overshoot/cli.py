@@ -161,6 +161,17 @@ def main() -> None:
             raise
         print(f"overshoot-bench: error: {_first_line(e)}", file=sys.stderr, flush=True)
         session.outcomes.codes.append(2)
+    except Exception as e:  # Hydra failing on a value of the wrong shape (task=[1,2]): still one line
+        if not own_errors:
+            raise
+        started = bool(session.outcomes.codes or session.outcomes.counts)
+        print(
+            f"overshoot-bench: error: {type(e).__name__}: {_first_line(e)} (check the command line; "
+            "HYDRA_FULL_ERROR=1 shows the traceback)",
+            file=sys.stderr,
+            flush=True,
+        )
+        session.outcomes.codes.append(1 if started else 2)
     finally:
         with contextlib.suppress(KeyboardInterrupt):
             for line in session.summary():

@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,6 +258,11 @@ def load_checkpoint_file(path: Path, required: Sequence[str] = ()) -> dict[str, 
     if not path.exists():
         return None
     try:
+        if zipfile.is_zipfile(path):  # torch's format: every record carries a CRC, checked here
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+            if bad is not None:
+                raise ValueError(f"its record {bad} fails its CRC check (damaged bytes)")
         state = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(state, dict):
             raise ValueError(f"holds a {type(state).__name__}, not a checkpoint")
@@ -784,11 +790,33 @@ class Checkpoint:
             return False
         return True
 
+    def logs_differ(self, state: Mapping[str, Any]) -> str | None:
+        """Why the holders' logs are not the ones the checkpoint ``state`` was saved with (None when they
+        are): the last row each log had then must be the row it has now at that position (a log swapped in
+        from another run, or cut and rewritten, is not)."""
+        tails = state.get("log_tails")
+        if self.identity is None or not self.holders or tails is None:
+            return None
+        diverged = list(state.get("diverged") or [None] * len(self.holders))
+        rows = state.get("epoch_rows") or []
+        if not isinstance(tails, list) or len(tails) != len(self.holders) or len(rows) != len(self.holders):
+            return "its record of the logs does not fit these runs"
+        for j, h in enumerate(self.holders):
+            if j < len(diverged) and diverged[j] is not None:
+                continue  # a diverged member keeps its partial logs as they are
+            for f, n, tail in (
+                (h.steps_file, int(state["step"]), tails[j][0]),
+                (h.epochs_file, rows[j], tails[j][1]),
+            ):
+                if n and tail is not None and _line_at(f, n) != tail:
+                    return f"{f} is not the log it was saved with (row {n} differs)"
+        return None
+
     def load(self, required: Sequence[str] = ()) -> dict[str, Any] | None:
-        """The checkpoint, or None (also when unreadable or foreign: it is then moved aside with a
-        warning)."""
+        """The checkpoint, or None (also when unreadable or foreign, or when the logs are not the ones it
+        was saved with: it is then moved aside with a warning)."""
         state = load_checkpoint_file(self.path, required)
-        why = None if state is None else self.foreign(state)
+        why = None if state is None else self.foreign(state) or self.logs_differ(state)
         if why is not None:
             self.quarantine(why)
             return None
@@ -802,6 +830,9 @@ class Checkpoint:
         content = dict(state)
         if self.identity is not None:
             content["identity"] = dict(self.identity)
+            content["log_tails"] = [
+                [_last_line(h.steps_file), _last_line(h.epochs_file)] for h in self.holders
+            ]
         atomic_torch_save(content, self.path)
 
     def quarantine(self, why: str) -> None:
@@ -816,6 +847,45 @@ class Checkpoint:
         if folder:
             with contextlib.suppress(OSError):
                 self.path.parent.rmdir()
+
+
+def _last_line(path: Path) -> str | None:
+    """The last whole line of a log (None when it has no row after its header, or does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 65536))
+            lines = f.read().decode(errors="replace").split("\n")[:-1]
+    except OSError:
+        return None
+    return lines[-1] if len(lines) >= 2 or (lines and size > 65536) else None
+
+
+def _line_at(path: Path, n: int) -> str | None:
+    """Row ``n`` (1 = the first after the header) of a log, None when it has fewer."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for i, line in enumerate(f):
+                if i == n:
+                    return line[:-1] if line.endswith("\n") else None
+    except OSError:
+        return None
+    return None
+
+
+def _cells_ok(cells: Sequence[str]) -> bool:
+    """Whether a log row's cells read back as written: numbers ('nan' and 'inf' included), or a split name
+    (epochs.csv's second column)."""
+    for j, cell in enumerate(cells):
+        if j == 1 and cell in ("val", "test"):
+            continue
+        try:
+            float(cell)
+        except ValueError:
+            return False
+        if cell != cell.strip() or "_" in cell:
+            return False
+    return True
 
 
 @dataclass
@@ -948,7 +1018,8 @@ class RunWriter:
 
     def _truncate(self, path: Path, columns: Sequence[str], keep: int, indexed: bool = False) -> None:
         """Rewrite ``path`` as its header and first ``keep`` whole rows (rows of ``indexed`` logs must count
-        0, 1, ... in their first field)."""
+        0, 1, ... in their first field; every cell must read as a number, or as a split name in epochs.csv: a
+        damaged row is never carried into a resumed run)."""
         header = ",".join(columns) + "\n"
         lines: list[str] = []
         if keep and path.exists():
@@ -961,7 +1032,7 @@ class RunWriter:
                 whole = []
             for i, line in enumerate(whole[1 : keep + 1]):
                 cells = line.split(",")
-                if len(cells) != len(columns) or (indexed and cells[0] != str(i)):
+                if len(cells) != len(columns) or (indexed and cells[0] != str(i)) or not _cells_ok(cells):
                     break
                 lines.append(line + "\n")
         if len(lines) < keep:
