@@ -5,6 +5,7 @@ corruptions of a small run store, read back by ``overshoot.results`` and resumed
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +20,7 @@ from overshoot.config import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = settings(
-    max_examples=12,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "12")),  # a long run: FUZZ_EXAMPLES=300
     deadline=None,
     derandomize=True,  # the same examples on every CI run; the long script explores
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
