@@ -242,30 +242,13 @@ class AdamO(OvershootOptimizer):
 
     def _add_base_offset(self, params_by_group: list[list[Tensor]]) -> None:
         for group, params in zip(self.param_groups, params_by_group, strict=True):
-            if not params:
-                continue
-            (beta1, beta2), eps = group["betas"], group["eps"]
             sts = [self.state[p] for p in params]
-            ms, vs = (
-                [st["exp_avg"] for st in sts],
-                [st["max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"] for st in sts],
-            )
-            if group["capturable"]:  # the state on the device: the coefficients too
-                adamo_base_offset(
-                    params, ms, vs, [st["step"] for st in sts], lr=[st["last_lr"] for st in sts],
-                    gamma=[st["last_gamma"] for st in sts], beta1=beta1, beta2=beta2, eps=eps, inplace=True,
-                )  # fmt: skip
-                continue
-            buckets: dict[tuple[float, float, float], list[int]] = {}  # by step, lr, factor: normally one
-            steps = torch.stack([st["step"] for st in sts]).tolist()  # CPU: no device sync
-            for i, (st, step) in enumerate(zip(sts, steps, strict=True)):
-                buckets.setdefault((step, st["last_lr"], st["last_gamma"]), []).append(i)
-            for (step, lr, gamma), idx in buckets.items():
-                denom = torch._foreach_sqrt([vs[i] for i in idx])
-                torch._foreach_div_(denom, (1 - beta2**step) ** 0.5)
-                torch._foreach_add_(denom, eps)
-                torch._foreach_addcdiv_([params[i] for i in idx], [ms[i] for i in idx], denom,
-                                        value=lr * gamma / (1 - beta1**step))  # fmt: skip
+            vkey = "max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"
+            adamo_base_offset(
+                params, [st["exp_avg"] for st in sts], [st[vkey] for st in sts], [st["step"] for st in sts],
+                lr=[st["last_lr"] for st in sts], gamma=[st["last_gamma"] for st in sts],
+                beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"], inplace=True,
+            )  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict; this optimizer's ``capturable`` flags and lr types are kept and the loaded
@@ -759,9 +742,9 @@ def _fused_adamo(
 
 # ------------------------------------------------------------------------------------------- capturable
 def _scalar_like(x: Coef | None) -> bool:
-    """A float, a 0-dim tensor, or a list of 0-dim tensors (what the capturable foreach path takes)."""
+    """A float, a 0-dim tensor, or a list of them (what the foreach paths take)."""
     if isinstance(x, (list, tuple)):
-        return all(isinstance(v, Tensor) and v.dim() == 0 for v in x)
+        return all(not isinstance(v, Tensor) or v.dim() == 0 for v in x)
     return not isinstance(x, Tensor) or x.dim() == 0
 
 
@@ -822,9 +805,10 @@ def adamo_base_offset(
     inplace: bool = False,
     foreach: bool | None = None,
 ) -> list[Tensor]:
-    r"""AdamO's base weights from the overshoot weights ``params``, with tensor ops only (no host sync):
+    r"""AdamO's base weights from the overshoot weights ``params``:
     ``theta = theta' + lr*gamma*m/(bc1_t*d_t)``, ``bc1_t = 1-beta1^t``,
-    ``d_t = sqrt(v)/sqrt(1-beta2^t) + eps``.
+    ``d_t = sqrt(v)/sqrt(1-beta2^t) + eps``. Where lr or gamma holds a tensor, with tensor ops only (no host
+    sync); with Python floats, as ``adamo``'s host path, from the step counts read at once.
 
     Returns new tensors, or (``inplace=True``) adds the offset to ``params`` and returns them.
 
@@ -834,10 +818,13 @@ def adamo_base_offset(
             ``t = 0`` pass ``gamma = 0`` (the offset is then 0).
         lr, gamma: the last step's lr and *effective* factor (``ramp(gamma, t, delay)``, e.g. the
             ``out_lr`` / ``out_gamma`` of ``adamo``): floats or tensors broadcastable against each
-            parameter (population: ``gamma`` of shape ``[N, 1, ..., 1]``), or lists with one tensor per
-            parameter. Arithmetic in float64, then cast to the parameters' dtype.
+            parameter (population: ``gamma`` of shape ``[N, 1, ..., 1]``), or lists with one float or one
+            tensor per parameter. Tensor arithmetic in float64, then cast to the parameters' dtype.
         foreach: None picks foreach where every lr/gamma value is a float or 0-dim tensor.
     """
+    host = not any(
+        isinstance(v, Tensor) for x in (lr, gamma) for v in (x if isinstance(x, (list, tuple)) else [x])
+    )
     scalars = _scalar_like(lr) and _scalar_like(gamma)
     if foreach and not scalars:
         raise ValueError(
@@ -852,7 +839,14 @@ def adamo_base_offset(
     for (_, dtype), (dev_lists, indices) in grouped.items():
         dtype = cast(torch.dtype, dtype)
         dev_p, dev_m, dev_v, dev_s = (cast(list[Tensor], x) for x in dev_lists)
-        if scalars:  # one vectorised coefficient computation
+        coefs: list[Any]
+        bc2s: list[Any]
+        if host:  # Python floats, per parameter
+            coefs, bc2s = [], []
+            for t, i in zip(torch.stack(dev_s).tolist(), indices, strict=True):
+                coefs.append(_pick(lr, i) * _pick(gamma, i) / (1 - beta1**t) if t >= 1 else 0.0)  # type: ignore[operator]
+                bc2s.append((1 - beta2**t) ** 0.5 if t >= 1 else 1.0)
+        elif scalars:  # one vectorised coefficient computation
             lr_g, gamma_g = _gather(lr, indices), _gather(gamma, indices)
             coef, bc2 = _offset_coefficients(torch.stack(dev_s), lr_g, gamma_g, beta1, beta2)
             coefs, bc2s = _split(coef, dtype, len(dev_p)), _split(bc2, dtype, len(dev_p))
@@ -870,10 +864,12 @@ def adamo_base_offset(
             denom = torch._foreach_sqrt(dev_v)
             torch._foreach_div_(denom, bc2s)
             torch._foreach_add_(denom, eps)
-            num = torch._foreach_mul(dev_m, coefs)
+            # Python-float coefficients as torch's scalar list, tensors folded into the numerators
+            num, scal = (dev_m, coefs) if host else (torch._foreach_mul(dev_m, coefs), [1.0] * len(dev_p))
+            scal = cast(list[float], scal)
             if inplace:
-                torch._foreach_addcdiv_(dev_p, num, denom)
-            res = dev_p if inplace else torch._foreach_addcdiv(dev_p, num, denom)
+                torch._foreach_addcdiv_(dev_p, num, denom, scal)
+            res = dev_p if inplace else torch._foreach_addcdiv(dev_p, num, denom, scal)
         else:
             res = [
                 (p.addcdiv_ if inplace else p.addcdiv)(m * c, (v.sqrt() / b).add_(eps))
