@@ -192,7 +192,7 @@ def test_report_writes_every_table_figure_and_says_where(
     # The headline opens every report: per task and method, with the paper's label or "not a paper task";
     # the paper's 7-task mean only beside a mean over paper tasks, marked n of 7.
     assert md.index("## Headline") < md.index("## Protocol and provenance") < md.index("## Table 1")
-    assert printed.index("Saving % to 95%") < printed.index("Protocols:")
+    assert printed.index("Saving % [95% CI]") < printed.index("Protocols:")
     head = (out / "headline.md").read_text()
     assert (
         "| digits | not a paper task | SGDO γ=3 | CM |" in head and "| MLP-CA | MLP-CA | AdamO γ=5 |" in head

@@ -105,10 +105,10 @@ def headline_table(head: pd.DataFrame, reduction: float) -> Table | None:
             "Paper task": head["paper_label"],
             "Method": [method_label(m) for m in head["method"]],
             "vs": [method_label(b, b) for b in head["baseline"]],
-            f"Saving % to {_pct(reduction)} [95% CI]": [_saving_cell(r) for _, r in head.iterrows()],
+            "Saving % [95% CI]": [_saving_cell(r) for _, r in head.iterrows()],
             "Within noise": ["yes" if w else "no" for w in head["within_noise"]],
-            "Steps, baseline": head["k_baseline_mean"].map(lambda x: num(x, 0)),
-            "Steps, method": head["k_method_mean"].map(lambda x: num(x, 0)),
+            "Steps B": head["k_baseline_mean"].map(lambda x: num(x, 0)),
+            "Steps O": head["k_method_mean"].map(lambda x: num(x, 0)),
             "Seeds": [f"{int(n)} of {int(p)}" for n, p in zip(head["n"], head["n_pairs"], strict=True)],
         }
     )
@@ -116,11 +116,12 @@ def headline_table(head: pd.DataFrame, reduction: float) -> Table | None:
         "headline",
         f"Step saving to {_pct(reduction)} loss reduction per task and method against its family baseline "
         "(this project's per-seed saving): mean over the seeds where both reached the baseline's threshold "
-        "with its 95% t-interval; within noise = the interval contains 0 (or fewer than 2 seeds); steps = "
-        "mean steps to the threshold of the baseline and of the method; seeds = reached of paired",
+        "with its 95% t-interval; within noise = the interval contains 0 (or fewer than 2 seeds); Steps B, "
+        "Steps O = mean steps to the threshold of the baseline and of the method; seeds = reached of paired",
         head,
         disp,
         heading="Headline",
+        tex_spec="p{1.2in}p{0.7in}llllrrr",
     )
 
 
@@ -313,14 +314,18 @@ def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) ->
     factor = {s.key: metric_factor(s.records[0].metric, 1.0) for s in sections}
     scale_shown = t1["section"].map(factor)
     col_n = {k: int(g["n"].mode().iloc[0]) for k, g in t1.groupby("section")}
+    same_n = len(set(col_n.values())) == 1
     sub = [""]
     for s in sections:
         r = s.records[0]
-        sub.append(metric_header(r.metric, r.metric_scale, s.task) + f", n = {col_n.get(s.key, 0)}")
+        sub.append(
+            metric_header(r.metric, r.metric_scale, s.task) + ("" if same_n else f", n = {col_n[s.key]}")
+        )
+    seeds = f"{next(iter(col_n.values()))} seeds" if same_n else "n seeds per column"
     table = Table(
         "table1",
         "Best test metric over epochs (higher accuracy, lower loss is better; accuracy in %, MLP-CA's MSE "
-        "×100 as the paper), mean ± 95% t-interval over seeds (n seeds per column, a cell with another count "
+        f"×100 as the paper), mean ± 95% t-interval over {seeds} (a cell with another count "
         "shows it); bold: best of its family among cells of at least 2 seeds with the family's baseline "
         f"present; {BETTER} / {WORSE}: significantly better / worse than the better of the family's two "
         f"baselines (two-sided paired t-test by seed, α = {alpha:g})",
@@ -467,7 +472,8 @@ def protocol_table(sections: Sequence[Section], reduction: float, window: int) -
         "steps trained, the epochs completed, the smoothing window and the loss reduction of the savings",
         df,
         disp,
-        tex_spec="l" * len(disp.columns),
+        # the settings' values wrap inside the text width (a list of methods, a cut schedule)
+        tex_spec="l" + f"p{{{5.3 / max(1, len(disp.columns) - 1):.2f}in}}" * (len(disp.columns) - 1),
     )
 
 
