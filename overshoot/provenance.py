@@ -1,5 +1,5 @@
 """What produced a number: the code's revision, the library versions and the device, as run.json records
-them (and the benchmarks in benchmarks/ write beside their results)."""
+them (and the benchmarks in scripts/bench/ write beside their results)."""
 
 from __future__ import annotations
 
