@@ -379,3 +379,38 @@ def test_capturable_argument_errors() -> None:
         adamo([q], [q], [m], [v], [], [s], capturable=True, **{**kw, "lr": torch.tensor(1e-3, device="meta")})
     with pytest.raises(RuntimeError, match="supported devices"):
         adamo([q], [q], [m], [v], [], [torch.zeros((), device="meta")], capturable=True, **kw)
+
+
+def test_host_per_parameter_values_equal_separate_calls() -> None:
+    """The host path takes the previous lr and factor per parameter (as AdamO.step passes them) and
+    adamo_base_offset takes Python floats with host step counts: equal to one call per parameter and to the
+    tensor path."""
+    g = torch.Generator().manual_seed(0)
+    prev_lr, prev_gamma = [1e-2, 2e-2, 3e-2], [0.0, 1.0, 2.5]
+    init = [torch.randn(4, 3, generator=g, dtype=DT) for _ in range(3)]
+    grads = [torch.randn(4, 3, generator=g, dtype=DT) for _ in range(3)]
+    moments = [
+        (torch.randn(4, 3, generator=g, dtype=DT), torch.rand(4, 3, generator=g, dtype=DT)) for _ in range(3)
+    ]
+    kw = dict(lr=1e-2, gamma=5.0, delay=2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
+    runs = []
+    for per_call in (False, True):
+        ps, ms, vs = (
+            [p.clone() for p in init],
+            [m.clone() for m, _ in moments],
+            [v.clone() for _, v in moments],
+        )
+        steps = [torch.tensor(5.0) for _ in ps]
+        if per_call:
+            for i in range(3):
+                adamo([ps[i]], [grads[i]], [ms[i]], [vs[i]], [], [steps[i]], prev_lr=prev_lr[i],
+                      prev_gamma=prev_gamma[i], foreach=False, **kw)  # fmt: skip
+        else:
+            adamo(ps, grads, ms, vs, [], steps, prev_lr=prev_lr, prev_gamma=prev_gamma, foreach=True, **kw)
+        gam = [float(ramp(5.0, 6.0, 2))] * 3
+        base = adamo_base_offset(ps, ms, vs, steps, lr=prev_lr, gamma=gam, beta1=0.9, beta2=0.999, eps=1e-8)
+        runs.append(ps + base)
+    assert max_diff(*runs) <= 1e-15
+    lr_t, gam_t = ([torch.tensor(x, dtype=DT) for x in xs] for xs in (prev_lr, gam))
+    on_device = adamo_base_offset(ps, ms, vs, steps, lr=lr_t, gamma=gam_t, beta1=0.9, beta2=0.999, eps=1e-8)
+    assert max_diff(on_device, runs[1][3:]) <= 1e-15
