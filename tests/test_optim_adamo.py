@@ -414,3 +414,19 @@ def test_host_per_parameter_values_equal_separate_calls() -> None:
     lr_t, gam_t = ([torch.tensor(x, dtype=DT) for x in xs] for xs in (prev_lr, gam))
     on_device = adamo_base_offset(ps, ms, vs, steps, lr=lr_t, gamma=gam_t, beta1=0.9, beta2=0.999, eps=1e-8)
     assert max_diff(on_device, runs[1][3:]) <= 1e-15
+
+
+@pytest.mark.parametrize("capturable", [False, True])
+def test_base_weights_with_a_group_without_offset(capturable: bool) -> None:
+    """A param group with gamma 0 beside one with overshoot: the base weights move only the first group."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(6, 3).to(DT), torch.nn.Linear(6, 3).to(DT)
+    groups = [{"params": a.parameters()}, {"params": b.parameters(), "gamma": 0.0}]
+    opt = AdamO(groups, lr=1e-2, delay=0, capturable=capturable)
+    for x, y in batches(5):
+        opt.zero_grad()
+        (((a(x) - y) ** 2).mean() + ((b(x) - y) ** 2).mean()).backward()
+        opt.step()
+    over_a, over_b = ([p.detach().clone() for p in m.parameters()] for m in (a, b))
+    with opt.base_weights():
+        assert max_diff(b.parameters(), over_b) == 0.0 and max_diff(a.parameters(), over_a) > 0.0

@@ -454,6 +454,8 @@ def adamo(
                 "tensor lr/gamma/prev_lr/prev_gamma need the single-tensor path: pass foreach=False, "
                 "fused=False (or capturable=True)"
             )
+    if not params:
+        return
     impl = _fused_adamo if fused else _multi_tensor_adamo if foreach else _single_tensor_adamo
     impl(
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr=lr, beta1=beta1, beta2=beta2,
@@ -832,6 +834,8 @@ def adamo_base_offset(
             "tensors: pass foreach=False for broadcast (e.g. per-member) tensors"
         )
     out = list(params)
+    if not params:
+        return out
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, exp_avgs, exp_avg_sqs, state_steps],  # type: ignore[list-item]
         with_indices=True,
