@@ -1,4 +1,4 @@
-"""AdamO, AdamW with overshoot (arXiv 2501.09556, section 3): the model holds only the overshoot weights."""
+"""AdamO, AdamW with overshoot (Kopal et al. 2025, arXiv 2501.09556): the model holds overshoot weights."""
 
 from __future__ import annotations
 

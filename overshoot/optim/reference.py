@@ -1,4 +1,4 @@
-"""Two-model (definitional) forms of SGDO and AdamO (paper.md sections 2 and 3), for tests and users.
+"""Two-model (definitional) forms of SGDO and AdamO (arXiv 2501.09556), for tests and users.
 
 A base copy and an overshoot copy of the parameters are each driven by a stock torch optimizer. Before
 every step the overshoot copy is re-synced to the base weights; both optimizers then take the same

@@ -1,4 +1,4 @@
-"""SGD with overshoot (SGDO): paper.md section 2, one set of weights (the overshoot weights) in the model."""
+"""SGD with overshoot (SGDO; Kopal et al. 2025, arXiv 2501.09556): the model holds the overshoot weights."""
 
 from __future__ import annotations
 
