@@ -27,7 +27,6 @@ from omegaconf import DictConfig
 from overshoot.config import CONFIG_DIR, CONFIG_SEARCH_PATH
 from overshoot.extras import MissingExtra, require
 from overshoot.provenance import git_rev
-from overshoot.store import os_error_line
 from overshoot.sweep import Session
 
 
@@ -153,6 +152,8 @@ def main() -> None:
         print(f"overshoot-bench: error: {hydra_error_line(e)}", file=sys.stderr, flush=True)
         session.outcomes.codes.append(2)
     except OSError as e:  # Hydra creating a multirun's folder under an unwritable out=
+        from overshoot.store import os_error_line
+
         where = e.filename or "the run store"
         print(f"overshoot-bench: error: {os_error_line(e, where)}: choose a writable out=", file=sys.stderr)
         session.outcomes.codes.append(2)

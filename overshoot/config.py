@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from overshoot import methods
@@ -185,6 +184,8 @@ def _method(opt: dict[str, Any]) -> tuple[methods.Method, str | None, dict[str, 
         raise ConfigError(f"optimizer.name={name} is a built-in method: give your optimizer another name")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.]*", name):
         raise ConfigError(f"optimizer.name={name!r}: use letters, digits, '_' and '.' (it names a folder)")
+    import torch  # a user's optimizer: importing it imports torch anyway
+
     try:
         cls = methods.import_object(str(target))
     except ValueError as e:

@@ -16,7 +16,6 @@ import socket
 import sys
 import time
 import traceback
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from omegaconf import DictConfig
 from overshoot import methods, metrics
 from overshoot.config import ConfigError, baseline_of, resolve
 from overshoot.engine import drive, format_rate
+from overshoot.outcomes import Outcomes, bad_input
 from overshoot.population import member_order, population_checkpoint, train_population
 from overshoot.provenance import device_name, git_rev, versions
 from overshoot.runconfig import RunConfig
@@ -59,46 +59,9 @@ if TYPE_CHECKING:
 FINISHED = ("completed", "diverged")  # results: a relaunch skips them (a diverged run would diverge again)
 
 
-class Outcomes:
-    """What happened to this process's runs: a count per outcome (completed, skipped, running elsewhere,
-    bad input, ...) and every run's exit code."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.codes: list[int] = []
-        self.errors: list[str] = []  # the one-line messages of bad input, in order
-
-    def add(self, outcome: str) -> None:
-        self.counts[outcome] += 1
-
-    @property
-    def interrupted(self) -> int | None:
-        """143 when a run was stopped by SIGTERM, 130 by SIGINT, else None."""
-        return 143 if 143 in self.codes else 130 if 130 in self.codes else None
-
-    @property
-    def exit_code(self) -> int:
-        return max(self.codes, default=0)
-
-    def summary(self) -> str | None:
-        """'5 runs: 3 completed, 2 skipped' when there was more than one run."""
-        n = sum(self.counts.values())
-        if n <= 1:
-            return None
-        return f"{n} runs: " + ", ".join(f"{k_n} {k}" for k, k_n in sorted(self.counts.items()))
-
-
 def finished(info: dict[str, Any]) -> bool:
     """Whether a run.json says the run is a result that a relaunch must not train again."""
     return info.get("status") in FINISHED
-
-
-def bad_input(e: Exception, outcomes: Outcomes) -> int:
-    """Print the one-line error of a bad setting; exit code 2."""
-    print(f"overshoot-bench: error: {e}", file=sys.stderr, flush=True)
-    outcomes.add("bad input")
-    outcomes.errors.append(str(e))
-    return 2
 
 
 def run_one(cfg: DictConfig | RunConfig, outcomes: Outcomes | None = None) -> int:

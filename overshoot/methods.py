@@ -11,18 +11,32 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from overshoot.extras import require
-from overshoot.optim import SGDO, AdamO, Overshoot, ScheduleFreeEval
 from overshoot.runconfig import HParams
+
+if TYPE_CHECKING:  # torch and the optimizers are imported by the builders: help and errors need neither
+    import torch
 
 DEFAULT_GAMMA = 5.0  # the public code's default overshoot factor
 NADAM_CONSTANT_MOMENTUM = 1e12  # momentum_decay so large that NAdam's mu_t == beta1 from the first step
 
-Builder = Callable[[Iterable[torch.nn.Parameter], HParams, float, bool], torch.optim.Optimizer]
+Builder = Callable[[Iterable["torch.nn.Parameter"], HParams, float, bool], "torch.optim.Optimizer"]
+
+
+def _torch() -> Any:
+    """The torch module, imported on first use."""
+    import torch
+
+    return torch
+
+
+def _own() -> Any:
+    """``overshoot.optim`` (SGDO, AdamO, Overshoot, ScheduleFreeEval), imported on first use."""
+    import overshoot.optim
+
+    return overshoot.optim
 
 
 @dataclass(frozen=True)
@@ -130,7 +144,7 @@ def _lion(ps: Iterable[torch.nn.Parameter], hp: HParams) -> torch.optim.Optimize
 
 def _radam(ps: Iterable[torch.nn.Parameter], hp: HParams) -> torch.optim.Optimizer:
     """RAdam with decoupled weight decay (as AdamW's)."""
-    return torch.optim.RAdam(
+    return _torch().optim.RAdam(
         ps, lr=hp.lr, betas=_betas(hp), eps=hp.eps, weight_decay=hp.weight_decay, decoupled_weight_decay=True
     )
 
@@ -139,7 +153,7 @@ def _sf_adamw(ps: Iterable[torch.nn.Parameter], hp: HParams) -> torch.optim.Opti
     """Schedule-Free AdamW (schedulefree), evaluated at its x sequence through ``base_weights()``."""
     from schedulefree import AdamWScheduleFree
 
-    return ScheduleFreeEval(
+    return _own().ScheduleFreeEval(
         AdamWScheduleFree(ps, lr=hp.lr, betas=_betas(hp), eps=hp.eps, weight_decay=hp.weight_decay)
     )
 
@@ -149,32 +163,32 @@ METHODS: dict[str, Method] = {
     for m in (
         Method(
             "sgd", "sgd", "CM", population="sgdo", graph=True,
-            build=lambda ps, hp, g, cap: torch.optim.SGD(
+            build=lambda ps, hp, g, cap: _torch().optim.SGD(
                 ps, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
             ),
         ),
         Method(
             "nesterov", "sgd", "NAG", population="nag", population_gamma=lambda g, mu: mu, graph=True,
-            build=lambda ps, hp, g, cap: torch.optim.SGD(
+            build=lambda ps, hp, g, cap: _torch().optim.SGD(
                 ps, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=True
             ),
         ),
         Method(
             "sgd_os", "sgd", "SGDO", overshoot=True, population="sgdo", population_gamma=lambda g, mu: g,
             graph=True,
-            build=lambda ps, hp, g, cap: SGDO(
+            build=lambda ps, hp, g, cap: _own().SGDO(
                 ps, lr=hp.lr, momentum=hp.momentum, gamma=g, weight_decay=hp.weight_decay
             ),
         ),
         Method(
             "adam", "adam", "Adam", population="adamo", graph=True,
-            build=lambda ps, hp, g, cap: torch.optim.AdamW(
+            build=lambda ps, hp, g, cap: _torch().optim.AdamW(
                 ps, lr=hp.lr, betas=_betas(hp), eps=hp.eps, weight_decay=hp.weight_decay, capturable=cap
             ),
         ),
         Method(
             "nadam", "adam", "NAdam", population="nadam", graph=True,
-            build=lambda ps, hp, g, cap: torch.optim.NAdam(
+            build=lambda ps, hp, g, cap: _torch().optim.NAdam(
                 ps, lr=hp.lr, betas=_betas(hp), eps=hp.eps, weight_decay=hp.weight_decay,
                 momentum_decay=NADAM_CONSTANT_MOMENTUM, decoupled_weight_decay=True, capturable=cap,
             ),
@@ -182,7 +196,7 @@ METHODS: dict[str, Method] = {
         Method(
             "adam_os", "adam", "AdamO", overshoot=True, population="adamo", population_gamma=lambda g, mu: g,
             graph=True,
-            build=lambda ps, hp, g, cap: AdamO(
+            build=lambda ps, hp, g, cap: _own().AdamO(
                 ps, lr=hp.lr, betas=_betas(hp), eps=hp.eps, weight_decay=hp.weight_decay, gamma=g,
                 delay=hp.delay, capturable=cap,
             ),
@@ -196,12 +210,12 @@ METHODS: dict[str, Method] = {
         ),
         Method(
             "lion_os", "lion", "Lion+O", overshoot=True, extra="optimizers",
-            build=lambda ps, hp, g, cap: Overshoot(_lion(ps, hp), gamma=g, delay=hp.delay),
+            build=lambda ps, hp, g, cap: _own().Overshoot(_lion(ps, hp), gamma=g, delay=hp.delay),
         ),
         Method("radam", "radam", "RAdam", build=lambda ps, hp, g, cap: _radam(ps, hp)),
         Method(
             "radam_os", "radam", "RAdam+O", overshoot=True,
-            build=lambda ps, hp, g, cap: Overshoot(_radam(ps, hp), gamma=g, delay=hp.delay),
+            build=lambda ps, hp, g, cap: _own().Overshoot(_radam(ps, hp), gamma=g, delay=hp.delay),
         ),
     )
 }  # fmt: skip
@@ -317,6 +331,10 @@ def build_custom(
     """The user's optimizer ``target`` over ``params``: the family's hyperparameters it accepts, overridden
     by its own ``kwargs``; wrapped in ``Overshoot`` (delay: the run's, except in the SGD family, whose
     overshoot has no ramp) when ``gamma`` > 0."""
+    import torch
+
+    from overshoot.optim import Overshoot
+
     cls = import_object(target)
     opt = cls(params, **{**family_kwargs(cls, family, hp), **dict(kwargs)})
     if not isinstance(opt, torch.optim.Optimizer):

@@ -8,10 +8,12 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 import overshoot
+
+if TYPE_CHECKING:
+    import torch
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,6 +39,8 @@ def git_rev() -> str | None:
 def versions() -> dict[str, str]:
     """Python's, overshoot's and torch's versions, and those of numpy, hydra, transformers and peft when this
     process has imported them."""
+    import torch
+
     out = {
         "python": platform.python_version(),
         "overshoot": overshoot.__version__,
@@ -52,5 +56,7 @@ def versions() -> dict[str, str]:
 def device_name(device: torch.device) -> str:
     """``NVIDIA H100 80GB HBM3 (cuda:0)`` or ``cpu (x86_64)``."""
     if device.type == "cuda":
+        import torch
+
         return f"{torch.cuda.get_device_name(device)} ({device})"
     return f"cpu ({platform.processor() or platform.machine()})"

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from overshoot import methods
+from overshoot.outcomes import run_label as run_label  # re-exported: messages name runs
 from overshoot.runconfig import RunConfig
 
 if TYPE_CHECKING:
@@ -177,9 +178,3 @@ def forward_state_free(model: nn.Module) -> bool:
         isinstance(m, nn.modules.batchnorm._NormBase) or (isinstance(m, nn.Dropout) and m.p > 0)
         for m in model.modules()
     )
-
-
-def run_label(run: RunConfig) -> str:
-    """A run's label in messages and progress: task, method (gamma included) and seed, e.g.
-    digits/sgd_os-g5/seed10."""
-    return f"{run.task}/{methods.label(run.optimizer, run.gamma)}/seed{run.seed}"

@@ -45,9 +45,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
-import torch
 import yaml
-
 from overshoot import methods
 from overshoot.runconfig import RunConfig
 
@@ -201,6 +199,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically."""
+    import torch  # only checkpoints need it: reading and skipping runs does not
+
     atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
@@ -240,7 +240,7 @@ def remove_stale_temps(folder: Path) -> list[Path]:
 
 def quarantine(path: Path, why: str) -> Path:
     """Move the broken file ``path`` aside (``<name>.corrupt-<UTC time>``), keeping it for inspection."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     try:
         os.replace(path, aside)
@@ -257,6 +257,8 @@ def load_checkpoint_file(path: Path, required: Sequence[str] = ()) -> dict[str, 
     path = Path(path)
     if not path.exists():
         return None
+    import torch
+
     try:
         if zipfile.is_zipfile(path):  # torch's format: every record carries a CRC, checked here
             with zipfile.ZipFile(path) as z:
@@ -455,7 +457,7 @@ def _create_claim(folder: Path) -> dict[str, Any] | None:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "pidns": PID_NAMESPACE,
-        "started": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(),
+        "started": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(),
         "heartbeat": now,
         "token": uuid.uuid4().hex,
     }
@@ -780,6 +782,8 @@ class Checkpoint:
             return False
         if self.identity is None:
             return True
+        import torch
+
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=False, mmap=True)
         except Exception:  # not a zip checkpoint, cut, ...: load() moves it aside with its reason
