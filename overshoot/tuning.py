@@ -132,7 +132,8 @@ def best_val(path: str | Path, metric: str) -> tuple[float, float]:
 
 def trials_frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[Any]]]:
     """Per tuning run its setting and validation scores, and the tuned axes: the hyperparameters that vary
-    across the runs, each with its grid of values."""
+    across one method's runs, each with its grid of values (a value that differs only between families, as
+    Lion's beta2, is not an axis)."""
     if runs.empty:
         raise TuningError(
             "no tuning runs found: train them with overshoot-bench -m +sweep=tune out=STUDY/tuning"
@@ -143,7 +144,7 @@ def trials_frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[Any]]
     axes: dict[str, list[Any]] = {}
     for k in HPARAMS:
         col = f"hp_{k}"
-        if col in runs and runs[col].nunique(dropna=False) > 1:
+        if col in runs and (runs.groupby("method")[col].nunique(dropna=False) > 1).any():
             axes[k] = sorted(runs[col].unique().tolist())
     rows = []
     for r in runs.itertuples(index=False):

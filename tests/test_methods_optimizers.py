@@ -111,3 +111,19 @@ def test_both_evaluation_points_are_logged(tmp_path: Path, overrides: list[str])
         assert not two_points and (apart == 0).all()
     else:
         assert two_points and (apart > 0).sum() > 10
+
+
+def test_a_family_default_is_not_a_tuned_axis() -> None:
+    from overshoot import tuning
+
+    rows = []
+    for method, beta2 in (("adam", 0.999), ("lion", 0.99)):  # Lion's own b2: constant within the method
+        for lr in (0.001, 0.002):
+            hp = {"lr": lr, "beta2": beta2}
+            rows.append(
+                {"task": "digits", "method": method, "optimizer": method, "gamma": 0.0, "family": method,
+                 "seed": 1, "status": "diverged", "config": {"optimizer": method, "hparams": hp},
+                 "metric": "accuracy", "path": "unread", **{f"hp_{k}": v for k, v in hp.items()}}
+            )  # fmt: skip
+    _, axes = tuning.trials_frame(pd.DataFrame(rows))
+    assert axes == {"lr": [0.001, 0.002]}
