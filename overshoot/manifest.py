@@ -140,13 +140,17 @@ def run_state(path: Path, stale_after: float = STALE_AFTER_S, now: float | None 
 
 
 def plan(overrides: Sequence[str], stale_after: float = STALE_AFTER_S) -> list[Entry]:
-    """Every distinct run of the sweep with its state; runs that resolve to the same directory appear once."""
-    from overshoot.config import resolve
-    from overshoot.runtime import run_label
+    """Every distinct run of the sweep with its state; runs that resolve to the same directory appear once.
+    A gamma given to an optimizer without overshoot (``optimizer=sgd,sgd_os gamma=3,5``) is dropped, as
+    ``overshoot-bench -m`` drops it: that job is the optimizer's own run, and its line has no gamma."""
+    from overshoot.config import drop_sweep_gamma, resolve
+    from overshoot.outcomes import run_label
     from overshoot.store import run_path
 
     entries: dict[Path, Entry] = {}
     for job, cfg in _expand_and_compose(overrides):
+        if drop_sweep_gamma(cfg) is not None:
+            job = [o for o in job if o.lstrip("+~").split("=", 1)[0] != "gamma"]
         run = resolve(cfg)
         path = run_path(run.out, run)
         name = run_label(run)
