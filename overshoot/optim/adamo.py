@@ -744,9 +744,9 @@ def _fused_adamo(
 
 # ------------------------------------------------------------------------------------------- capturable
 def _scalar_like(x: Coef | None) -> bool:
-    """A float, a 0-dim tensor, or a list of them (what the foreach paths take)."""
+    """A float, a 0-dim tensor, or a list of 0-dim tensors (what the capturable foreach path takes)."""
     if isinstance(x, (list, tuple)):
-        return all(not isinstance(v, Tensor) or v.dim() == 0 for v in x)
+        return all(isinstance(v, Tensor) and v.dim() == 0 for v in x)
     return not isinstance(x, Tensor) or x.dim() == 0
 
 
@@ -827,7 +827,7 @@ def adamo_base_offset(
     host = not any(
         isinstance(v, Tensor) for x in (lr, gamma) for v in (x if isinstance(x, (list, tuple)) else [x])
     )
-    scalars = _scalar_like(lr) and _scalar_like(gamma)
+    scalars = host or (_scalar_like(lr) and _scalar_like(gamma))
     if foreach and not scalars:
         raise ValueError(
             "foreach adamo_base_offset takes lr/gamma as floats, 0-dim tensors or lists of 0-dim "
