@@ -141,15 +141,18 @@ def run_state(path: Path, stale_after: float = STALE_AFTER_S, now: float | None 
 
 def plan(overrides: Sequence[str], stale_after: float = STALE_AFTER_S) -> list[Entry]:
     """Every distinct run of the sweep with its state; runs that resolve to the same directory appear once.
-    A gamma given to an optimizer without overshoot (``optimizer=sgd,sgd_os gamma=3,5``) is dropped, as
-    ``overshoot-bench -m`` drops it: that job is the optimizer's own run, and its line has no gamma."""
+    In a sweep that also trains an overshoot method, a gamma given to an optimizer without overshoot
+    (``optimizer=sgd,sgd_os gamma=3,5``) is dropped, as ``overshoot-bench -m`` drops it: that job is the
+    optimizer's own run, and its line has no gamma."""
     from overshoot.config import drop_sweep_gamma, resolve
     from overshoot.outcomes import run_label
     from overshoot.store import run_path
 
     entries: dict[Path, Entry] = {}
-    for job, cfg in _expand_and_compose(overrides):
-        if drop_sweep_gamma(cfg) is not None:
+    jobs = _expand_and_compose(overrides)
+    takes_gamma = any(cfg.optimizer.get("overshoot") for _, cfg in jobs)  # else gamma is a mistake: refused
+    for job, cfg in jobs:
+        if takes_gamma and drop_sweep_gamma(cfg) is not None:
             job = [o for o in job if o.lstrip("+~").split("=", 1)[0] != "gamma"]
         run = resolve(cfg)
         path = run_path(run.out, run)
