@@ -3,7 +3,9 @@ seconds) ending in one line and exit status 130 instead of a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from typing import NoReturn
 
@@ -19,10 +21,18 @@ def _interrupted(e: BaseException | None) -> bool:
     return False
 
 
-def _exit_interrupted() -> NoReturn:
+def _exit_interrupted(started: bool = False) -> NoReturn:
     """One line, exit status 130, at once: a half-imported torch left to the interpreter's shutdown can be
-    interrupted again there and end the process by the signal instead."""
-    print("overshoot-bench: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
+    interrupted again there and end the process by the signal instead. Further Ctrl-Cs are ignored."""
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    what = "relaunch the same command to resume" if started else "nothing was written"
+    with contextlib.suppress(OSError, ValueError):
+        print(
+            f"overshoot-bench: interrupted{'' if started else ' while starting'}; {what}",
+            file=sys.stderr,
+            flush=True,
+        )
     os._exit(130)
 
 
@@ -36,8 +46,8 @@ def main() -> None:
         _exit_interrupted()
     try:
         cli_main()
-    except KeyboardInterrupt:  # before the CLI's own handler is in place (it covers training)
-        _exit_interrupted()
+    except KeyboardInterrupt:  # outside the CLI's own handler (a second Ctrl-C as it takes the first)
+        _exit_interrupted(started=True)
 
 
 if __name__ == "__main__":

@@ -162,8 +162,16 @@ def test_a_warm_contender_taking_over_a_live_holder_never_interleaves(
     steps = "max_steps=800"
     out = tmp_path / "store"
     path = _run(out, steps)
+    # A holder whose heartbeats do not reach the contender (a stalled thread, a mount caching attributes):
+    # its claim keeps the old modification time set below.
+    silent = "from overshoot import store; store.Claim._beat_loop = lambda self, every: None; "
     holder = subprocess.Popen(
-        [*BENCH, *_overrides(out, steps, "checkpoint_every=0")],
+        [
+            sys.executable,
+            "-c",
+            silent + "from overshoot.cli import main; main()",
+            *_overrides(out, steps, "checkpoint_every=0"),
+        ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
