@@ -76,7 +76,7 @@ def test_html_is_self_contained(report_dir: Path) -> None:
     toc, head = text.index('<nav class="toc"'), text.index('<h2 id="headline">')
     details = text.index('<details id="protocol-and-provenance"><summary>')
     assert toc < head < details < text.index('id="table-1-best-test-metric"')
-    assert '<div class="warning" role="note"><strong>Warning:</strong> 1 runs left out' in text
+    assert '<div class="warning" role="note"><strong>Warning:</strong> 1 run left out' in text
     assert 'class="sortable"' in text and '<div class="table-wrap">' in text
     # each table links its CSV and TeX, each figure its PDF, relative to the report
     assert '<a href="table1.csv">table1.csv</a> · <a href="table1.tex">table1.tex</a>' in text
@@ -100,7 +100,7 @@ def test_html_loads_in_chromium_without_errors_and_shows_everything(report_dir: 
     assert m, "the page's load handler never ran: " + proc.stdout[:500]
     got = json.loads(html.unescape(m.group(1)))
     n_figures = len(list((report_dir / "figures").glob("*.png")))
-    assert got["images"] == got["loaded"] == n_figures == 4
+    assert got["images"] == got["loaded"] == n_figures >= 4
     assert got["tables"] == (report_dir / "report.html").read_text().count("<table ")
     assert got["tables"] >= 9 and got["rows"] > 40 and got["headings"] >= 8
     asc, desc = got["ascending"], got["descending"]

@@ -62,7 +62,8 @@ def notes(report: Report) -> list[str]:
                 "within each (pick one with --protocol ID)."
             )
     if len(report.left_out):
-        out.append(f"{len(report.left_out):,} runs left out: listed with the reason under 'Runs left out'.")
+        n = len(report.left_out)
+        out.append(f"{n:,} run{'s' * (n != 1)} left out: listed with the reason under 'Runs left out'.")
     return out
 
 
