@@ -42,12 +42,14 @@ import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 from overshoot import methods
 from overshoot.runconfig import RunConfig
+
+if TYPE_CHECKING:  # the logs' readers import pandas: claiming and skipping runs do not
+    import pandas as pd
 
 STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
 EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
@@ -1065,11 +1067,15 @@ class Run:
     def steps(self) -> pd.DataFrame:
         """The per-step log (empty frame when none was written)."""
         f = self.path / "steps.csv"
+        import pandas as pd
+
         return pd.read_csv(f) if f.exists() else pd.DataFrame(columns=list(STEP_COLUMNS))
 
     def epochs(self) -> pd.DataFrame:
         """The per-epoch evaluation log."""
         f = self.path / "epochs.csv"
+        import pandas as pd
+
         return pd.read_csv(f) if f.exists() else pd.DataFrame(columns=list(EPOCH_COLUMNS))
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from overshoot import metrics
 from overshoot.config import ConfigError, baseline_of, drop_sweep_gamma, resolve
-from overshoot.lifecycle import Outcomes, finished, run_one, run_population
-from overshoot.population import MAX_SIZE, eligible, plan_populations
+from overshoot.outcomes import Outcomes, bad_input, run_label
 from overshoot.runconfig import RunConfig
-from overshoot.runtime import run_label
-from overshoot.store import RunWriter, load_run, run_path
+from overshoot.store import CLAIM_FILE, RunWriter, load_run, read_info_file, run_path
+
+# Training (lifecycle, population) imports torch: a job that ends in bad input or skips a finished run, and
+# --help, never import it.
+FINISHED = ("completed", "diverged")  # overshoot.lifecycle.FINISHED: a relaunch skips them
 
 
 class Session:
@@ -49,9 +50,38 @@ class Session:
         if _population_job(cfg):
             self.population_jobs.append(cfg)  # trained after the sweep, grouped
             return
-        code = run_one(cfg, self.outcomes)
+        run = self._settled(cfg)
+        if run is None:
+            return
+        from overshoot.lifecycle import run_one
+
+        code = run_one(run, self.outcomes)
         if code in (130, 143):
             raise KeyboardInterrupt
+
+    def _settled(self, cfg: DictConfig) -> RunConfig | None:
+        """The run of ``cfg`` to train, or None when the job ends here without torch: bad input (its one
+        line, exit code 2), or a run the store holds finished with nothing of an earlier process left beside
+        it (skipped with the line training's own check prints; a leftover claim or checkpoint is left to
+        training's check, which clears it)."""
+        try:
+            run = resolve(cfg)
+        except (ConfigError, ValueError) as e:
+            self.outcomes.codes.append(bad_input(e, self.outcomes))
+            return None
+        path = run_path(run.out, run)
+        if (path / CLAIM_FILE).exists() or (path / "checkpoint.pt").exists():
+            return run
+        try:
+            status = read_info_file(path / "run.json").get("status")
+        except (OSError, ValueError):
+            return run
+        if status not in FINISHED:
+            return run
+        print(f"{run_label(run)}: skipped, already {status} in {path}", flush=True)
+        self.outcomes.add("skipped")
+        self.outcomes.codes.append(0)
+        return None
 
     def finish(self) -> None:
         """Train the population jobs collected during the sweep."""
@@ -134,10 +164,13 @@ def sweep_job_of(sweep_dir: Path, run: RunConfig, job: int) -> int:
 
 
 def run_sweep(
-    cfgs: Sequence[DictConfig], outcomes: Outcomes | None = None, max_size: int = MAX_SIZE
+    cfgs: Sequence[DictConfig], outcomes: Outcomes | None = None, max_size: int | None = None
 ) -> list[int]:
     """Train the composed configs of a sweep: completed runs skipped, compatible ones as populations, the
     rest one by one; returns the exit codes. Raises KeyboardInterrupt when a population was interrupted."""
+    from overshoot.lifecycle import finished, run_one, run_population
+    from overshoot.population import MAX_SIZE, eligible, plan_populations
+
     outcomes = outcomes if outcomes is not None else Outcomes()
     codes: list[int] = []
     todo: list[RunConfig] = []
@@ -151,7 +184,7 @@ def run_sweep(
             codes.append(run_one(run, outcomes))  # says it skipped
             continue
         todo.append(run)
-    populations, alone = plan_populations(todo, max_size=max_size)
+    populations, alone = plan_populations(todo, max_size=MAX_SIZE if max_size is None else max_size)
     print(
         f"population mode: {sum(map(len, populations))} runs in {len(populations)} populations, "
         f"{len(alone)} alone",
@@ -200,6 +233,8 @@ def sweep_summary(runs: list[RunConfig]) -> list[str]:
 
 def _group_saving(task: str, method: str, members: list[RunConfig]) -> str | None:
     """The saving line of one method's runs against their family baseline, None without a completed pair."""
+    from overshoot import metrics  # pandas: only once a sweep has a saving to print
+
     base_curves: dict[int, np.ndarray] = {}
     own_curves: dict[int, np.ndarray] = {}
     base_name = baseline_of(members[0]).optimizer

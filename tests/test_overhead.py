@@ -1,0 +1,70 @@
+"""The commands of ``overshoot-bench`` that train nothing (help, the composed config, bad input, a finished
+run's skip) import neither torch nor pandas, and the other console scripts' help no torch: each runs in a
+fresh interpreter that checks ``sys.modules`` once the command has exited."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+CHECK = textwrap.dedent(
+    """
+    import runpy, sys
+    module, sys.argv = sys.argv[1], sys.argv[1:]
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__")
+    except SystemExit as e:
+        code = e.code
+    heavy = sorted(m for m in ("torch", "pandas") if m in sys.modules)
+    print("HEAVY", ",".join(heavy) or "-", "EXIT", code, file=sys.stderr)
+    """
+)
+
+
+def _run(module: str, *args: str) -> tuple[str, int, str]:
+    """(the heavy modules imported, the exit status, stdout and stderr) of ``python -m module args``."""
+    p = subprocess.run(
+        [sys.executable, "-c", CHECK, module, *args], capture_output=True, text=True, timeout=120
+    )
+    last = p.stderr.strip().splitlines()[-1].split()
+    assert last[0] == "HEAVY", p.stderr
+    return last[1], int(last[3]), p.stdout + p.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--help"], 0),
+        (["--cfg", "job"], 0),
+        (["lr=-1"], 2),
+        (["nosuch=1"], 2),
+        (["+nosuch=1"], 2),
+        (["optimizer=nope"], 2),
+    ],
+)
+def test_bench_without_training_imports_no_torch(args: list[str], code: int, tmp_path: Path) -> None:
+    heavy, got, err = _run("overshoot._entry", *args, f"out={tmp_path}")
+    assert got == code, err
+    assert heavy == "-", f"overshoot-bench {' '.join(args)} imported {heavy}"
+
+
+@pytest.mark.parametrize("module", ["overshoot.report.cli", "overshoot.tuning", "overshoot.manifest"])
+def test_other_scripts_help_imports_no_torch(module: str) -> None:
+    heavy, got, err = _run(module, "--help")  # the report's tables are pandas: it may import pandas
+    assert got == 0, err
+    assert "torch" not in heavy.split(","), f"{module} --help imported {heavy}"
+
+
+@pytest.mark.slow
+def test_skip_of_a_finished_run_imports_no_torch(tmp_path: Path) -> None:
+    args = ["threads=1", "max_steps=2", "progress=none", f"out={tmp_path}"]
+    subprocess.run([sys.executable, "-m", "overshoot._entry", *args], check=True, capture_output=True)
+    heavy, got, err = _run("overshoot._entry", *args)
+    assert got == 0, err
+    assert "skipped, already completed" in err
+    assert heavy == "-", f"the skip path imported {heavy}"
