@@ -46,10 +46,10 @@ COLUMN_IN, TEXT_IN = 3.3, 6.9
 MAX_LEGEND_COLUMNS = 3
 # gamma* ~ A * exp(B * mu): the paper's empirical optimum in the gamma-mu plane (paper.md section 7 item 3).
 OPTIMUM_A, OPTIMUM_B = 5.568e-9, 21.914
-FAMILY_COLORS = {"sgd": "#08519c", "adam": "#a63603"}
-FAMILY_LINESTYLE = {"sgd": "-", "adam": "--"}
-FAMILY_FILLED = {"sgd": True, "adam": False}
-FAMILY_CMAP = {"sgd": "Blues", "adam": "Oranges"}  # the overshoot gammas of a family
+FAMILY_COLORS = {"sgd": "#08519c", "adam": "#a63603", "lion": "#006d2c", "radam": "#54278f"}
+FAMILY_LINESTYLE = {"sgd": "-", "adam": "--", "lion": "-", "radam": "--"}
+FAMILY_FILLED = {"sgd": True, "adam": False, "lion": True, "radam": False}
+FAMILY_CMAP = {"sgd": "Blues", "adam": "Oranges", "lion": "Greens", "radam": "Purples"}  # a family's gammas
 MOMENTUM_SYMBOL = {"sgd": "μ", "adam": "β1"}  # the momentum a family's second baseline sits at on the γ axis
 # Per family, the style of its baseline (CM, Adam) and of its second baseline (NAG, NAdam).
 BASELINE_STYLE: dict[str, dict[str, dict[str, Any]]] = {
@@ -137,9 +137,9 @@ def method_style(
     role = None
     if m is not None and f is not None:
         role = "baseline" if optimizer == f.baseline else "second" if optimizer == f.second else None
-    if role is not None and role in BASELINE_STYLE.get(family, {}):
-        style = dict(BASELINE_STYLE[family][role])
-    elif m is None:
+    if role is not None:  # a family without styles of its own takes the SGD family's baseline styles
+        style = dict(BASELINE_STYLE.get(family, BASELINE_STYLE["sgd"])[role])
+    elif m is None or not m.overshoot:  # a user's method, or a built-in one without gamma (SF-AdamW)
         i = _custom_index(optimizer, customs)
         style = {
             "color": CUSTOM_COLORS[i % len(CUSTOM_COLORS)],
@@ -639,15 +639,77 @@ def distance_vs_gamma(
     return save(fig, stem)
 
 
+def _gradient_point_loss(r: RunRecord) -> np.ndarray | None:
+    """steps.csv's ``train_loss`` (the loss where the gradient was taken) of a run that evaluates elsewhere;
+    None when it has no such column."""
+    try:
+        train = pd.read_csv(r.path / "steps.csv", usecols=["train_loss"])["train_loss"]
+    except (OSError, ValueError):
+        return None
+    return pd.to_numeric(train, errors="coerce").to_numpy(dtype=float)
+
+
+def two_point_gap(report: Report, stem: Path) -> list[Path]:
+    """Per task section and family, for each method that evaluates away from where it takes gradients
+    (overshoot at γ > 0, Schedule-Free's x vs y): the loss at the gradient point minus the loss at the base
+    (evaluated) weights on the same minibatch, trailing mean over the section's window, seed mean with the
+    seed min–max band. Nothing is written when no run has two points."""
+    rows: list[tuple[Section, str, dict[tuple[str, float], list[tuple[RunRecord, np.ndarray]]]]] = []
+    for sec in report.sections:
+        for family in sorted(sec.protocols, key=lambda f: (family_rank(f), f)):
+            groups: dict[tuple[str, float], list[tuple[RunRecord, np.ndarray]]] = {}
+            for (opt, gamma), runs in _by_method([r for r in sec.records if r.family == family]).items():
+                if not methods.get(opt, family).two_points(gamma):
+                    continue
+                for r in runs:
+                    train = _gradient_point_loss(r)
+                    if train is not None:
+                        n = min(train.size, r.base_loss.size)
+                        groups.setdefault((opt, gamma), []).append((r, train[:n] - r.base_loss[:n]))
+            if groups:
+                rows.append((sec, family, groups))
+    if not rows:
+        return []
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(COLUMN_IN * 1.6, 1.9 * len(rows)), squeeze=False, layout="constrained"
+    )
+    handles: dict[str, Any] = {}
+    customs = _customs(report.records)
+    for ax, (sec, family, groups) in zip(axes[:, 0], rows, strict=True):
+        w = sec.windows[family]
+        gammas = {o: [g for (o2, g) in groups if o2 == o] for o, _ in groups}
+        for j, ((opt, gamma), pairs) in enumerate(groups.items()):
+            style = method_style(opt, gamma, gammas[opt], family, customs)
+            label = methods.display_label(opt, gamma)
+            n = min(gap.size for _, gap in pairs)
+            smoothed = np.stack([M.trailing_mean(gap[:n], w) for _, gap in pairs])
+            if smoothed.shape[1]:
+                keep = slice(None, None, -(-smoothed.shape[1] // MAX_POINTS))
+                x = np.arange(smoothed.shape[1]) + w
+                _band(ax, x[keep], smoothed[:, keep], style, label, (j + 0.5) / len(groups))
+            handles.setdefault(label, Line2D([], [], **style))
+        ax.axhline(0.0, color="#555555", lw=0.8, zorder=1)
+        ax.set_xlim(0, None)
+        ax.set_title(f"{sec.label}, {_family_label(family)}")
+        ax.set_xlabel("step (at the end of the trailing window)")
+        ax.set_ylabel("gradient-point − base loss")
+        ax.grid(True, which="major", alpha=0.3)
+    handles["seed min–max"] = Patch(facecolor="#888888", alpha=0.3, lw=0)
+    _legend(fig, handles, COLUMN_IN * 1.6)
+    return save(fig, stem)
+
+
 def write_all(report: Report, out: Path) -> list[Path]:
     """Every figure of ``report`` into ``out``: loss_grid, saving_vs_gamma (when there are savings),
-    gamma_mu_plane and distance_vs_gamma (when a run logged the distance); the written paths."""
+    gamma_mu_plane, distance_vs_gamma (when a run logged the distance) and two_point_gap (when a
+    run evaluates away from its gradient point); the written paths."""
     paths = loss_grid(report, out / "loss_grid")
     if not report.savings.empty:
         paths += saving_vs_gamma(report, out / "saving_vs_gamma")
     paths += gamma_mu_plane(out / "gamma_mu_plane", report)
     labels = {s.task: s.label for s in report.sections}
     paths += distance_vs_gamma(report.records, out / "distance_vs_gamma", labels)
+    paths += two_point_gap(report, out / "two_point_gap")
     return paths
 
 
@@ -676,4 +738,9 @@ def captions(report: Report) -> dict[str, str]:
             "(largest per-seed mean saving)."
         ),
         "distance_vs_gamma": "Average weighted distance vs γ per run, coloured by its mean training loss.",
+        "two_point_gap": (
+            f"Methods that take gradients away from the weights they are evaluated at (overshoot at γ > 0, "
+            f"Schedule-Free's y vs x): the training loss at the gradient point minus the loss at the base "
+            f"weights on the same minibatch, {win} trailing mean, seed mean and min–max."
+        ),
     }

@@ -127,3 +127,18 @@ def test_a_family_default_is_not_a_tuned_axis() -> None:
             )  # fmt: skip
     _, axes = tuning.trials_frame(pd.DataFrame(rows))
     assert axes == {"lr": [0.001, 0.002]}
+
+
+def test_the_report_draws_the_gap_between_the_two_losses(tmp_path: Path) -> None:
+    from overshoot import figures
+    from overshoot.report.tables import build_report
+    from overshoot.results import scan
+
+    for o in ("optimizer=adam", "optimizer=sf_adamw"):
+        assert run_one(_run(tmp_path, o)) == 0
+    report = build_report(scan([tmp_path]), window=10)
+    paths = figures.two_point_gap(report, tmp_path / "fig" / "two_point_gap")
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 0 for p in paths)
+    assert "two_point_gap" in figures.captions(report)
+    only_adam = build_report(scan([tmp_path / "digits" / "adam"]), window=10)
+    assert figures.two_point_gap(only_adam, tmp_path / "fig" / "none") == []  # one point: nothing to draw
