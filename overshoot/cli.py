@@ -29,6 +29,9 @@ from overshoot.extras import MissingExtra, require
 from overshoot.provenance import git_rev
 from overshoot.sweep import Session
 
+# Options with which Hydra prints and exits without running a job: no git revision to record.
+PRINT_ONLY = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
+
 
 def _choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
@@ -120,10 +123,12 @@ def main() -> None:
     except MissingExtra as e:
         print(f"overshoot-bench: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    git_rev()  # the revision of the code this process loaded, even if the checkout moves during a sweep
+    if not PRINT_ONLY.intersection(sys.argv[1:]):
+        git_rev()  # the revision of the code this process loaded, even if the checkout moves during a sweep
     own_errors = "HYDRA_FULL_ERROR" not in os.environ  # then Hydra raises its errors and we word them
     if own_errors:
         os.environ["HYDRA_FULL_ERROR"] = "1"
+    _register_sweeper()
     session = Session()
     stdout = sys.stdout
     sys.stdout = _PipeSafe(stdout)  # type: ignore[assignment]
@@ -189,6 +194,17 @@ def _first_line(e: BaseException) -> str:
     if "integer string conversion" in text:
         return "an integer on the command line has over 4,300 digits: no setting takes one that large"
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _register_sweeper() -> None:
+    """Make the sweeper of configs/hydra/sweeper/overshoot.yaml known to Hydra, which finds plugins by
+    scanning the hydra_plugins namespace: an editable install's import hook hides it from that scan."""
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()  # its scan re-imports Hydra's own plugins: subclass the classes it keeps
+    from hydra_plugins.overshoot_sweeper.overshoot_sweeper import OvershootSweeper
+
+    plugins.register(OvershootSweeper)
 
 
 def _require_launcher_extra(args: list[str]) -> None:

@@ -32,7 +32,10 @@ from typing import Any
 TODO_STATES = ("missing", "failed", "interrupted", "unknown")
 SKIP_STATES = ("completed", "diverged", "running")
 STALE_AFTER_S = 900.0
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+BASIC_SWEEPERS = (
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+    "hydra_plugins.overshoot_sweeper.overshoot_sweeper.OvershootSweeper",
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def _expand_and_compose(overrides: Sequence[str], compose: bool = True) -> list[
         loader = hydra.config_loader
         cfg = hydra.compose_config("config", list(overrides), run_mode=RunMode.MULTIRUN)
         sweeper = cfg.hydra.sweeper
-        if sweeper.get("_target_") != BASIC_SWEEPER:
+        if sweeper.get("_target_") not in BASIC_SWEEPERS:
             raise ValueError(f"only Hydra's basic sweeper can be listed, not {sweeper.get('_target_')}")
         params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
         parser = OverridesParser.create(config_loader=loader)
