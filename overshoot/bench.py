@@ -6,6 +6,7 @@
     r.status, r.path, r.metrics["steps_to_95"]      # 'completed', the run directory, its metrics
     r.steps[["step", "base_loss"]]                  # the per-step curve (steps.csv) as a DataFrame
     runs = bench.sweep(optimizer=["sgd", "sgd_os"], gamma=[3, 5, 7], seed=[10, 20])
+    bench.savings(runs)                             # each method's step saving vs its baseline
 
 Keyword arguments are the command line's ``key=value`` settings (``max_steps=500``, ``device="cpu"``); a
 dict is a config node (``log={"tensorboard": True}`` is ``log.tensorboard=true``); ``overrides=`` takes raw
@@ -24,14 +25,14 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from overshoot import methods
+from overshoot import methods, results
 from overshoot.config import ConfigError, compose, drop_sweep_gamma, resolve
 from overshoot.lifecycle import Outcomes, run_one
 from overshoot.runconfig import RunConfig
-from overshoot.store import load_run, run_path
+from overshoot.store import run_path
 from overshoot.sweep import run_sweep
 
-__all__ = ["Result", "run", "sweep"]
+__all__ = ["Result", "run", "savings", "sweep"]
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Result:
     info: dict[str, Any]  # run.json
     steps: pd.DataFrame  # steps.csv: step, epoch, base_loss, train_loss, lr, grad_norm [, distance]
     epochs: pd.DataFrame  # epochs.csv: epoch, split, loss, accuracy
+    problem: str = ""  # why a store file of the run is damaged ('' when intact), see results.read_run
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -91,16 +93,25 @@ def _overrides(settings: Mapping[str, Any], raw: Sequence[str]) -> list[str]:
 
 def _read(run: RunConfig, code: int | None) -> Result:
     path = run_path(run.out, run)
-    r = load_run(path)
+    r = results.read_run(path)
     return Result(
         path=path,
         status=r.status,
-        exit_code=code if code is not None else (0 if r.status == "completed" else 1),
+        exit_code=code if code is not None else (0 if r.usable else 1),
         config=r.config,
         info=r.info,
-        steps=r.steps(),
-        epochs=r.epochs(),
+        steps=results.step_log(path),
+        epochs=results.epoch_log(path),
+        problem=r.problem if r.damaged else "",
     )
+
+
+def savings(runs: Sequence[Result], reduction: float = 0.95, window: int = 400) -> pd.DataFrame:
+    """The step savings of the methods among ``runs`` against their family baselines among them: one row
+    per comparison from :func:`overshoot.results.saving_summary` (mean, t-interval, within-noise flag,
+    per-seed list, window), the same numbers as the CLI's summary lines and the report."""
+    records = [rec for rec in (results.read_run(r.path).record for r in runs) if rec is not None]
+    return results.saving_summary(records, reduction, window)
 
 
 def _train(cfg: DictConfig | RunConfig) -> int:

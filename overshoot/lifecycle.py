@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from overshoot import methods, metrics
+from overshoot import methods, metrics, results
 from overshoot.config import ConfigError, baseline_of, resolve
 from overshoot.engine import drive, format_rate
 from overshoot.outcomes import Outcomes, bad_input
@@ -38,7 +38,6 @@ from overshoot.store import (
     BadClaim,
     Checkpoint,
     ClaimLost,
-    Run,
     RunHeld,
     RunWriter,
     StoreError,
@@ -46,7 +45,6 @@ from overshoot.store import (
     claim_run,
     clear_stale_claim,
     config_hash,
-    load_run,
     makedirs,
     run_identity,
     run_path,
@@ -55,13 +53,6 @@ from overshoot.store import (
 
 if TYPE_CHECKING:
     from overshoot_tasks.base import Task
-
-FINISHED = ("completed", "diverged")  # results: a relaunch skips them (a diverged run would diverge again)
-
-
-def finished(info: dict[str, Any]) -> bool:
-    """Whether a run.json says the run is a result that a relaunch must not train again."""
-    return info.get("status") in FINISHED
 
 
 def run_one(cfg: DictConfig | RunConfig, outcomes: Outcomes | None = None) -> int:
@@ -98,8 +89,9 @@ def train_runs(
         for j, (r, w) in enumerate(zip(runs, writers, strict=True)):
             label = run_label(r)
             try:
-                if finished(w.read_info()):
-                    _skip(label, w.read_info(), w, outcomes)
+                verdict = results.read_run(w.path)
+                if verdict.finished:
+                    _skip(label, verdict, w, outcomes)
                     continue
                 w.claim = claim_run(w.path)
             except RunHeld as e:
@@ -113,9 +105,18 @@ def train_runs(
                 codes[j] = bad_input(ConfigError(f"{e}: choose a writable out= (now out={r.out})"), outcomes)
                 continue
             claimed.append(j)
+            verdict = results.read_run(w.path)  # again, now that no other process writes it
+            if verdict.damaged:
+                try:
+                    _set_aside(label, verdict)
+                except StoreError as e:
+                    print(f"overshoot-bench: error: {label}: {e}", file=sys.stderr, flush=True)
+                    outcomes.add("failed")
+                    codes[j] = 1
+                    continue
             w.prepare()
-            if finished(w.read_info()):  # finished by the previous holder meanwhile
-                _skip(label, w.read_info(), w, outcomes)
+            if verdict.finished:  # finished by the previous holder meanwhile
+                _skip(label, verdict, w, outcomes)
                 continue
             codes[j] = -1  # to train
         todo = [j for j in claimed if codes[j] == -1]
@@ -239,14 +240,40 @@ def _train_claimed(
     return codes
 
 
-def _skip(label: str, prior: dict[str, Any], writer: RunWriter, outcomes: Outcomes) -> None:
+def _skip(label: str, verdict: results.StoredRun, writer: RunWriter, outcomes: Outcomes) -> None:
     # A process killed after writing its final run.json leaves its claim and, for a completed run, the
     # checkpoint it was about to delete.
     clear_stale_claim(writer.path)
-    if prior.get("status") == "completed":
+    if verdict.status == "completed":
         writer.drop_checkpoint()
-    print(f"{label}: skipped, already {prior['status']} in {writer.path}", flush=True)
+    print(f"{label}: skipped, already {verdict.status} in {writer.path}", flush=True)
     outcomes.add("skipped")
+
+
+DAMAGED_FILES = ("run.json", "config.yaml", "steps.csv", "epochs.csv", "checkpoint.pt", "error.log")
+
+
+def _set_aside(label: str, verdict: results.StoredRun) -> Path:
+    """Move the files of a damaged run (results.read_run's verdict) into ``.damaged-<UTC time>/`` inside its
+    directory, with one line naming the file and the reason: it is neither skipped as a result nor resumed,
+    and trains again from step 0 (call with the claim held)."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    aside = verdict.path / f".damaged-{stamp}"
+    makedirs(aside)
+    for name in DAMAGED_FILES:
+        try:
+            os.replace(verdict.path / name, aside / name)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise store_error(e, aside / name) from None
+    print(
+        f"overshoot-bench: warning: {label}: {verdict.path / verdict.file} {verdict.reason}; not a result "
+        f"and not resumed: moved its files to {aside.name}/ and training it from step 0",
+        file=sys.stderr,
+        flush=True,
+    )
+    return aside
 
 
 def _write_error_log(writer: RunWriter, text: str) -> str:
@@ -314,44 +341,57 @@ def run_header(
     }
 
 
-def _final_metrics(run: Run, metric: str, scale: float) -> dict[str, Any]:
-    steps, epochs = run.steps(), run.epochs()
+def _final_metrics(
+    curve: np.ndarray, epochs: dict[str, list[Any]], metric: str, scale: float
+) -> dict[str, Any]:
+    """run.json's ``final``: the mean base-weight loss of the last 100 steps, the last val/test loss and
+    accuracy, and the best test metric over the epochs (times ``scale``)."""
     out: dict[str, Any] = {}
-    if len(steps):
-        tail = steps["base_loss"].to_numpy()[-min(len(steps), 100) :]
-        out["train_loss"] = float(np.mean(tail))
-    for split in ("val", "test"):
-        e = epochs[epochs["split"] == split]
-        if len(e):
-            out[f"{split}_loss"] = float(e["loss"].iloc[-1])
-            if e["accuracy"].notna().any():
-                out[f"{split}_accuracy"] = float(e["accuracy"].iloc[-1])
-    if (epochs["split"] == "test").any():
-        out["best_test_" + metric] = metrics.best_over_epochs(epochs, metric, scale)
+    if len(curve):
+        out["train_loss"] = float(np.mean(curve[-min(len(curve), 100) :]))
+    split = epochs.get("split", [])
+    for name in ("val", "test"):
+        idx = [i for i, s in enumerate(split) if s == name]
+        if idx:
+            out[f"{name}_loss"] = float(epochs["loss"][idx[-1]])
+            acc = [epochs["accuracy"][i] for i in idx]
+            if any(np.isfinite(acc)):
+                out[f"{name}_accuracy"] = float(acc[-1])
+    test = np.asarray([v for s, v in zip(split, epochs.get(metric, []), strict=True) if s == "test"], float)
+    test = test[np.isfinite(test)]
+    if test.size:
+        out["best_test_" + metric] = float(test.max() if metric == "accuracy" else test.min()) * scale
     return out
 
 
-def saving_line(run: RunConfig, own_curve: np.ndarray) -> str | None:
-    """'saving vs <baseline>: X%' when the family baseline's run of the same task and seed is complete."""
+def saving_line(run: RunConfig, path: Path) -> str | None:
+    """The completed run at ``path`` against its family baseline's run of the same task, seed and
+    protocol: 'saving vs sgd: 5.3% (steps to the sgd run's 95% threshold: 612 vs 646, window 400)' from
+    :func:`overshoot.results.savings`; a hint when that run is missing, None for a baseline."""
     if methods.get(run.optimizer, run.family).is_baseline:
         return None
     base = baseline_of(run)
-    path = run_path(base.out, base)
-    if not (path / "run.json").exists():
+    base_path = run_path(base.out, base)
+    b, own = results.read_run(base_path), results.read_run(path)
+    if b.status == "missing":
         return (
-            f"no {base.optimizer} run with the same task and seed yet ({path}): the same command with "
+            f"no {base.optimizer} run with the same task and seed yet ({base_path}): the same command with "
             f"-m optimizer={base.optimizer},{run.optimizer} trains it and prints the saving"
         )
-    b = load_run(path, strict=False)
-    if b.status != "completed":
+    if b.damaged:
+        return f"no saving vs {base.optimizer}: {base_path / b.file} {b.reason}"
+    if b.record is None or own.record is None:
         return None
-    paired = metrics.per_seed_saving(
-        {run.seed: b.steps()["base_loss"].to_numpy()}, {run.seed: own_curve}, window=run.log.window
-    )
-    saving = paired.savings[0]
-    if saving is None:
-        return f"saving vs {base.optimizer}: not reached (threshold from {path})"
-    return f"saving vs {base.optimizer}: {saving:.1f}% of the steps to 95% loss reduction"
+    rows = results.savings([b.record, own.record], 0.95, run.log.window)
+    if rows.empty:
+        return None
+    import pandas as pd  # results.savings has imported it
+
+    r = rows.iloc[0]
+    kb, ko = (("not reached" if pd.isna(k) else str(int(k))) for k in (r["k_baseline"], r["k_method"]))
+    how = f"(steps to the {base.optimizer} run's 95% threshold: {ko} vs {kb}, window {int(r['window'])})"
+    value = "not reached" if np.isnan(r["saving"]) else f"{r['saving']:.1f}%"
+    return f"saving vs {base.optimizer}: {value} {how}"
 
 
 def finish_run(
@@ -366,10 +406,9 @@ def finish_run(
     outcomes: Outcomes,
 ) -> None:
     """Write the final run.json (metrics, steps to 95%), drop a completed checkpoint, print a summary."""
-    window = run.log.window
-    logs = Run(path=writer.path, info={}, config={})  # the logs as written (run.json may not exist yet)
-    final = _final_metrics(logs, task.metric, task.metric_scale)
-    curve = logs.steps()["base_loss"].to_numpy()
+    curve, epochs = results.read_logs(writer.path)  # the logs as written (run.json may not exist yet)
+    final = _final_metrics(curve, epochs, task.metric, task.metric_scale)
+    window = metrics.window_for(run.log.window, len(curve)) if len(curve) else run.log.window
     k95 = metrics.steps_to_reduction(curve, reduction=0.95, window=window) if status == "completed" else None
     wall = float(prior.get("wall_time_s") or 0.0) + float(result.get("train_time_s", 0.0))
     writer.write_info(
@@ -395,13 +434,19 @@ def finish_run(
     if final:
         lines.append("  " + ", ".join(f"{k} {v:.4g}" for k, v in final.items()))
     if status == "completed":
-        lines.append(
-            f"  steps to 95% loss reduction: {k95 if k95 is not None else 'not reached'}"
-            f" of {len(curve)} ({format_rate(result.get('steps_per_s') or 0.0)} steps/s)"
-        )
-        saving = saving_line(run, curve)
-        if saving:
-            lines.append("  " + saving)
+        # The paired saving states both runs' steps to the baseline's threshold; without one, the run's
+        # steps to its own 95% loss reduction.
+        saving = saving_line(run, writer.path)
+        rate = f"{format_rate(result.get('steps_per_s') or 0.0)} steps/s"
+        if saving and saving.startswith("saving vs"):
+            lines.append(f"  {len(curve)} steps ({rate}); {saving}")
+        else:
+            lines.append(
+                f"  steps to its own 95% loss reduction: {k95 if k95 is not None else 'not reached'}"
+                f" of {len(curve)} (window {window}; {rate})"
+            )
+            if saving:
+                lines.append("  " + saving)
     if status == "failed" and code == 1 and (writer.path / "error.log").exists():
         lines.append(f"  traceback: {writer.path / 'error.log'}")
     lines.append(f"  files: {writer.path}")

@@ -11,7 +11,9 @@ from its ``run.json`` in the run store, the only truth about it:
 - to do: ``missing`` (never started), ``failed`` (crashed, or interrupted by a signal), ``interrupted``
   (``running`` but its process is gone: its claim's heartbeat is stale or its pid dead on this host, or,
   for a run without a claim, no run.json heartbeat for ``--stale-after`` seconds; e.g. killed by SIGKILL
-  or a SLURM time limit), ``unknown`` (unreadable run.json);
+  or a SLURM time limit), ``damaged`` (a store file that breaks its schema, an edited config, a finished
+  run's cut or non-finite log: see :func:`overshoot.results.read_run`; the run trains again from step 0),
+  ``unknown`` (a status this version does not know);
 - skipped: ``completed``, ``diverged`` (a result, not an error), ``running`` (alive elsewhere).
 
 A manifest line is one run's overrides, shell-quoted: ``overshoot-bench <line>`` runs (or resumes) it.
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TODO_STATES = ("missing", "failed", "interrupted", "unknown")
+TODO_STATES = ("missing", "failed", "interrupted", "damaged", "unknown")
 SKIP_STATES = ("completed", "diverged", "running")
 STALE_AFTER_S = 900.0
 BASIC_SWEEPERS = (
@@ -127,18 +129,20 @@ def _expand_and_compose(overrides: Sequence[str], compose: bool = True) -> list[
 
 def run_state(path: Path, stale_after: float = STALE_AFTER_S, now: float | None = None) -> str:
     """The state of the run directory ``path`` (see the module docstring)."""
-    from overshoot.store import DEAD, live_status, read_info_file
+    from overshoot import results
 
-    f = path / "run.json"
-    if not f.exists():
+    run = results.read_run(path)
+    if run.status == "missing":
         return "missing"
-    try:
-        info = read_info_file(f)
-    except (OSError, ValueError):
-        return "unknown"
-    status = live_status(info, path, now=now, stale_after=stale_after)
-    if status == DEAD:
-        return "interrupted"
+    if run.damaged:
+        return "damaged"
+    status = run.status
+    if run.info.get("status") == "running":
+        from overshoot.store import DEAD, live_status
+
+        status = live_status(run.info, path, now=now, stale_after=stale_after)
+        if status == DEAD:
+            return "interrupted"
     return status if status in (*TODO_STATES, *SKIP_STATES) else "unknown"
 
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NOT_REACHED = "not reached"
 
@@ -242,6 +244,8 @@ def per_seed_saving(
 def best_over_epochs(epochs: pd.DataFrame, metric: str, scale: float = 1.0, split: str = "test") -> float:
     """A run's best ``split`` metric over its epochs times ``scale``: max accuracy, or min loss for loss
     tasks (NaN when the run logged none)."""
+    import pandas as pd
+
     if metric not in ("accuracy", "loss"):
         raise ValueError(f"unknown metric {metric!r}: use 'accuracy' or 'loss'")
     if epochs.empty or "split" not in epochs:
@@ -307,6 +311,8 @@ def table1(
     those baselines; ``star`` = p < alpha, ``better``/``worse`` its direction. Rows go by ``order``
     (optimizer, gamma, family) -> sort key within each (task, family), else in the order of ``records``.
     """
+    import pandas as pd
+
     missing = [c for c in TABLE1_INPUT if c not in records.columns]
     if missing:
         raise ValueError(f"table1 records lack columns {missing}: build them with one row per run")

@@ -1,19 +1,26 @@
-"""The run store as data: one row per run, the step records in long form, and the run records every table
-and figure of the report is built from.
+"""The run store as data: the one reader of a store. Per run, :func:`read_run` (its files checked by
+schema, its verdict); over a store, one row per run, the step records in long form, and the run records
+every table and figure of the report is built from.
 
     from overshoot import results
     runs = results.load(["runs"])          # one row per run: config, status, metrics, protocol, provenance
     runs.pivot_table("best_test_accuracy", "method", "protocol")
+    results.saving_summary(results.scan(["runs"]))   # every step saving, with its window
 
-:func:`load` and :func:`scan` read a store robustly: a run whose ``run.json`` or ``config.yaml`` does not
-parse, whose ``steps.csv`` row count disagrees with ``run.json`` or whose logs do not parse is listed with the
-reason and the file, never an error. A ``running`` run whose process is gone reads ``stale``.
+A run is left out, listed with the file and the reason and never an error, when its ``run.json`` or
+``config.yaml`` does not parse or breaks the schema (:mod:`overshoot.schema`: a wrong-typed field), when the
+config's hash differs from run.json's or from its directory's name (an edited config), and, for a completed
+run, when ``steps.csv`` holds fewer or more rows than run.json's steps, a cut row, or a loss that is not a
+finite number. Such a run is *damaged*: neither a result nor a state to resume from. A ``running`` run whose
+process is gone reads ``interrupted (process gone)``.
 
 A run's **protocol** is a hash of its resolved config without the seed, the method's own keys (optimizer,
 gamma, a user's optimizer class and arguments) and the keys that do not change its numbers (where it is
 stored, the device, logging): two runs of one protocol differ only in seed and method, so they may be
 compared. A family baseline (CM, AdamW), its overshoot method at any gamma and a user's optimizer of the
 family share a protocol.
+
+The per-run reader (:func:`read_run`) imports neither torch nor pandas; the frames import pandas when built.
 """
 
 from __future__ import annotations
@@ -25,15 +32,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import yaml
 
-from overshoot import methods
 from overshoot import metrics as M
-from overshoot.store import UNHASHED_KEYS, Run, config_hash, live_status
+from overshoot import schema
+from overshoot.schema import UNHASHED_KEYS, SchemaError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Config keys that make a method, not a protocol (a user's optimizer adds its class and arguments); and keys
 # that change no number of a run.
@@ -52,6 +60,8 @@ PAPER_LABEL = {
     "gpt2_qqp": "GPT-2",
 }
 LEFT_OUT_COLUMNS = ("path", "status", "file", "reason")
+FINISHED = ("completed", "diverged")  # results: a relaunch does not train them again
+EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
 
 
 def task_label(task: str) -> str:
@@ -61,6 +71,8 @@ def task_label(task: str) -> str:
 
 def family_rank(family: str) -> int:
     """The place of a family in tables and figures: the registry's order (SGD, then Adam), then others."""
+    from overshoot import methods
+
     order = list(methods.FAMILIES)
     return order.index(family) if family in order else len(order)
 
@@ -68,14 +80,25 @@ def family_rank(family: str) -> int:
 def method_order(optimizer: str, gamma: float, family: str = "") -> tuple[int, tuple[int, float], str]:
     """Sort key of a method in tables and legends: by family (a built-in method's own, else ``family``),
     within it CM, NAG, SGDO by gamma (Adam, NAdam, AdamO by gamma), then the user's methods by name."""
+    from overshoot import methods
+
     m = methods.METHODS.get(optimizer)
     return (family_rank(m.family if m is not None else family), methods.sort_key(optimizer, gamma), optimizer)
 
 
 def is_second_baseline(optimizer: str) -> bool:
     """Whether the optimizer is its family's second baseline (NAG, NAdam): the one that sits at gamma = mu."""
+    from overshoot import methods
+
     m = methods.METHODS.get(optimizer)
     return m is not None and methods.FAMILIES[m.family].second == optimizer
+
+
+def method_label(optimizer: str, gamma: float) -> str:
+    """The method's label in the store and tables (``sgd_os-g3``): see :func:`overshoot.methods.label`."""
+    from overshoot import methods
+
+    return methods.label(optimizer, gamma)
 
 
 def protocol_id(config: Mapping[str, Any]) -> str:
@@ -103,7 +126,7 @@ def device_name(info: Mapping[str, Any]) -> tuple[str, int | None]:
 
 @dataclass
 class RunRecord:
-    """One usable run (completed, logs intact), loaded once for every table and figure."""
+    """One usable run (completed, files intact), loaded once for every table and figure."""
 
     task: str
     family: str
@@ -115,19 +138,31 @@ class RunRecord:
     momentum: float | None  # mu (SGD family) or b1 (Adam family)
     path: Path
     base_loss: np.ndarray
-    epochs: pd.DataFrame
+    epoch_log: dict[str, list[Any]] = field(default_factory=dict)  # epochs.csv by column
     distance: np.ndarray | None = None
     protocol: str = ""
     config_hash: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    _epochs: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def epochs(self) -> pd.DataFrame:
+        """epochs.csv as a DataFrame (epoch, split, loss, accuracy)."""
+        if self._epochs is None:
+            import pandas as pd
+
+            self._epochs = pd.DataFrame({c: self.epoch_log.get(c, []) for c in EPOCH_COLUMNS})
+        return self._epochs
 
     @property
     def method(self) -> str:
-        return methods.label(self.optimizer, self.gamma)
+        return method_label(self.optimizer, self.gamma)
 
     @property
     def label(self) -> str:
+        from overshoot import methods
+
         return methods.display_label(self.optimizer, self.gamma)
 
     @property
@@ -143,21 +178,46 @@ class RunRecord:
 
 
 @dataclass
-class Scan:
-    """What :func:`scan` read: the run table (:func:`load`), the usable records and the runs left out."""
+class StoredRun:
+    """One run directory as read by :func:`read_run`: its files and its verdict.
 
-    table: pd.DataFrame
-    records: list[RunRecord]
-    left_out: pd.DataFrame
+    ``status`` is the status a user should see (run.json's, ``interrupted (process gone)`` for a dead
+    running run, ``unreadable`` when run.json is not a usable object, ``missing`` without one). ``file``
+    and ``reason`` say why the run is left out of results ('' for a usable one); ``damaged`` marks a store
+    file that is wrong (schema, hash, a finished run's logs): such a run is neither a result nor a state to
+    resume from. ``record`` holds the logs of a usable completed run."""
 
+    path: Path
+    info: dict[str, Any]
+    config: dict[str, Any]
+    status: str
+    file: str = ""
+    reason: str = ""
+    damaged: bool = False
+    record: RunRecord | None = None
 
-class _Bad(Exception):
-    """A run file that cannot be used: ``file`` names it, the message says why."""
+    @property
+    def usable(self) -> bool:
+        """Completed with every file intact (a result for reports and savings)."""
+        return self.record is not None and not self.reason
 
-    def __init__(self, file: str, reason: str) -> None:
-        super().__init__(reason)
-        self.file = file
-        self.reason = reason
+    @property
+    def finished(self) -> bool:
+        """A result that a relaunch must not train again: completed or diverged, and not damaged."""
+        return self.status in FINISHED and not self.damaged
+
+    @property
+    def problem(self) -> str:
+        """'<file> <reason>' ('' for a usable run)."""
+        return f"{self.file} {self.reason}" if self.reason else ""
+
+    def steps(self) -> pd.DataFrame:
+        """steps.csv as written (see :func:`step_log`)."""
+        return step_log(self.path)
+
+    def epochs(self) -> pd.DataFrame:
+        """epochs.csv as written (see :func:`epoch_log`)."""
+        return epoch_log(self.path)
 
 
 def _name(node: Any) -> str:
@@ -180,12 +240,6 @@ def _momentum(config: Mapping[str, Any]) -> float | None:
         return float(mu)
     betas = _hparam(config, "betas")
     return float(betas[0]) if isinstance(betas, Sequence) and betas else None
-
-
-def _infer_metric(epochs: pd.DataFrame) -> str:
-    if "accuracy" in epochs and pd.to_numeric(epochs["accuracy"], errors="coerce").notna().any():
-        return "accuracy"
-    return "loss"
 
 
 def _flat(prefix: str, node: Any, out: dict[str, Any]) -> None:
@@ -212,88 +266,240 @@ def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    f = path / "run.json"
-    try:
-        info = json.loads(f.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise _Bad("run.json", f"does not parse ({' '.join(str(e).split())[:120]})") from None
-    if not isinstance(info, dict):
-        raise _Bad("run.json", "is not a JSON object")
-    return info
+# -- the logs, read without pandas --------------------------------------------------------------------
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    f = path / "config.yaml"
-    if not f.exists():
-        return {}
-    try:
-        cfg = yaml.safe_load(f.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise _Bad("config.yaml", f"does not parse ({' '.join(str(e).split())[:120]})") from None
-    if cfg is not None and not isinstance(cfg, dict):
-        raise _Bad("config.yaml", "is not a mapping")
-    return cfg or {}
-
-
-def _read_csv(path: Path, name: str) -> pd.DataFrame:
-    """A CSV log; _Bad when missing, unparsable or ending in a partial row (the logs are written in whole
-    lines, so a last line without its newline or its last fields is a cut file)."""
+def _read_log(path: Path, name: str) -> tuple[list[str], list[list[str]]]:
+    """A CSV log's header and rows; SchemaError when missing, unreadable, or cut (the logs are written in
+    whole lines of plain fields, so a last line without its newline or a row of another width is a cut or
+    mixed log)."""
     f = path / name
-    if not f.exists():
-        raise _Bad(name, "is missing")
     try:
-        with open(f, "rb") as fh:
-            fh.seek(max(0, f.stat().st_size - 1))
-            last = fh.read(1)
-        df = pd.read_csv(f)
-    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as e:
-        raise _Bad(name, f"does not parse ({' '.join(str(e).split())[:120]})") from None
-    if last not in (b"\n", b""):
-        raise _Bad(name, "ends in a partial row (a cut log)")
-    if len(df) > 1:
-        tail, body = df.iloc[-1], df.iloc[:-1]
-        short = [c for c in df.columns if pd.isna(tail[c]) and body[c].notna().all()]
-        if short:
-            raise _Bad(name, f"its last row lacks {', '.join(map(str, short))} (a cut log)")
-    return df
+        data = f.read_bytes()
+    except FileNotFoundError:
+        raise SchemaError(name, "is missing") from None
+    except OSError as e:
+        raise SchemaError(name, f"cannot be read ({e.strerror or e})") from None
+    if data and not data.endswith(b"\n"):
+        raise SchemaError(name, "ends in a partial row (a cut log)")
+    try:
+        lines = data.decode().split("\n")[:-1]
+    except UnicodeDecodeError:
+        raise SchemaError(name, "is not text") from None
+    if not lines:
+        raise SchemaError(name, "is empty")
+    header = lines[0].split(",")
+    rows = [line.split(",") for line in lines[1:]]
+    for i, r in enumerate(rows, start=1):
+        if len(r) != len(header):
+            raise SchemaError(name, f"row {i} holds {len(r)} fields, not {len(header)} (a cut or mixed log)")
+    return header, rows
 
 
-def _steps(path: Path, info: Mapping[str, Any]) -> pd.DataFrame:
-    """steps.csv, checked against run.json: one numeric row per step the run says it took."""
-    steps = _read_csv(path, "steps.csv")
-    if "base_loss" not in steps or "step" not in steps:
-        raise _Bad("steps.csv", "has no step or base_loss column")
-    n = len(steps)
+def _floats(cells: Iterable[str], name: str, column: str) -> np.ndarray:
+    """The cells as float64 ('', 'None' and 'nan' are NaN); SchemaError for one that is not a number."""
+    cells = list(cells)
+    try:
+        return np.asarray(cells, dtype=np.float64)  # numpy parses the common case at once
+    except ValueError:
+        pass
+    out = []
+    for c in cells:
+        try:
+            out.append(math.nan if c in ("", "None") else float(c))
+        except ValueError:
+            raise SchemaError(name, f"holds a {column} that is not a number ({c[:20]!r})") from None
+    return np.asarray(out, dtype=np.float64)
+
+
+def _steps(path: Path, info: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """steps.csv of a completed run, checked against run.json: one row per step the run says it took,
+    consecutive, every loss a finite number. Returns base_loss and distance (None when not logged)."""
+    header, rows = _read_log(path, "steps.csv")
+    if "base_loss" not in header or "step" not in header:
+        raise SchemaError("steps.csv", "has no step or base_loss column")
+    n = len(rows)
     want = info.get("steps")
     if isinstance(want, int) and n != want:
-        raise _Bad("steps.csv", f"holds {n} rows but run.json says {want} steps (a cut or mixed log)")
-    step = pd.to_numeric(steps["step"], errors="coerce").to_numpy(np.float64)
-    if n and not np.array_equal(step, step[0] + np.arange(n)):
-        raise _Bad("steps.csv", "steps are not consecutive (a cut or mixed log)")
-    loss = pd.to_numeric(steps["base_loss"], errors="coerce")
-    if n and (loss.isna() & steps["base_loss"].notna()).any():
-        raise _Bad("steps.csv", "holds a base_loss that is not a number (a cut row)")
+        raise SchemaError("steps.csv", f"holds {n} rows but run.json says {want} steps (a cut or mixed log)")
     if n == 0:
-        raise _Bad("steps.csv", "holds no steps")
-    return steps
+        raise SchemaError("steps.csv", "holds no steps")
+    col = {c: j for j, c in enumerate(header)}
+    step = _floats((r[col["step"]] for r in rows), "steps.csv", "step")
+    if not np.array_equal(step, step[0] + np.arange(n)):
+        raise SchemaError("steps.csv", "steps are not consecutive (a cut or mixed log)")
+    base = _floats((r[col["base_loss"]] for r in rows), "steps.csv", "base_loss")
+    for c in ("base_loss", "train_loss"):
+        if c not in col:
+            continue
+        vals = base if c == "base_loss" else _floats((r[col[c]] for r in rows), "steps.csv", c)
+        bad = np.flatnonzero(~np.isfinite(vals))
+        if bad.size:
+            raise SchemaError(
+                "steps.csv",
+                f"holds {bad.size} {c} that are not finite (first at step {int(step[bad[0]])}) in a "
+                "completed run",
+            )
+    dist = None
+    if "distance" in col:
+        d = _floats((r[col["distance"]] for r in rows), "steps.csv", "distance")
+        dist = d if np.isfinite(d).any() else None
+    return base, dist
 
 
-def _epochs(path: Path) -> pd.DataFrame:
+def _epochs(path: Path, strict: bool = True) -> dict[str, list[Any]]:
+    """epochs.csv by column (empty columns when the run has none); ``strict``: every loss finite."""
     if not (path / "epochs.csv").exists():
-        return pd.DataFrame(columns=["epoch", "split", "loss", "accuracy"])
-    e = _read_csv(path, "epochs.csv")
-    if len(e) and ("split" not in e or "loss" not in e):
-        raise _Bad("epochs.csv", "has no split or loss column")
-    if len(e) and pd.to_numeric(e["loss"], errors="coerce").isna().any():
-        raise _Bad("epochs.csv", "holds a loss that is not a number (a cut row)")
-    return e
+        return {c: [] for c in EPOCH_COLUMNS}
+    header, rows = _read_log(path, "epochs.csv")
+    if rows and ("split" not in header or "loss" not in header):
+        raise SchemaError("epochs.csv", "has no split or loss column")
+    col = {c: j for j, c in enumerate(header)}
+    out: dict[str, list[Any]] = {}
+    for c in header:
+        cells = [r[col[c]] for r in rows]
+        if c == "split":
+            out[c] = cells
+        elif c == "epoch":
+            e = _floats(cells, "epochs.csv", c)
+            out[c] = [int(x) for x in e] if np.isfinite(e).all() else e.tolist()
+        else:
+            out[c] = _floats(cells, "epochs.csv", c).tolist()
+    if strict and rows and np.isnan(np.asarray(out["loss"], dtype=np.float64)).any():
+        raise SchemaError("epochs.csv", "holds a loss that is not a number")
+    for c in EPOCH_COLUMNS:
+        out.setdefault(c, [math.nan] * len(rows))
+    return out
 
 
-def _best(epochs: pd.DataFrame, metric: str, split: str = "test") -> float:
-    if epochs.empty or metric not in epochs:
-        return math.nan
-    return M.best_over_epochs(epochs, metric, 1.0, split)
+def read_logs(path: Path | str) -> tuple[np.ndarray, dict[str, list[Any]]]:
+    """A run's logs as written, without the checks of a finished run (for the summary of the run this
+    process just trained, whatever its end): the base-weight loss per step and epochs.csv by column; empty
+    when a log is missing or unreadable."""
+    path = Path(path)
+    try:
+        header, rows = _read_log(path, "steps.csv")
+        j = header.index("base_loss")
+        base = _floats((r[j] for r in rows), "steps.csv", "base_loss")
+    except (SchemaError, ValueError):
+        base = np.empty(0, dtype=np.float64)
+    try:
+        epochs = _epochs(path, strict=False)
+    except SchemaError:
+        epochs = {c: [] for c in EPOCH_COLUMNS}
+    return base, epochs
+
+
+def step_log(path: Path | str) -> pd.DataFrame:
+    """A run's steps.csv as a DataFrame, as written (an empty frame when there is none)."""
+    import pandas as pd
+
+    f = Path(path) / "steps.csv"
+    return pd.read_csv(f) if f.exists() else pd.DataFrame(columns=["step", "epoch", "base_loss"])
+
+
+def epoch_log(path: Path | str) -> pd.DataFrame:
+    """A run's epochs.csv as a DataFrame, as written (an empty frame when there is none)."""
+    import pandas as pd
+
+    f = Path(path) / "epochs.csv"
+    return pd.read_csv(f) if f.exists() else pd.DataFrame(columns=list(EPOCH_COLUMNS))
+
+
+def _infer_metric(epochs: Mapping[str, list[Any]]) -> str:
+    acc = np.asarray(epochs.get("accuracy", []), dtype=np.float64)
+    return "accuracy" if acc.size and np.isfinite(acc).any() else "loss"
+
+
+def _family_of(optimizer: str) -> str:
+    from overshoot import methods
+
+    m = methods.METHODS.get(optimizer)
+    return m.family if m is not None else ""
+
+
+def _live_status(info: Mapping[str, Any], path: Path) -> str:
+    status = str(info.get("status") or "unknown")
+    if status != "running":
+        return status
+    from overshoot.store import live_status  # only a running run needs its claim read
+
+    return live_status(info, path)
+
+
+def read_run(path: Path | str) -> StoredRun:
+    """Read one run directory and judge it (see :class:`StoredRun` and the module docstring): its run.json
+    and config.yaml by schema, the config's hash against run.json's and the directory's name, and for a
+    completed run its logs (row count, cut rows, finite losses). Never raises for a damaged file."""
+    path = Path(path)
+    try:
+        info = schema.read_info(path / "run.json")
+    except FileNotFoundError:
+        return StoredRun(path, {}, {}, "missing", "run.json", "is missing")
+    except SchemaError as e:
+        return StoredRun(path, {}, {}, "unreadable", e.file, e.reason, damaged=True)
+    except OSError as e:
+        return StoredRun(path, {}, {}, "unreadable", "run.json", f"cannot be read ({e.strerror or e})", True)
+    status = _live_status(info, path)
+    try:
+        cfg = schema.read_config(path / "config.yaml")
+        schema.check_hash(path, cfg, info)
+    except SchemaError as e:
+        return StoredRun(path, info, {}, status, e.file, e.reason, damaged=True)
+    run = StoredRun(path, info, cfg, status)
+    if status != "completed":
+        run.file, run.reason = "run.json", f"status {status}"
+        return run
+    opt, task = (
+        _name(info.get("optimizer") or cfg.get("optimizer")),
+        _name(info.get("task") or cfg.get("task")),
+    )
+    try:
+        if not opt or not task:
+            raise SchemaError("run.json", "names no task or optimizer")
+        if not isinstance(info.get("steps"), int):
+            raise SchemaError(
+                "run.json", "says completed but records no steps (not written by a finished run)"
+            )
+        base, dist = _steps(path, info)
+        epochs = _epochs(path)
+    except SchemaError as e:
+        run.file, run.reason, run.damaged = e.file, e.reason, True
+        return run
+    seed = info.get("seed", cfg.get("seed"))
+    scale = info.get("metric_scale")
+    run.record = RunRecord(
+        task=task,
+        family=str(info.get("family") or cfg.get("family") or _family_of(opt)),
+        optimizer=opt,
+        gamma=float(info.get("gamma") or cfg.get("gamma") or 0.0),
+        seed=int(seed or 0),
+        metric=str(info.get("metric") or _infer_metric(epochs)),
+        metric_scale=float(scale) if scale else FALLBACK_METRIC_SCALE.get(task, 1.0),
+        momentum=_momentum(cfg),
+        path=path,
+        base_loss=base,
+        epoch_log=epochs,
+        distance=dist,
+        protocol=protocol_id(cfg) if cfg else "",
+        config_hash=str(info.get("config_hash") or (schema.config_hash(cfg) if cfg else "")),
+        config=dict(cfg),
+        info=dict(info),
+    )
+    return run
+
+
+# -- a store: the run table, the records, the runs left out ------------------------------------------------
+
+
+@dataclass
+class Scan:
+    """What :func:`scan` read: the run table (:func:`load`), the usable records and the runs left out."""
+
+    table: pd.DataFrame
+    records: list[RunRecord]
+    left_out: pd.DataFrame
+    runs: list[StoredRun] = field(default_factory=list)  # every run directory read, with its verdict
 
 
 def run_dirs(paths: Iterable[Path | str]) -> list[Path]:
@@ -311,7 +517,14 @@ def run_dirs(paths: Iterable[Path | str]) -> list[Path]:
     return sorted(found)
 
 
-def _row(path: Path, info: Mapping[str, Any], cfg: Mapping[str, Any], status: str) -> dict[str, Any]:
+def _best(epochs: pd.DataFrame, metric: str, split: str = "test") -> float:
+    if epochs.empty or metric not in epochs:
+        return math.nan
+    return M.best_over_epochs(epochs, metric, 1.0, split)
+
+
+def _row(run: StoredRun) -> dict[str, Any]:
+    info, cfg = run.info, run.config
     opt = _name(info.get("optimizer") or cfg.get("optimizer"))
     task = _name(info.get("task") or cfg.get("task"))
     gamma = float(info.get("gamma") or cfg.get("gamma") or 0.0)
@@ -321,17 +534,17 @@ def _row(path: Path, info: Mapping[str, Any], cfg: Mapping[str, Any], status: st
     final = info.get("final") or {}
     row: dict[str, Any] = {
         "task": task,
-        "method": methods.label(opt, gamma) if opt else "",
+        "method": method_label(opt, gamma) if opt else "",
         "optimizer": opt,
-        "family": str(info.get("family") or cfg.get("family") or _family_of(opt)),
+        "family": str(info.get("family") or cfg.get("family") or (_family_of(opt) if opt else "")),
         "gamma": gamma,
         "seed": info.get("seed", cfg.get("seed")),
-        "status": status,
-        "problem": "",
+        "status": run.status,
+        "problem": run.problem if run.damaged else "",
         **flat_config(cfg),
         "steps": info.get("steps"),
         "steps_to_95": info.get("steps_to_95"),
-        "config_hash": str(info.get("config_hash") or (config_hash(cfg) if cfg else "")),
+        "config_hash": str(info.get("config_hash") or (schema.config_hash(cfg) if cfg else "")),
         "protocol": protocol_id(cfg) if cfg else "",
         "device": dev,
         "cpu_threads": threads,
@@ -344,86 +557,40 @@ def _row(path: Path, info: Mapping[str, Any], cfg: Mapping[str, Any], status: st
         "ended": info.get("ended"),
         "wall_time_s": info.get("wall_time_s"),
         "steps_per_s": info.get("steps_per_s"),
-        "path": str(path),
+        "path": str(run.path),
     }
     for k, v in final.items():
         row[k if k.startswith("best_") else f"final_{k}"] = v
+    if run.record is not None:
+        rec = run.record
+        row["best_test_loss"] = _best(rec.epochs, "loss")
+        if rec.metric == "accuracy":
+            row["best_test_accuracy"] = _best(rec.epochs, "accuracy")
     return row
 
 
-def _family_of(optimizer: str) -> str:
-    m = methods.METHODS.get(optimizer)
-    return m.family if m is not None else ""
+def scan(paths: Iterable[Path | str]) -> Scan:
+    """Read every run at or below ``paths`` with :func:`read_run`: the run table, the usable records
+    (completed runs with intact files; of true duplicates, same config hash, the one that ended last) and
+    the runs left out with the file and the reason. Raises FileNotFoundError for a missing path only."""
+    import pandas as pd
 
-
-def scan(paths: Iterable[Path | str | Run]) -> Scan:
-    """Read every run at or below ``paths`` (or the given ``store.Run`` objects): the run table, the usable
-    records (completed runs with intact logs; of true duplicates, same config hash, the one that ended last)
-    and the runs left out with the file and the reason. Raises FileNotFoundError for a missing path only."""
-    dirs: list[Path] = []
-    for item in paths:
-        dirs += [item.path] if isinstance(item, Run) else run_dirs([item])
-    dirs = list(dict.fromkeys(dirs))  # a run named twice (a path and a folder above it) is read once
+    dirs = list(dict.fromkeys(run_dirs(list(paths))))  # a run named twice is read once
     rows: list[dict[str, Any]] = []
     left_out: list[dict[str, str]] = []
     usable: list[tuple[RunRecord, str, int]] = []
-    for path in dirs:
-        try:
-            info = _read_json(path)
-            cfg = _read_config(path)
-        except _Bad as bad:
-            rows.append({"status": "unreadable", "problem": f"{bad.file} {bad.reason}", "path": str(path)})
+    runs = [read_run(p) for p in dirs]
+    for run in runs:
+        if run.status == "unreadable":
+            rows.append({"status": "unreadable", "problem": run.problem, "path": str(run.path)})
+        else:
+            rows.append(_row(run))
+        if run.reason:
             left_out.append(
-                {"path": str(path), "status": "unreadable", "file": bad.file, "reason": bad.reason}
+                {"path": str(run.path), "status": run.status, "file": run.file, "reason": run.reason}
             )
-            continue
-        status = live_status(info, path)  # 'interrupted (process gone)' for a dead 'running' run
-        row = _row(path, info, cfg, status)
-        rows.append(row)
-        if status != "completed":
-            left_out.append(
-                {"path": str(path), "status": status, "file": "run.json", "reason": f"status {status}"}
-            )
-            continue
-        if not row["optimizer"] or not row["task"]:
-            reason = "names no task or optimizer"
-            row["problem"] = f"run.json {reason}"
-            left_out.append({"path": str(path), "status": status, "file": "run.json", "reason": reason})
-            continue
-        try:
-            steps = _steps(path, info)
-            epochs = _epochs(path)
-        except _Bad as bad:
-            row["problem"] = f"{bad.file} {bad.reason}"
-            left_out.append({"path": str(path), "status": status, "file": bad.file, "reason": bad.reason})
-            continue
-        metric = str(info.get("metric") or _infer_metric(epochs))
-        row["best_test_loss"] = _best(epochs, "loss")
-        if metric == "accuracy":
-            row["best_test_accuracy"] = _best(epochs, "accuracy")
-        dist = None
-        if "distance" in steps:
-            d = pd.to_numeric(steps["distance"], errors="coerce").to_numpy(np.float64)
-            dist = d if np.isfinite(d).any() else None
-        rec = RunRecord(
-            task=row["task"],
-            family=row["family"],
-            optimizer=row["optimizer"],
-            gamma=row["gamma"],
-            seed=int(row["seed"] or 0),
-            metric=metric,
-            metric_scale=float(info.get("metric_scale") or FALLBACK_METRIC_SCALE.get(row["task"], 1.0)),
-            momentum=_momentum(cfg),
-            path=path,
-            base_loss=pd.to_numeric(steps["base_loss"], errors="coerce").to_numpy(np.float64),
-            epochs=epochs,
-            distance=dist,
-            protocol=row["protocol"],
-            config_hash=row["config_hash"],
-            config=dict(cfg),
-            info=dict(info),
-        )
-        usable.append((rec, str(info.get("ended") or ""), len(rows) - 1))
+        if run.record is not None and not run.reason:
+            usable.append((run.record, str(run.info.get("ended") or ""), len(rows) - 1))
     by_hash: dict[str, list[tuple[RunRecord, str, int]]] = {}
     for entry in usable:
         by_hash.setdefault(entry[0].config_hash, []).append(entry)
@@ -447,22 +614,25 @@ def scan(paths: Iterable[Path | str | Run]) -> Scan:
         if c not in table:
             table[c] = None
     table["usable"] = table["status"].eq("completed") & table["problem"].fillna("").eq("")
-    return Scan(table, records, pd.DataFrame(left_out, columns=list(LEFT_OUT_COLUMNS)))
+    return Scan(table, records, pd.DataFrame(left_out, columns=list(LEFT_OUT_COLUMNS)), runs)
 
 
 def load(paths: Iterable[Path | str]) -> pd.DataFrame:
     """One row per run at or below ``paths``: task, method, optimizer, family, gamma, seed, status, every
     resolved hyperparameter (flat columns, see :func:`flat_config`), steps, final and best metrics, steps to
     95% loss reduction, config hash, protocol id, device, versions, git revision, path, and ``usable``
-    (completed, logs intact, not a duplicate) with ``problem`` saying why not."""
+    (completed, files intact, not a duplicate) with ``problem`` saying why not (a damaged file or a
+    duplicate; a run that is merely not completed has its status and no problem)."""
     return scan(paths).table
 
 
-def curves(paths: Iterable[Path | str]) -> pd.DataFrame:
+def curves(paths: Iterable[Path | str] | Scan) -> pd.DataFrame:
     """The step records of the usable runs in long form: one row per (run, step) with task, method,
     optimizer, family, gamma, seed, protocol, config_hash, path and steps.csv's columns."""
+    import pandas as pd
+
     frames = []
-    for r in scan(paths).records:
+    for r in (paths if isinstance(paths, Scan) else scan(paths)).records:
         steps = pd.read_csv(r.path / "steps.csv")
         meta = {
             "task": r.task,
@@ -551,6 +721,8 @@ class Comparison:
 def family_baseline(family: str, present: Iterable[str]) -> str | None:
     """The method a family's savings are measured against: its baseline (CM, AdamW), else its overshoot
     method at gamma 0; None when neither is among the ``present`` method labels."""
+    from overshoot import methods
+
     fam = methods.FAMILIES.get(family)
     if fam is None:
         return None
@@ -625,6 +797,8 @@ def savings(runs: Scan | Iterable[RunRecord], reduction: float = 0.95, window: i
     by ``reduction``), the steps each run needs to reach it (real steps: the end of the window, ``None``
     when not reached), the saving 100 (k_baseline - k_method) / k_baseline (NaN when not reached) and the
     ``window`` of the comparison (see :func:`comparisons` for the rule)."""
+    import pandas as pd
+
     rows: list[dict[str, Any]] = []
     for c in comparisons(runs, window):
         ss = _compare(c, reduction)
@@ -661,6 +835,8 @@ def saving_summary(
     step counts, the per-seed list ``seed:saving;...`` (``NR``: not reached), and beside them the paper's
     own computation (:func:`metrics.paper_saving`: seed-mean curves, counts as smoothed-array indices) with
     the same window."""
+    import pandas as pd
+
     rows: list[dict[str, Any]] = []
     for c in comparisons(runs, window):
         ss = _compare(c, reduction, confidence)

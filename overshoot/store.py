@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import hashlib
 import io
 import json
 import math
@@ -39,17 +38,16 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import yaml
-from overshoot import methods
-from overshoot.runconfig import RunConfig
 
-if TYPE_CHECKING:  # the logs' readers import pandas: claiming and skipping runs do not
-    import pandas as pd
+from overshoot import methods, schema
+from overshoot.runconfig import RunConfig
+from overshoot.schema import config_hash
 
 STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
 EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
@@ -63,20 +61,6 @@ CLAIM_FUTURE_S = 2.0  # a heartbeat this far ahead of the filesystem's clock is 
 STALE_AFTER_S = 900.0  # the same for a run.json without a claim file: its heartbeat is refreshed less often
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-# Config keys that say where and how a run is stored or watched, not what it computes: left out of the hash.
-UNHASHED_KEYS = (
-    "out",
-    "data",
-    "device",
-    "threads",
-    "progress",
-    "checkpoint_every",
-    "population",
-    "cuda_graph",
-    "log",
-    "preset",
-)
 
 
 class StoreError(OSError):
@@ -701,14 +685,6 @@ def live_status(
 # -- naming ------------------------------------------------------------------------------------------
 
 
-def config_hash(config: Mapping[str, Any] | RunConfig) -> str:
-    """A stable hex digest of the config keys that determine a run's numbers."""
-    d = config.to_dict() if isinstance(config, RunConfig) else config
-    kept = {k: v for k, v in d.items() if k not in UNHASHED_KEYS}
-    blob = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def run_path(out: Path | str, config: Mapping[str, Any] | RunConfig) -> Path:
     """Where the run of ``config`` lives: ``<out>/<task>/<method>/seed<seed>-<hash8>``."""
     d = config.to_dict() if isinstance(config, RunConfig) else config
@@ -720,19 +696,6 @@ def _format_rows(columns: Sequence[str], rows: Mapping[str, Sequence[Any]]) -> s
     """CSV lines for a block of rows; floats keep every digit (``repr`` round-trips exactly)."""
     cols = [list(rows[c]) for c in columns]
     return "".join(",".join(map(str, cells)) + "\n" for cells in zip(*cols, strict=True))
-
-
-def read_info_file(f: Path) -> dict[str, Any]:
-    """The JSON object in ``f``; ValueError naming the file when it is empty or not a JSON object."""
-    text = Path(f).read_text(errors="replace")
-    try:
-        info = json.loads(text)
-    except ValueError as e:
-        what = "is empty" if not text.strip() else f"is not valid JSON ({e})"
-        raise ValueError(f"{f} {what}") from None
-    if not isinstance(info, dict):
-        raise ValueError(f"{f} holds a JSON {type(info).__name__}, not an object")
-    return info
 
 
 def run_identity(run: RunConfig) -> dict[str, Any]:
@@ -926,11 +889,11 @@ class RunWriter:
         """The current ``run.json`` (empty when the run has never started, or when the file is unreadable:
         a warning says so, and ``start`` moves it aside)."""
         try:
-            return read_info_file(self.info_file)
+            return schema.read_info(self.info_file)
         except (FileNotFoundError, NotADirectoryError):
             return {}
-        except ValueError as e:
-            _warn(f"{e}; treating the run as never started")
+        except schema.SchemaError as e:
+            _warn(f"{self.info_file} {e.reason}; treating the run as never started")
             return {}
         except OSError as e:
             raise StoreError(f"cannot read {self.info_file}: {e.strerror or e}") from None
@@ -942,9 +905,10 @@ class RunWriter:
         remove_stale_temps(self.path)
         if self.info_file.exists():
             try:
-                read_info_file(self.info_file)
-            except ValueError as e:
-                _warn(f"{e}; moved it to {quarantine(self.info_file, str(e)).name}")
+                schema.read_info(self.info_file)
+            except schema.SchemaError as e:
+                why = f"{self.info_file} {e.reason}"
+                _warn(f"{why}; moved it to {quarantine(self.info_file, why).name}")
             except OSError:
                 pass
 
@@ -1045,68 +1009,3 @@ class RunWriter:
             raise LogMismatch(f"{path} holds {len(lines)} whole rows but the checkpoint expects {keep}")
         self._check()
         atomic_write_text(path, header + "".join(lines))
-
-
-@dataclass
-class Run:
-    """A run directory read back: its run.json (``info``), config and logs."""
-
-    path: Path
-    info: dict[str, Any]
-    config: dict[str, Any]
-
-    @property
-    def status(self) -> str:
-        return str(self.info.get("status", "unknown"))
-
-    @property
-    def live_status(self) -> str:
-        """The status a user should see: ``running`` only while its process is alive (see live_status)."""
-        return live_status(self.info, self.path)
-
-    def steps(self) -> pd.DataFrame:
-        """The per-step log (empty frame when none was written)."""
-        f = self.path / "steps.csv"
-        import pandas as pd
-
-        return pd.read_csv(f) if f.exists() else pd.DataFrame(columns=list(STEP_COLUMNS))
-
-    def epochs(self) -> pd.DataFrame:
-        """The per-epoch evaluation log."""
-        f = self.path / "epochs.csv"
-        import pandas as pd
-
-        return pd.read_csv(f) if f.exists() else pd.DataFrame(columns=list(EPOCH_COLUMNS))
-
-
-def load_run(path: Path | str, strict: bool = True) -> Run:
-    """Read the run directory at ``path``. An unreadable run.json raises ValueError naming it (``strict``)
-    or reads as status ``unreadable`` with the reason (``strict=False``)."""
-    path = Path(path)
-    try:
-        info = read_info_file(path / "run.json")
-    except ValueError as e:
-        if strict:
-            raise
-        info = {"status": "unreadable", "reason": str(e)}
-    cfg_file = path / "config.yaml"
-    try:
-        config = yaml.safe_load(cfg_file.read_text()) if cfg_file.exists() else {}
-    except yaml.YAMLError:
-        config = {}
-    return Run(path=path, info=info, config=config if isinstance(config, dict) else {})
-
-
-def find_runs(paths: Iterable[Path | str]) -> list[Run]:
-    """Every run directory (one holding run.json) at or below ``paths``, sorted by path. A run whose
-    run.json is unreadable has status ``unreadable`` (its reason names the file) instead of stopping the
-    listing."""
-    found: dict[Path, None] = {}
-    for p in map(Path, paths):
-        if not p.exists():
-            raise FileNotFoundError(f"no run store at {p}: pass a directory written by overshoot-bench")
-        if (p / "run.json").is_file():
-            found[p.resolve()] = None
-        for f in p.rglob("run.json"):
-            found[f.parent.resolve()] = None
-    return [load_run(p, strict=False) for p in sorted(found)]

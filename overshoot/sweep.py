@@ -14,17 +14,16 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig
 
+from overshoot import results
 from overshoot.config import ConfigError, baseline_of, drop_sweep_gamma, resolve
 from overshoot.outcomes import Outcomes, bad_input, run_label
 from overshoot.runconfig import RunConfig
-from overshoot.store import CLAIM_FILE, RunWriter, load_run, read_info_file, run_path
+from overshoot.store import CLAIM_FILE, run_path
 
 # Training (lifecycle, population) imports torch: a job that ends in bad input or skips a finished run, and
 # --help, never import it.
-FINISHED = ("completed", "diverged")  # overshoot.lifecycle.FINISHED: a relaunch skips them
 
 
 class Session:
@@ -72,13 +71,10 @@ class Session:
         path = run_path(run.out, run)
         if (path / CLAIM_FILE).exists() or (path / "checkpoint.pt").exists():
             return run
-        try:
-            status = read_info_file(path / "run.json").get("status")
-        except (OSError, ValueError):
+        verdict = results.read_run(path)
+        if not verdict.finished:
             return run
-        if status not in FINISHED:
-            return run
-        print(f"{run_label(run)}: skipped, already {status} in {path}", flush=True)
+        print(f"{run_label(run)}: skipped, already {verdict.status} in {path}", flush=True)
         self.outcomes.add("skipped")
         self.outcomes.codes.append(0)
         return None
@@ -168,7 +164,7 @@ def run_sweep(
 ) -> list[int]:
     """Train the composed configs of a sweep: completed runs skipped, compatible ones as populations, the
     rest one by one; returns the exit codes. Raises KeyboardInterrupt when a population was interrupted."""
-    from overshoot.lifecycle import finished, run_one, run_population
+    from overshoot.lifecycle import run_one, run_population
     from overshoot.population import MAX_SIZE, eligible, plan_populations
 
     outcomes = outcomes if outcomes is not None else Outcomes()
@@ -180,7 +176,7 @@ def run_sweep(
         except ConfigError:
             codes.append(run_one(cfg, outcomes))  # reports the error
             continue
-        if finished(RunWriter(run_path(run.out, run)).read_info()):
+        if results.read_run(run_path(run.out, run)).finished:
             codes.append(run_one(run, outcomes))  # says it skipped
             continue
         todo.append(run)
@@ -209,55 +205,29 @@ def run_sweep(
 
 def sweep_summary(runs: list[RunConfig]) -> list[str]:
     """The closing lines of a sweep: per method with a baseline in the store, its step saving paired by seed
-    over the completed seeds of ``runs`` (mean and 95% t-interval), then the report command to run."""
+    over the usable runs of ``runs`` and their baselines' (mean, 95% t-interval and window, from
+    :func:`overshoot.results.saving_summary`), then the report command to run."""
     from overshoot import methods
 
     if not runs:
         return []
     lines: list[str] = []
-    groups: dict[tuple[str, str, str], list[RunConfig]] = {}
+    records: dict[Path, results.RunRecord] = {}
+    window = runs[0].log.window
     for r in runs:
-        if not methods.get(r.optimizer, r.family).is_baseline:
-            groups.setdefault((r.out, r.task, methods.label(r.optimizer, r.gamma)), []).append(r)
-    for (_, task, method), members in groups.items():
-        try:
-            line = _group_saving(task, method, members)
-        except (OSError, ValueError, KeyError) as e:
-            line = f"{task} {method}: no saving ({type(e).__name__}: {e})"
-        if line:
-            lines.append(line)
+        if methods.get(r.optimizer, r.family).is_baseline:
+            continue
+        base = baseline_of(r)
+        pair = [results.read_run(run_path(x.out, x)) for x in (base, r)]
+        if all(p.usable for p in pair):
+            records.update({p.path: p.record for p in pair if p.record is not None})
+    summary = results.saving_summary(list(records.values()), 0.95, window)
+    several = summary.groupby(["task", "method"])["protocol"].transform("nunique") > 1
+    for (_, row), multi in zip(summary.iterrows(), several, strict=True):
+        where = f" [protocol {row['protocol']}]" if multi else ""
+        lines.append(
+            f"{row['task']} {row['method']} vs {row['baseline']}{where}: {results.summary_text(row)}"
+        )
     stores = sorted({str(Path(r.out) / r.task) for r in runs})
     lines.append(f"report: overshoot-bench-report {' '.join(stores)}")
     return lines
-
-
-def _group_saving(task: str, method: str, members: list[RunConfig]) -> str | None:
-    """The saving line of one method's runs against their family baseline, None without a completed pair."""
-    from overshoot import metrics  # pandas: only once a sweep has a saving to print
-
-    base_curves: dict[int, np.ndarray] = {}
-    own_curves: dict[int, np.ndarray] = {}
-    base_name = baseline_of(members[0]).optimizer
-    for r in members:
-        base = baseline_of(r)
-        own, base_path = run_path(r.out, r), run_path(base.out, base)
-        if not ((own / "run.json").exists() and (base_path / "run.json").exists()):
-            continue
-        o, b = load_run(own), load_run(base_path)
-        if o.status == "completed" and b.status == "completed":
-            own_curves[r.seed] = o.steps()["base_loss"].to_numpy()
-            base_curves[r.seed] = b.steps()["base_loss"].to_numpy()
-    if not own_curves:
-        return None
-    paired = metrics.per_seed_saving(base_curves, own_curves, window=members[0].log.window)
-    n = len(paired.seeds)
-    s = paired.summary
-    if s.n == 0:
-        return f"{task} {method} vs {base_name}: not reached in {n} seed{'s' * (n != 1)}"
-    ci = f" +- {s.half_width:.1f}" if s.n > 1 else ""
-    missed = n - s.n
-    tail = f", {missed} not reached" if missed else ""
-    return (
-        f"{task} {method} vs {base_name}: saving {s.mean:.1f}%{ci} of the steps to 95% loss reduction "
-        f"({s.n} seed{'s' * (s.n != 1)}{', 95% t-interval' if s.n > 1 else ''}{tail})"
-    )

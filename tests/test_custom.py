@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from overshoot import methods
+from overshoot import methods, results
 from overshoot.config import ConfigError, compose, resolve
 from overshoot.lifecycle import run_one
-from overshoot.store import config_hash, load_run, run_path
+from overshoot.store import config_hash, run_path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -43,7 +43,7 @@ def test_a_torch_optimizer_on_the_command_line_takes_its_familys_hyperparameters
         and opt.defaults["eps"] == 1e-6
     )
     assert run_one(run) == 0
-    stored = load_run(run_path(run.out, run))
+    stored = results.read_run(run_path(run.out, run))
     assert stored.status == "completed" and stored.config["optimizer_target"] == "torch.optim.Adamax"
     assert stored.info["method"] == "adamax" and stored.info["family"] == "adam"
 
@@ -72,7 +72,7 @@ def test_a_class_that_is_not_an_optimizer_fails_with_its_name(tmp_path: Path) ->
     bad = ["optimizer=custom", "optimizer.target=collections.Counter", "optimizer.family=sgd"]
     run = resolve(compose([*bad, f"out={tmp_path}", "max_steps=5", "progress=none"]))
     assert run_one(run) == 1
-    assert "not a torch.optim.Optimizer" in str(load_run(run_path(run.out, run)).info["reason"])
+    assert "not a torch.optim.Optimizer" in str(results.read_run(run_path(run.out, run)).info["reason"])
 
 
 def _bench(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -117,7 +117,7 @@ def test_a_task_of_your_own_trains_alone_in_a_population_sweep(tmp_path: Path) -
     assert r.returncode == 0, r.stderr
     assert "2 alone: task moons is a task of your own" in r.stdout
     (cfg,) = [p for p in out.rglob("config.yaml") if "/sgd/" in str(p)]
-    run = load_run(cfg.parent)
+    run = results.read_run(cfg.parent)
     assert run.status == "completed" and run.info["metric"] == "accuracy" and len(run.steps()) == 200
     assert run.config["task_options"]["_target_"] == "my_task.Moons" and run.config["hparams"]["lr"] == 0.05
 

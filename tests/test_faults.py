@@ -17,11 +17,11 @@ import pytest
 import torch
 from fixtures import single_run_parts
 
-from overshoot import engine, lifecycle
+from overshoot import engine, lifecycle, results
 from overshoot.config import compose, resolve
 from overshoot.runtime import Interrupted
 from overshoot.single import train
-from overshoot.store import CLAIM_FILE, RunWriter, claim_run, load_run, run_path
+from overshoot.store import CLAIM_FILE, RunWriter, claim_run, run_path
 
 BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
 ARGS = ["optimizer=sgd_os", "gamma=5", "progress=none", "threads=1"]
@@ -237,7 +237,7 @@ def test_a_cut_steps_csv_is_repaired(tmp_path: Path, reference: dict[int, Path],
     writer.steps_file.write_bytes(text[:cut])
     assert lifecycle.run_one(compose(_overrides(tmp_path, 300, "checkpoint_every=0"))) == 0
     _same_logs(writer.path, reference[300])
-    assert load_run(writer.path).status == "completed"
+    assert results.read_run(writer.path).status == "completed"
 
 
 @pytest.mark.parametrize("damage", ["empty", "half"])
@@ -431,21 +431,21 @@ def test_a_population_leaves_a_held_member_to_its_holder(
     out = capsys.readouterr().out
     assert "digits/sgd/seed1: running elsewhere, not started" in out
     assert not (run_path(tmp_path, runs[0]) / "steps.csv").exists()
-    assert load_run(run_path(tmp_path, runs[1])).status == "completed"
+    assert results.read_run(run_path(tmp_path, runs[1])).status == "completed"
     assert not list(tmp_path.rglob(CLAIM_FILE))
 
 
 def test_a_claim_left_by_a_run_killed_after_finishing_is_cleared(tmp_path: Path) -> None:
     """Killed after its final run.json: the relaunch skips it and clears the claim and checkpoint left."""
     path = _path(tmp_path, 50)
-    path.mkdir(parents=True)
-    (path / "run.json").write_text(json.dumps({"status": "completed"}))
+    assert lifecycle.run_one(compose(_overrides(tmp_path, 50))) == 0  # a completed run, files intact
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (path / CLAIM_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "token": "t"}))
     (path / "checkpoint.pt").write_bytes(b"the checkpoint it was about to delete")
     assert lifecycle.run_one(compose(_overrides(tmp_path, 50))) == 0
     assert not (path / CLAIM_FILE).exists() and not (path / "checkpoint.pt").exists()
+    assert not list(path.glob(".damaged-*"))  # skipped as a result, not set aside
     live = claim_run(path)  # a live holder's claim is never cleared
     try:
         assert lifecycle.run_one(compose(_overrides(tmp_path, 50))) == 0

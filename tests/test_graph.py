@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from overshoot import results
 from overshoot.config import ConfigError, compose, resolve
 from overshoot.lifecycle import run_one, run_population
 from overshoot.runtime import graph_blocker, use_graph
-from overshoot.store import load_run, run_path
+from overshoot.store import run_path
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs)")
 
@@ -58,7 +59,7 @@ def test_graph_applies_only_to_constant_coefficient_runs(root: Path, tmp_path: P
 def test_cpu_runs_record_that_they_ran_eagerly(root: Path, tmp_path: Path) -> None:
     args = _run(root, tmp_path, "device=cpu", "optimizer=sgd", "max_steps=5")
     assert run_one(compose(args)) == 0
-    assert load_run(run_path(tmp_path, resolve(compose(args)))).info["cuda_graph"] is False
+    assert results.read_run(run_path(tmp_path, resolve(compose(args)))).info["cuda_graph"] is False
 
 
 def test_impossible_graph_is_a_one_line_error(
@@ -70,7 +71,7 @@ def test_impossible_graph_is_a_one_line_error(
 
 
 def _curves(out: Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    run = load_run(run_path(out, cfg))
+    run = results.read_run(run_path(out, cfg))
     s = run.steps()
     return s[["base_loss", "train_loss", "grad_norm"]].to_numpy(), run.epochs()["loss"].to_numpy()
 
@@ -99,8 +100,8 @@ def test_graph_replay_reproduces_the_eager_run(
     cfg = resolve(compose(_run(root, tmp_path, *args)))
     (g_steps, g_eval), (e_steps, e_eval) = _curves(tmp_path / "true", cfg), _curves(tmp_path / "false", cfg)
     assert g_steps.shape == (40, 3)
-    assert load_run(run_path(tmp_path / "true", cfg)).info["cuda_graph"] is True
-    assert load_run(run_path(tmp_path / "false", cfg)).info["cuda_graph"] is False
+    assert results.read_run(run_path(tmp_path / "true", cfg)).info["cuda_graph"] is True
+    assert results.read_run(run_path(tmp_path / "false", cfg)).info["cuda_graph"] is False
     diffs = (_rel(g_steps, e_steps), _rel(g_eval, e_eval))
     print(f"graph vs eager, relative difference: steps {diffs[0]:.2e}, evaluation {diffs[1]:.2e}")
     assert max(diffs) <= tol, diffs
@@ -125,7 +126,7 @@ def test_graph_replay_reproduces_the_eager_population(
         out = tmp_path / graph
         runs = [resolve(compose(_run(root, out, *extra, f"cuda_graph={graph}", *m))) for m in members]
         assert run_population(runs) == [0, 0, 0]
-        assert all(load_run(run_path(out, r)).info["cuda_graph"] is (graph == "true") for r in runs)
+        assert all(results.read_run(run_path(out, r)).info["cuda_graph"] is (graph == "true") for r in runs)
     for m in members:
         cfg = resolve(compose(_run(root, tmp_path, *extra, *m)))
         (g_steps, g_eval), (e_steps, e_eval) = (

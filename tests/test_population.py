@@ -20,11 +20,12 @@ import yaml
 
 import overshoot.lifecycle as lifecycle
 import overshoot.population as population
+from overshoot import results
 from overshoot.config import compose, resolve
 from overshoot.lifecycle import run_one, run_population
 from overshoot.population import plan_populations
 from overshoot.runtime import StopRequest
-from overshoot.store import load_run, run_path
+from overshoot.store import run_path
 
 SGD_MEMBERS = [["optimizer=sgd", "seed=1"], ["optimizer=nesterov", "seed=2"], ["+method=sgd_os_g3", "seed=1"]]
 ADAM_MEMBERS = [["optimizer=adam", "seed=1"], ["+method=adam_os_g5", "seed=2"], ["optimizer=nadam", "seed=3"]]
@@ -69,8 +70,8 @@ def test_member_curves_equal_single_runs(
     for m in members:
         assert run_one(compose(_common(task, root, tmp_path / "single") + m)) == 0
     for r in pop_runs:
-        p = load_run(run_path(r.out, r))
-        s = load_run(run_path(tmp_path / "single", r))
+        p = results.read_run(run_path(r.out, r))
+        s = results.read_run(run_path(tmp_path / "single", r))
         ps, ss = p.steps(), s.steps()
         assert len(ps) == len(ss) == 100
         assert list(ps.columns) == list(ss.columns)
@@ -93,7 +94,7 @@ def test_member_curves_equal_single_runs(
 def test_members_with_overshoot_differ_from_their_baseline(root: Path, tmp_path: Path) -> None:
     runs = _runs("housing", [["optimizer=sgd", "seed=1"], ["+method=sgd_os_g3", "seed=1"]], root, tmp_path)
     assert run_population(runs) == [0, 0]
-    cm, os_ = (load_run(run_path(tmp_path, r)).steps() for r in runs)
+    cm, os_ = (results.read_run(run_path(tmp_path, r)).steps() for r in runs)
     assert cm["base_loss"].iloc[0] == os_["base_loss"].iloc[0]  # same seed: same init, same first batch
     assert np.abs(cm["base_loss"].to_numpy() - os_["base_loss"].to_numpy()).max() > 1e-3
     assert (os_["base_loss"] != os_["train_loss"]).iloc[1:].all()  # logged at the base weights
@@ -148,14 +149,14 @@ def test_interrupted_population_resumes_to_the_same_curves(
     runs = _runs("housing", members, root, tmp_path / "cut")
     monkeypatch.setattr(lifecycle, "stop_requests", _stop_after(40))
     assert run_population(runs) == [143, 143]
-    assert all(load_run(run_path(r.out, r)).status == "failed" for r in runs)
+    assert all(results.read_run(run_path(r.out, r)).status == "failed" for r in runs)
     assert (population.population_dir(runs) / "checkpoint.pt").exists()
     monkeypatch.undo()
     assert run_population(runs) == [0, 0]
     for a, b in zip(whole, runs, strict=True):
-        sa, sb = load_run(run_path(a.out, a)).steps(), load_run(run_path(b.out, b)).steps()
+        sa, sb = results.read_run(run_path(a.out, a)).steps(), results.read_run(run_path(b.out, b)).steps()
         pd.testing.assert_frame_equal(sa, sb)
-        assert load_run(run_path(b.out, b)).status == "completed"
+        assert results.read_run(run_path(b.out, b)).status == "completed"
     assert not population.population_dir(runs).exists()
     assert run_population(runs) == [0, 0]  # completed: skipped
 
@@ -231,5 +232,5 @@ def test_a_cosine_population_steps_its_schedule_in_torchs_order(root: Path, tmp_
         warnings.simplefilter("always")
         assert run_population(runs) == [0, 0]
     assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
-    lrs = load_run(run_path(runs[0].out, runs[0])).steps()["lr"]
+    lrs = results.read_run(run_path(runs[0].out, runs[0])).steps()["lr"]
     assert lrs.iloc[0] == runs[0].hparams.lr and lrs.iloc[-1] < lrs.iloc[1] < lrs.iloc[0]

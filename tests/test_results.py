@@ -15,7 +15,7 @@ import pytest
 from report_store import cli_store, copy_store
 
 from overshoot import results
-from overshoot.store import DEAD, find_runs
+from overshoot.store import DEAD
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_curves_are_the_step_records_in_long_form(store: Path) -> None:
 
 
 def test_protocol_ignores_seed_method_and_storage(store: Path) -> None:
-    run = find_runs([store])[0]
+    run = results.scan([store]).runs[0]
     cfg = run.config
     same = {**cfg, "seed": 99, "optimizer": "sgd_os", "gamma": 7.0, "out": "/elsewhere", "device": "cuda"}
     assert results.protocol_id(same) == results.protocol_id(cfg)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from overshoot import store
+from overshoot import results, store
 from overshoot.store import (
     CLAIM_FILE,
     DEAD,
@@ -26,7 +26,6 @@ from overshoot.store import (
     RunWriter,
     StoreError,
     claim_run,
-    find_runs,
     live_status,
 )
 
@@ -352,13 +351,11 @@ def test_unreadable_run_json_does_not_block_the_store(tmp_path: Path) -> None:
     for name, text in (("empty", ""), ("garbage", "{not json"), ("list", "[1, 2]")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "run.json").write_text(text)
-    runs = {r.path.name: r for r in find_runs([tmp_path])}
-    assert runs["good"].status == "completed"
-    for name in ("empty", "garbage", "list"):
-        assert (
-            runs[name].status == "unreadable"
-            and str(tmp_path / name / "run.json") in runs[name].info["reason"]
-        )
+    runs = {r.path.name: r for r in results.scan([tmp_path]).runs}
+    assert runs["good"].info["status"] == "completed"
+    for name, why in (("empty", "is empty"), ("garbage", "does not parse"), ("list", "not an object")):
+        assert runs[name].status == "unreadable" and runs[name].damaged
+        assert runs[name].file == "run.json" and why in runs[name].reason
     w = RunWriter(tmp_path / "garbage")
     assert w.read_info() == {}
     w.prepare()  # a claimed writer moves it aside before writing its own

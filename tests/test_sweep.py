@@ -91,12 +91,13 @@ def test_run_states_from_run_json(tmp_path: Path) -> None:
     alive_pid = os.getpid()
     cases = {
         "missing": tmp_path / "never",
-        "completed": _write_info(tmp_path / "c", status="completed"),
+        "completed": _write_info(tmp_path / "c", status="completed", steps=1, task="digits", optimizer="sgd"),
         "diverged": _write_info(tmp_path / "d", status="diverged"),
         "failed": _write_info(tmp_path / "f", status="failed", reason="interrupted: SIGTERM"),
         "running": _write_info(tmp_path / "r", status="running", host=host, pid=alive_pid, heartbeat=now),
         "unknown": _write_info(tmp_path / "u", status="weird"),
     }
+    (tmp_path / "c" / "steps.csv").write_text("step,epoch,base_loss\n0,0,1.5\n")
     for state, path in cases.items():
         assert manifest.run_state(path) == state, state
     # Killed without a chance to say so: its process is gone, or it has not beaten for too long.
@@ -105,9 +106,15 @@ def test_run_states_from_run_json(tmp_path: Path) -> None:
     elsewhere = _write_info(tmp_path / "k2", status="running", host="node17", pid=1, heartbeat=now - 1000)
     assert manifest.run_state(elsewhere, stale_after=900) == "interrupted"
     assert manifest.run_state(elsewhere, stale_after=2000) == "running"
+    # A damaged run is to do, as the CLI trains it again: unparsable, wrong-typed, a completed run's cut log.
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "run.json").write_text("{not json")
-    assert manifest.run_state(tmp_path / "bad") == "unknown"
+    assert manifest.run_state(tmp_path / "bad") == "damaged"
+    assert manifest.run_state(_write_info(tmp_path / "t", status="completed", steps="1")) == "damaged"
+    short = _write_info(tmp_path / "s", status="completed", steps=2, task="digits", optimizer="sgd")
+    (short / "steps.csv").write_text("step,epoch,base_loss\n0,0,1.5\n")
+    assert manifest.run_state(short) == "damaged"
+    assert "damaged" in manifest.TODO_STATES
 
 
 def test_manifest_cli_prints_names_and_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,10 +25,9 @@ from typing import Any
 
 from bench_throughput import data_root, device_name
 
-from overshoot import methods
+from overshoot import methods, results
 from overshoot.provenance import git_rev, versions
 from overshoot.runtime import pick_device
-from overshoot.store import load_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if proc.returncode != 0:
             print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
             raise SystemExit(f"the grid failed (exit {proc.returncode})")
-        runs = [load_run(f.parent) for f in sorted(store.glob(f"{a.task}/*/*/run.json"))]
+        runs = [results.read_run(p) for p in results.run_dirs([store / a.task])]
         statuses: dict[str, int] = {}
         for r in runs:
             statuses[r.status] = statuses.get(r.status, 0) + 1

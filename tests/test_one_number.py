@@ -1,0 +1,238 @@
+"""One number per question: the per-run line, the sweep's closing line, ``results`` and ``bench`` give the
+same saving for the same runs, whatever else the store holds; and a damaged store file leaves its run out
+(with the file and the reason) instead of becoming a number.
+
+The agreement test collects each surface's numbers with a ``*_numbers`` helper; a new surface (the report's
+CSV, the tuning report) joins by adding its helper to ``test_every_surface_gives_the_same_saving``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from overshoot import bench, results
+
+BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+COMMON = ["threads=1", "progress=none", "device=cpu", "log.window=100"]
+SGD = ["-m", "optimizer=sgd,sgd_os", "gamma=3", "seed=0,1", "max_steps=300", *COMMON]
+ADAM_SHORT = ["optimizer=adam_os", "gamma=3", "seed=0", "max_steps=150", *COMMON]
+LINE = re.compile(
+    r"saving vs (\w+): (-?\d+\.\d)% \(steps to the \w+ run's 95% threshold: (\d+) vs (\d+), window (\d+)\)"
+)
+CLOSING = re.compile(
+    r"digits sgd_os-g3 vs sgd: saving (-?\d+\.\d)% \+- (\d+\.\d) of the steps to 95% loss reduction "
+    r"\((\d+) seeds, 95% t-interval, window (\d+)\)"
+)
+
+
+def _cli(*args: str, out: Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*BENCH, *args, f"out={out}"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A CLI store of CM and SGDO gamma 3 on digits (seeds 0, 1; 300 steps) and the sweep's output."""
+    out = tmp_path_factory.mktemp("one-number") / "runs"
+    return out, _cli(*SGD, out=out).stdout
+
+
+def per_run_numbers(stdout: str) -> dict[int, tuple[float, int, int, int]]:
+    """seed -> (saving, steps of the method, steps of the baseline, window) from the per-run lines."""
+    found: dict[int, tuple[float, int, int, int]] = {}
+    for block in re.split(r"\n(?=digits/)", stdout):
+        head = re.match(r"digits/sgd_os-g3/seed(\d+): completed", block)
+        m = LINE.search(block)
+        if head and m:
+            found[int(head.group(1))] = (float(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)))
+    return found
+
+
+def closing_numbers(stdout: str) -> tuple[float, float, int, int]:
+    """(mean, half width, seeds, window) from the sweep's closing line."""
+    m = CLOSING.search(stdout)
+    assert m, stdout[-2000:]
+    return float(m.group(1)), float(m.group(2)), int(m.group(3)), int(m.group(4))
+
+
+def results_numbers(out: Path) -> tuple[pd.DataFrame, pd.Series]:
+    """The per-seed rows and the summary row of SGDO gamma 3 vs CM from results."""
+    sc = results.scan([out])
+    per_seed = results.savings(sc, 0.95, 100)
+    summary = results.saving_summary(sc, 0.95, 100)
+    return per_seed[per_seed["method"] == "sgd_os-g3"].reset_index(drop=True), summary.set_index(
+        "method"
+    ).loc["sgd_os-g3"]
+
+
+def bench_numbers(out: Path) -> pd.Series:
+    """The summary row of SGDO gamma 3 vs CM from the Python API (the runs read back, not trained)."""
+    kw = {"max_steps": 300, "threads": 1, "progress": "none", "device": "cpu", "out": str(out)}
+    runs = [bench.run("digits", "sgd", seed=s, log={"window": 100}, **kw) for s in (0, 1)]
+    runs += [bench.run("digits", "sgd_os", gamma=3, seed=s, log={"window": 100}, **kw) for s in (0, 1)]
+    assert all(r.status == "completed" and r.exit_code == 0 for r in runs)
+    return bench.savings(runs, 0.95, 100).set_index("method").loc["sgd_os-g3"]
+
+
+def test_every_surface_gives_the_same_saving(store: tuple[Path, str]) -> None:
+    out, stdout = store
+    per_seed, summary = results_numbers(out)
+    lines = per_run_numbers(stdout)
+    assert sorted(lines) == [0, 1] and list(per_seed["seed"]) == [0, 1]
+    for _, row in per_seed.iterrows():
+        saving, k_method, k_base, window = lines[int(row["seed"])]
+        assert (k_method, k_base, window) == (row["k_method"], row["k_baseline"], row["window"])
+        assert saving == round(row["saving"], 1)
+        assert saving == round(100 * (k_base - k_method) / k_base, 1)  # the line's numbers give its saving
+    assert set(per_seed["window"]) == {60}  # 100 shrunk to a fifth of the 300 planned steps
+    mean, half, n, window = closing_numbers(stdout)
+    assert (mean, half, n, window) == (round(summary["mean"], 1), round(summary["half_width"], 1), 2, 60)
+    assert summary["mean"] == pytest.approx(per_seed["saving"].mean())
+    api = bench_numbers(out)
+    assert api["mean"] == pytest.approx(summary["mean"]) and api["window"] == summary["window"]
+
+
+def test_a_short_run_of_the_other_family_changes_nothing(store: tuple[Path, str], tmp_path: Path) -> None:
+    src, stdout = store
+    out = tmp_path / "runs"
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns(".multirun"))
+    before_seed, before = results_numbers(out)
+    _cli(*ADAM_SHORT, out=out)  # AdamO alone, half as long: another family, another protocol
+    after_seed, after = results_numbers(out)
+    pd.testing.assert_frame_equal(before_seed, after_seed)
+    pd.testing.assert_series_equal(before, after)
+    again = _cli(*SGD, out=out).stdout  # every run skipped; the closing line is the same
+    assert "skipped, already completed" in again
+    assert closing_numbers(again) == closing_numbers(stdout)
+
+
+# -- damaged store files: left out with the file and the reason ---------------------------------------
+
+
+def _copy(store: tuple[Path, str], tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the store and the run directory of SGDO gamma 3, seed 0 in it."""
+    out = tmp_path / "runs"
+    shutil.copytree(store[0], out, ignore=shutil.ignore_patterns(".multirun"))
+    (run,) = (out / "digits" / "sgd_os-g3").glob("seed0-*")
+    return out, run
+
+
+def _left_out(out: Path, run: Path) -> tuple[str, str]:
+    sc = results.scan([out])
+    assert len(sc.records) == 3  # the other runs are intact and used
+    rows = sc.left_out[sc.left_out["path"] == str(run.resolve())]
+    assert len(rows) == 1, sc.left_out
+    return str(rows["file"].iloc[0]), str(rows["reason"].iloc[0])
+
+
+def _edit_info(run: Path, **changes: object) -> None:
+    info = json.loads((run / "run.json").read_text())
+    info.update(changes)
+    (run / "run.json").write_text(json.dumps({k: v for k, v in info.items() if v is not ...}))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("final", "abc"),
+        ("versions", ["2.4"]),
+        ("started", 5),
+        ("gamma", "three"),
+        ("seed", "0"),
+        ("metric_scale", "x100"),
+        ("wall_time_s", "abc"),
+        ("steps", 300.5),
+    ],
+)
+def test_a_wrong_typed_run_json_field_leaves_the_run_out(
+    store: tuple[Path, str], tmp_path: Path, key: str, value: object
+) -> None:
+    out, run = _copy(store, tmp_path)
+    _edit_info(run, **{key: value})
+    file, reason = _left_out(out, run)
+    assert file == "run.json" and f"field {key} " in reason
+    df = results.load([out])
+    assert int(df["usable"].sum()) == 3
+
+
+def test_nan_losses_in_a_completed_run_leave_it_out(store: tuple[Path, str], tmp_path: Path) -> None:
+    out, run = _copy(store, tmp_path)
+    lines = (run / "steps.csv").read_text().splitlines(keepends=True)
+    for i in (40, 41, 120, 200):
+        cells = lines[i].split(",")
+        cells[2] = "nan"
+        lines[i] = ",".join(cells)
+    (run / "steps.csv").write_text("".join(lines))
+    file, reason = _left_out(out, run)
+    assert file == "steps.csv" and "4 base_loss that are not finite (first at step 39)" in reason
+
+
+def test_an_edited_config_leaves_the_run_out(store: tuple[Path, str], tmp_path: Path) -> None:
+    out, run = _copy(store, tmp_path)
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(re.sub(r"\n  lr: [^\n]+", "\n  lr: 0.5", text))
+    file, reason = _left_out(out, run)
+    assert file == "config.yaml" and "an edited config" in reason
+
+
+def test_a_completed_status_on_a_short_log_leaves_the_run_out(
+    store: tuple[Path, str], tmp_path: Path
+) -> None:
+    """An interrupted run's run.json edited to 'completed' (no step count, a log cut at a whole row)."""
+    out, run = _copy(store, tmp_path)
+    _edit_info(run, steps=..., final=..., ended=..., steps_to_95=...)
+    lines = (run / "steps.csv").read_text().splitlines(keepends=True)
+    (run / "steps.csv").write_text("".join(lines[:181]))
+    file, reason = _left_out(out, run)
+    assert file == "run.json" and "records no steps" in reason
+    _edit_info(run, steps=300)
+    file, reason = _left_out(out, run)
+    assert file == "steps.csv" and "holds 180 rows but run.json says 300 steps" in reason
+
+
+def test_the_cli_trains_a_damaged_run_again_and_says_why(store: tuple[Path, str], tmp_path: Path) -> None:
+    out, run = _copy(store, tmp_path)
+    lines = (run / "steps.csv").read_text().splitlines(keepends=True)
+    cells = lines[101].split(",")
+    cells[2] = "inf"
+    lines[101] = ",".join(cells)
+    (run / "steps.csv").write_text("".join(lines))
+    args = ["optimizer=sgd_os", "gamma=3", "seed=0", "max_steps=300", *COMMON]
+    proc = subprocess.run([*BENCH, *args, f"out={out}"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (warning,) = [line for line in proc.stderr.splitlines() if "not resumed" in line]
+    assert f"{run / 'steps.csv'} holds 1 base_loss that are not finite" in warning
+    assert "skipped" not in proc.stdout and "digits/sgd_os-g3/seed0: completed" in proc.stdout
+    (aside,) = run.glob(".damaged-*")
+    assert (aside / "steps.csv").exists() and (aside / "run.json").exists()
+    fresh = results.read_run(run)
+    assert fresh.usable and fresh.record is not None
+    # Training is deterministic: the retrained run equals the intact copy.
+    (orig,) = (store[0] / "digits" / "sgd_os-g3").glob("seed0-*")
+    assert (run / "steps.csv").read_text() == (orig / "steps.csv").read_text()
+
+
+def test_the_per_run_reader_imports_neither_torch_nor_pandas(store: tuple[Path, str]) -> None:
+    (run,) = (store[0] / "digits" / "sgd_os-g3").glob("seed0-*")
+    code = (
+        "import sys; from overshoot import results; r = results.read_run(sys.argv[1]); "
+        "print(r.usable, r.finished, 'torch' in sys.modules, 'pandas' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["True", "True", "False", "False"], proc.stderr
+
+
+def test_summary_flags_an_interval_that_includes_zero(store: tuple[Path, str]) -> None:
+    s = results.saving_summary(results.scan([store[0]]), 0.95, 100).set_index("method").loc["sgd_os-g3"]
+    assert s["within_noise"] == (s["low"] <= 0 <= s["high"] or not math.isfinite(s["half_width"]))
+    assert s["per_seed"].count(":") == 2 and s["n_pairs"] == 2
