@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import sys
@@ -30,8 +31,23 @@ import pandas as pd
 from overshoot import methods, results
 from overshoot import metrics as M
 from overshoot.config import HPARAMS
-from overshoot.results import family_rank, method_order
-from overshoot.store import atomic_write_text, config_hash, run_path
+from overshoot.report.model import best_among_eligible
+from overshoot.report.render import Document, Figure, Part, Table, write_document
+from overshoot.report.style import (
+    BETTER,
+    DASH,
+    WORSE,
+    family_label,
+    format_mean_ci,
+    interval_cell,
+    metric_factor,
+    metric_header,
+    num,
+    paper_label,
+    signed,
+)
+from overshoot.results import family_rank, method_order, task_label
+from overshoot.store import atomic_write_text, config_hash, find_runs, load_run, run_path
 
 HELDOUT_SEEDS = tuple(range(10, 101, 10))  # the paper's seeds; the tune sweep uses others
 REDUCTIONS = (0.9, 0.95, 0.99)
@@ -63,15 +79,15 @@ def load(paths: Iterable[Path | str]) -> pd.DataFrame:
     """One row per run directory at or below ``paths``: identity, status, metric, the resolved config
     (``config``), its hyperparameters as ``hp_<key>`` columns, and ``path``. A completed run that
     ``results`` leaves out (a cut or mixed log, an older duplicate) gets status ``left out: <why>``."""
-    sc = results.scan(list(paths))
-    verdict = sc.table.set_index("path")  # the report's integrity checks: damaged files, duplicates
+    paths = list(paths)
+    verdict = results.load(paths).set_index("path")  # the report's integrity checks: cut logs, duplicates
     rows = []
-    for r in sc.runs:
+    for r in find_runs(paths):
         cfg, info = r.config, r.info
-        status = str(info.get("status") or r.status)
+        status = r.status
         problem = verdict["problem"].get(str(r.path)) if "problem" in verdict else None
-        if r.damaged or (status == "completed" and not bool(verdict["usable"].get(str(r.path), False))):
-            status = f"left out: {problem or r.problem}"  # listed with the runs not completed
+        if status == "completed" and not bool(verdict["usable"].get(str(r.path), False)):
+            status = f"left out: {problem or 'unreadable logs'}"  # listed with the runs not completed
         rows.append(
             {
                 "task": cfg.get("task", info.get("task")),
@@ -94,7 +110,8 @@ def load(paths: Iterable[Path | str]) -> pd.DataFrame:
 
 def epochs_of(path: str | Path) -> pd.DataFrame:
     """The run's epochs.csv, with ``steps``: the training steps taken when each evaluation ran."""
-    ep, st = results.epoch_log(path), results.step_log(path)
+    run = load_run(path)
+    ep, st = run.epochs(), run.steps()
     if ep.empty or st.empty:
         return ep.assign(steps=pd.Series(dtype="int64"))
     ends = st.groupby("epoch")["step"].max() + 1
@@ -103,7 +120,7 @@ def epochs_of(path: str | Path) -> pd.DataFrame:
 
 def curve_of(path: str | Path) -> np.ndarray:
     """The run's per-step base-weight training loss."""
-    return results.step_log(path)["base_loss"].to_numpy(dtype=np.float64)
+    return load_run(path).steps()["base_loss"].to_numpy(dtype=np.float64)
 
 
 # -- the tuning trials and the selection ------------------------------------------------------------------
@@ -125,7 +142,7 @@ def criterion_text(metric: str) -> str:
 
 def best_val(path: str | Path, metric: str) -> tuple[float, float]:
     """A run's best-over-epochs validation ``metric`` and best validation loss (NaN without a val split)."""
-    ep = results.epoch_log(path)
+    ep = load_run(path).epochs()
     return M.best_over_epochs(ep, metric, split="val"), M.best_over_epochs(ep, "loss", split="val")
 
 
@@ -240,7 +257,7 @@ def select_study(study: Path) -> dict[str, Any]:
         "methods": {},
     }
     for r in sel.to_dict("records"):
-        cfg = results.read_run(config_of[r["method"], r["setting"]]).config
+        cfg = load_run(config_of[r["method"], r["setting"]]).config
         out["methods"][r["method"]] = {
             "optimizer": r["optimizer"],
             "gamma": r["gamma"],
@@ -438,54 +455,40 @@ def heldout_frame(study: Path) -> pd.DataFrame:
 
 
 def savings_frame(held: pd.DataFrame, window: int, reductions: Sequence[float] = REDUCTIONS) -> pd.DataFrame:
-    """Per arm, method (against its family baseline of the same arm) and reduction level: the per-seed
-    savings and their mean, t-interval, bootstrap interval and a within-noise flag."""
-    rows = []
+    """Per arm, method (against its family baseline of the same arm) and reduction level: the summary of
+    :func:`overshoot.results.saving_summary` (the one computation of every saving, with its window rule),
+    each arm standing as the protocol its methods are compared in, plus a 95% bootstrap interval of the
+    same per-seed savings; within noise when either interval contains 0."""
     done = held[held["status"] == "completed"]
-    curves = {p: curve_of(p) for p in done["path"].unique()}
-    for (arm, family), g in done.groupby(["arm", "family"], sort=False):
-        by_method = {
-            m: {int(s): curves[p] for s, p in zip(mg["seed"], mg["path"], strict=True)}
-            for m, mg in g.groupby("method")
-        }
-        fam = methods.FAMILIES.get(str(family))
-        base = fam.baseline if fam is not None else ""
-        if base not in by_method:
-            continue
-        for method, mg in g.groupby("method"):
-            if method == base:
-                continue
-            opt, gamma = str(mg["optimizer"].iloc[0]), float(mg["gamma"].iloc[0])
-            for red in reductions:
-                ss = M.per_seed_saving(by_method[base], by_method[str(method)], red, window)
-                vals = [v for v in ss.savings if v is not None]
-                lo, hi = M.bootstrap_interval(vals)
-                ci = ss.summary
-                rows.append(
-                    {
-                        "arm": arm,
-                        "family": family,
-                        "method": method,
-                        "optimizer": opt,
-                        "gamma": gamma,
-                        "reduction": red,
-                        "mean": ci.mean,
-                        "t_low": ci.low,
-                        "t_high": ci.high,
-                        "boot_low": lo,
-                        "boot_high": hi,
-                        "n": ci.n,
-                        "seeds": len(ss.seeds),
-                        "not_reached": ss.n_not_reached,
-                        "baseline_not_reached": ss.n_baseline_not_reached,
-                        "within_noise": M.contains_zero(ci.low, ci.high) or M.contains_zero(lo, hi),
-                        "per_seed": ";".join(
-                            f"{s}:{'NR' if v is None else f'{v:.2f}'}"
-                            for s, v in zip(ss.seeds, ss.savings, strict=True)
-                        ),
-                    }
+    if done.empty:
+        return pd.DataFrame()
+    recs = {str(r.path): r for r in results.scan(list(dict.fromkeys(done["path"]))).records}
+    frames = []
+    for arm, g in done.groupby("arm", sort=False):
+        # The arm is the protocol: its methods run at their own (selected or preset) settings.
+        arm_recs = [dataclasses.replace(recs[p], protocol=str(arm)) for p in g["path"] if p in recs]
+        for red in reductions:
+            summary = results.saving_summary(arm_recs, red, window)
+            per_seed = results.savings(arm_recs, red, window)
+            boot = [
+                M.bootstrap_interval(per_seed.loc[per_seed["method"] == m, "saving"].dropna().tolist())
+                for m in summary["method"]
+            ]
+            frames.append(
+                summary.drop(columns=["protocol"]).assign(
+                    arm=arm,
+                    boot_low=[b[0] for b in boot],
+                    boot_high=[b[1] for b in boot],
                 )
-    return pd.DataFrame(rows)
+            )
+    if not frames:
+        return pd.DataFrame()
+    sav = pd.concat(frames, ignore_index=True)
+    sav["within_noise"] = sav["within_noise"].astype(bool) | np.array(
+        [M.contains_zero(lo, hi) for lo, hi in zip(sav["boot_low"], sav["boot_high"], strict=True)],
+        dtype=bool,
+    )
+    return sav[["arm", *(c for c in sav.columns if c != "arm")]]
 
 
 def table1_frames(held: pd.DataFrame) -> pd.DataFrame:
@@ -502,15 +505,18 @@ def table1_frames(held: pd.DataFrame) -> pd.DataFrame:
                 "method": g["method"],
                 "seed": g["seed"],
                 "value": [
-                    M.best_over_epochs(results.epoch_log(p), str(m), float(s))
+                    M.best_over_epochs(load_run(p).epochs(), str(m), float(s))
                     for p, m, s in zip(g["path"], g["metric"], g["metric_scale"], strict=True)
                 ],
                 "metric": g["metric"],
             }
         )
-        bases = {f.name: (f.baseline, f.second) for f in methods.FAMILIES.values()}
+        bases = {f.name: tuple(b for b in (f.baseline, f.second) if b) for f in methods.FAMILIES.values()}
         out.append(M.table1(rec, bases, order=method_order).assign(arm=arm))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+    # "best" only among cells of at least 2 seeds, in a family whose baseline is there (as the report's)
+    return (
+        best_among_eligible(pd.concat(out, ignore_index=True), ["arm", "family"]) if out else pd.DataFrame()
+    )
 
 
 def time_to_target_frame(held: pd.DataFrame) -> pd.DataFrame:
@@ -625,7 +631,7 @@ def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: 
         ax.set_xlabel("learning rate")
         what = "error (1 - accuracy)" if metric == "accuracy" else metric
         ax.set_ylabel(f"best validation {what}\n(mean over tuning seeds)")
-        ax.set_title(f"{selection['task']}: {_family_label(family)} family")
+        ax.set_title(f"{task_label(selection['task'])}: {family_label(family)} family")
         ax.legend(handles=handles, frameon=False, fontsize=7)
     fig.tight_layout()
     return save(fig, stem)
@@ -636,50 +642,24 @@ def _pop_size(info: Mapping[str, Any]) -> int:
     return int(pop.get("size") or 1) if isinstance(pop, dict) else 1
 
 
-def _fmt(x: Any, digits: int = 1) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:,.{digits}f}" if isinstance(x, float) else str(x)
-
-
-def _ci_cell(mean: float, low: float, high: float, digits: int = 1) -> str:
-    if not math.isfinite(mean):
-        return "not reached"
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-def _md(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def _label(method: str, selection: Mapping[str, Any]) -> str:
     m = selection["methods"][method]
     return methods.display_label(m["optimizer"], float(m["gamma"]))
 
 
-def _family_label(family: str) -> str:
-    f = methods.FAMILIES.get(family)
-    return f.label if f is not None else family
-
-
-def _arm_table(
+def _arm_frame(
     frame: pd.DataFrame, selection: Mapping[str, Any], cell: Callable[[pd.Series], str]
 ) -> pd.DataFrame:
     """One row per method (in the selection's order), one column per arm: ``cell`` of the method's row
     in ``frame`` for that arm, "–" where there is none."""
     rows = []
     for method in _order(set(frame["method"]), selection):
-        row = {"method": _label(method, selection)}
+        row = {"Method": _label(method, selection)}
         for arm in ARMS:
             r = frame[(frame["arm"] == arm) & (frame["method"] == method)]
-            row[arm] = "–" if r.empty else cell(r.iloc[0])
+            row[arm] = DASH if r.empty else cell(r.iloc[0])
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["Method", *ARMS])
 
 
 def _order(names: Iterable[str], selection: Mapping[str, Any]) -> list[str]:
@@ -691,7 +671,8 @@ def _order(names: Iterable[str], selection: Mapping[str, Any]) -> list[str]:
 
 
 def report_study(study: Path, out: Path, command: str = "", protocol_note: str = "") -> list[Path]:
-    """Write the comparison of ``study`` to ``out``: report.md, the CSV tables and the sensitivity figure."""
+    """Write the comparison of ``study`` to ``out`` as any report is written (report.md, report.html and
+    each table as CSV, Markdown and LaTeX), with trials.csv, selection.json and the sensitivity figure."""
     selection = json.loads((study / "selection.json").read_text())
     table = pd.read_csv(study / "trials.csv")
     held = heldout_frame(study)
@@ -707,18 +688,82 @@ def report_study(study: Path, out: Path, command: str = "", protocol_note: str =
     sav = savings_frame(held, window)
     t1 = table1_frames(held)
     ttt = time_to_target_frame(held)
-    files = sensitivity_figure(table, selection, out / "sensitivity")
-    for name, df in (("savings", sav), ("table1", t1), ("time_to_target", ttt), ("trials", table)):
-        path = out / f"{name}.csv"
-        atomic_write_text(path, df.to_csv(index=False))
-        files.append(path)
-    text = render(selection, held, sav, t1, ttt, window, command, protocol_note)
-    atomic_write_text(out / "report.md", text)
+    figs = sensitivity_figure(table, selection, out / "sensitivity")
+    trials = out / "trials.csv"
+    atomic_write_text(trials, table.to_csv(index=False))
     atomic_write_text(out / "selection.json", (study / "selection.json").read_text())
-    return [out / "report.md", out / "selection.json", *files]
+    doc = document(selection, held, sav, t1, ttt, window, command, protocol_note)
+    png = next(f for f in figs if f.suffix == ".png")
+    doc.parts[2].figures.append(
+        Figure(
+            png,
+            png.name,
+            f"Sensitivity: best validation {selection['metric']} (mean over the tuning seeds) against lr, "
+            "one line per method; filled circles mark the selected lr, the dashed line the untuned lr.",
+        )
+    )
+    written = write_document(doc, out, ("md", "csv", "tex", "html"), [*figs, trials, out / "selection.json"])
+    return written
 
 
-def render(
+def _protocol_rows(
+    selection: Mapping[str, Any], held: pd.DataFrame, window: int, protocol_note: str
+) -> pd.DataFrame:
+    """The tuning budget and protocol as (setting, value) rows."""
+    done = held[held["status"] == "completed"]
+    metric = selection["metric"]
+    cfg0 = done["config"].iloc[0]
+    hp0 = cfg0["hparams"]
+    grid = "; ".join(
+        f"{k} in {{{', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}}}"
+        for k, vs in selection["axes"].items()
+    )
+    trials = selection["trials_per_method"]
+    steps = sorted({int(i.get("steps") or 0) for i in done["info"]})
+    infos = list(done["info"])
+    versions = sorted(
+        {", ".join(f"{k} {v}" for k, v in sorted((i.get("versions") or {}).items())) for i in infos}
+    )
+    # A population's members each record its wall time: count each member's share of it.
+    wall = sum(float(i.get("wall_time_s") or 0.0) / _pop_size(i) for i in infos)
+    options = ", ".join(f"{k}={v}" for k, v in cfg0["task_options"].items() if k != "name")
+    protocol = (
+        f"{hp0['epochs']} epochs, {', '.join(f'{s:,}' for s in steps)} steps per run, schedule "
+        f"{hp0['schedule']}, batch {hp0['batch_size']}, precision {cfg0['precision']}"
+        + (f", max_steps {cfg0['max_steps']:,}" if cfg0.get("max_steps") else "")
+        + (", last partial batch kept" if cfg0.get("drop_last") is False else "")
+        + (f"; {protocol_note}" if protocol_note else "")
+    )
+    rows = {
+        "task": f"{task_label(selection['task'])} ({paper_label(selection['task'])}; "
+        f"task options: {options})",
+        "search space": f"{grid} (every other hyperparameter at the preset's value)",
+        "tuning seeds": ", ".join(map(str, selection["tuning_seeds"])),
+        "trials per method": f"{', '.join(sorted(set(map(str, trials.values()))))} "
+        f"({'the same for every method' if selection['same_budget'] else 'NOT the same for every method'}; "
+        f"{sum(trials.values()):,} trials in all)",
+        "selection criterion": selection["criterion"],
+        "held-out seeds": f"{', '.join(map(str, sorted(set(done['seed']))))} "
+        "(disjoint from the tuning seeds)",
+        "untuned arm": f"preset={held[held['arm'] == 'untuned']['config'].dropna().iloc[0]['preset']} "
+        "values of the tuned axes, everything else as in tuning",
+        "protocol": protocol,
+        "savings metric": "steps to X% reduction of the base-weight training loss, per seed against the "
+        "family baseline of the same arm (results.saving_summary, the report's computation), trailing mean "
+        f"of {window:,} steps (at most a fifth of a run), X in {', '.join(f'{r:g}' for r in REDUCTIONS)}; "
+        "mean with 95% t-interval and 95% percentile bootstrap interval over seeds (10,000 resamples); "
+        "'within noise' when either interval contains 0",
+        "time to target": TARGET_RULE.format(what=metric),
+        "device": f"{', '.join(sorted({str(i.get('device')) for i in infos}))}; CPU threads per run "
+        f"{', '.join(sorted({str(i.get('cpu_threads')) for i in infos}))}",
+        "versions": "; ".join(versions),
+        "code revision": ", ".join(sorted({str(i.get("git_rev")) for i in infos})),
+        "held-out training time": f"{wall / 60:.1f} min ({len(done):,} runs)",
+    }
+    return pd.DataFrame({"Setting": list(rows), "Value": list(rows.values())})
+
+
+def document(
     selection: Mapping[str, Any],
     held: pd.DataFrame,
     sav: pd.DataFrame,
@@ -727,74 +772,25 @@ def render(
     window: int,
     command: str,
     protocol_note: str,
-) -> str:
-    """The markdown report of a study."""
+) -> Document:
+    """The report of a study as a :class:`~overshoot.report.render.Document`: the savings first (the
+    headline), then budget and protocol, the selected settings, Table 1 and the time to target."""
     done = held[held["status"] == "completed"]
     metric = selection["metric"]
-    cfg0 = done["config"].iloc[0]
-    hp0 = cfg0["hparams"]
-    axes = selection["axes"]
-    grid = "; ".join(
-        f"{k} in {{{', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}}}"
-        for k, vs in axes.items()
+    task = selection["task"]
+    doc = Document(
+        f"Tuned comparison: {task_label(task)}",
+        intro=[
+            "Does Overshoot still save steps when every method gets the same tuning budget? Each method of "
+            "the paper grid was tuned on the same grid, selected on validation, and re-run on held-out seeds "
+            f"beside the untuned (preset) settings under the same protocol. Task: {task_label(task)} "
+            f"({paper_label(task)})."
+        ],
+        key=f"tuning-{task}",
     )
-    trials = selection["trials_per_method"]
-    steps = sorted({int(i.get("steps") or 0) for i in done["info"]})
-    infos = list(done["info"])
-    devices = sorted({str(i.get("device")) for i in infos})
-    versions = sorted(
-        {", ".join(f"{k} {v}" for k, v in sorted((i.get("versions") or {}).items())) for i in infos}
-    )
-    revs = sorted({str(i.get("git_rev")) for i in infos})
-    threads = sorted({str(i.get("cpu_threads")) for i in infos})
-    # A population's members each record its wall time: count each member's share of it.
-    wall = sum(float(i.get("wall_time_s") or 0.0) / _pop_size(i) for i in infos)
-    heldout_seeds = sorted(set(done["seed"]))
-    lines = [
-        f"# Tuned comparison: {selection['task']}",
-        "",
-        "Does Overshoot still save steps when every method gets the same tuning budget? Each method of the "
-        "paper grid was tuned on the same grid, selected on validation, and re-run on held-out seeds beside "
-        "the untuned (preset) settings under the same protocol.",
-        "",
-        "## Tuning budget and protocol",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| task | {selection['task']} (task options: "
-        + ", ".join(f"{k}={v}" for k, v in cfg0["task_options"].items() if k != "name")
-        + ") |",
-        f"| search space | {grid} (every other hyperparameter at the preset's value) |",
-        f"| tuning seeds | {', '.join(map(str, selection['tuning_seeds']))} |",
-        f"| trials per method | {', '.join(sorted(set(map(str, trials.values()))))} "
-        f"({'the same for every method' if selection['same_budget'] else 'NOT the same for every method'}; "
-        f"{sum(trials.values())} trials in all) |",
-        f"| selection criterion | {selection['criterion']} |",
-        f"| held-out seeds | {', '.join(map(str, heldout_seeds))} (disjoint from the tuning seeds) |",
-        f"| untuned arm | preset={held[held['arm'] == 'untuned']['config'].dropna().iloc[0]['preset']} "
-        "values of the tuned axes, everything else as in tuning |",
-        f"| protocol | {hp0['epochs']} epochs, {', '.join(map(str, steps))} steps per run, schedule "
-        f"{hp0['schedule']}, batch {hp0['batch_size']}, precision {cfg0['precision']}"
-        + (f", max_steps {cfg0['max_steps']}" if cfg0.get("max_steps") else "")
-        + (", last partial batch kept" if cfg0.get("drop_last") is False else "")
-        + (f"; {protocol_note}" if protocol_note else "")
-        + " |",
-        f"| savings metric | steps to X% reduction of the base-weight training loss, per seed against the "
-        f"family baseline of the same arm, trailing mean of {window} steps, X in "
-        f"{', '.join(f'{r:g}' for r in REDUCTIONS)}; mean with 95% t-interval and 95% percentile bootstrap "
-        "interval over seeds (10,000 resamples); 'within noise' when either interval contains 0 |",
-        f"| time to target | {TARGET_RULE.format(what=metric)} |",
-        f"| device | {', '.join(devices)}; CPU threads per run {', '.join(threads)} |",
-        f"| versions | {'; '.join(versions)} |",
-        f"| code revision | {', '.join(revs)} |",
-        f"| held-out training time | {wall / 60:.1f} min ({len(done)} runs) |",
-    ]
-    if command:
-        lines += ["", "Commands:", "", "```bash", command.strip(), "```"]
     missing = held[held["status"] != "completed"]
     if len(missing):
-        lines += [
-            "",
+        doc.warnings.append(
             f"Not completed: {len(missing)} held-out runs, left out of the savings and Table 1; a diverged "
             "run counts as a miss in time-to-target unless it reached the target before ("
             + ", ".join(
@@ -803,8 +799,41 @@ def render(
                     missing["arm"], missing["method"], missing["seed"], missing["status"], strict=True
                 )
             )
-            + ").",
-        ]
+            + ")."
+        )
+    # the headline: savings per reduction level, untuned vs tuned
+    head = Part("Step savings against the family baseline, untuned vs tuned")
+    head.paragraphs.append(
+        "Per-seed saving in %, mean [95% t-interval] / [95% bootstrap interval]; n = seeds where both "
+        "reached the threshold, of the seeds paired; 'within noise' = an interval contains 0."
+    )
+
+    def saving_cell(r0: pd.Series) -> str:
+        if r0["n"] == 0:
+            return M.NOT_REACHED
+        cell = interval_cell(r0["mean"], r0["low"], r0["high"])
+        if math.isfinite(r0["boot_low"]):
+            cell += f" / [{signed(r0['boot_low'])}, {signed(r0['boot_high'])}]"
+        return cell + f", n={r0['n']}/{r0['n_pairs']}" + (", within noise" if r0["within_noise"] else "")
+
+    for red in REDUCTIONS if not sav.empty else ():
+        sr = sav[sav["reduction"] == red]
+        head.tables.append(
+            Table(
+                "savings",
+                f"Step saving % to {red:.0%} loss reduction, untuned vs tuned arm (trailing mean of "
+                f"{', '.join(f'{w:,}' for w in sorted(set(sr['window'])))} steps)",
+                sr.reset_index(drop=True),
+                _arm_frame(sr, selection, saving_cell),
+                section=f"{red:g}",
+            )
+        )
+    doc.parts.append(head)
+    # protocol, collapsed
+    proto = Part("Tuning budget and protocol", collapsed=True, code=command)
+    prows = _protocol_rows(selection, held, window, protocol_note)
+    proto.tables.append(Table("protocol", "The tuning budget and the protocol of every run", prows, prows))
+    doc.parts.append(proto)
     # selection
     rows = []
     for method in _order(selection["methods"], selection):
@@ -813,109 +842,94 @@ def render(
         un_vals = un.iloc[0] if len(un) else {}
         rows.append(
             {
-                "method": _label(method, selection),
+                "Method": _label(method, selection),
                 **{
                     f"selected {k}": f"{m['selected'][k]:g}"
                     if isinstance(m["selected"][k], float)
-                    else m["selected"][k]
-                    for k in axes
+                    else str(m["selected"][k])
+                    for k in selection["axes"]
                 },
-                **{f"untuned {k}": f"{un_vals.get(k, math.nan):g}" for k in axes},
+                **{f"untuned {k}": f"{un_vals.get(k, math.nan):g}" for k in selection["axes"]},
                 f"val {metric} (tuning mean)": f"{m['score']:.4g}",
                 "at grid edge": m["edge"] or "no",
                 "trials (diverged)": f"{m['trials']} ({m.get('diverged_trials', 0)})",
             }
         )
-    lines += [
-        "",
-        "## Selected settings",
-        "",
-        _md(pd.DataFrame(rows)),
-        "",
-        "![sensitivity](sensitivity.png)",
-        "",
-        f"Sensitivity: best validation {metric} (mean over the tuning seeds) against lr, one line per "
-        "method; filled circles mark the selected lr, the dashed line the untuned lr.",
-    ]
-    # savings
-    lines += [
-        "",
-        "## Step savings against the family baseline, untuned vs tuned",
-        "",
-        "Per-seed saving in %, mean [95% t-interval] / [95% bootstrap interval]; n = seeds where both "
-        "reached the threshold; 'noise' = within noise (an interval contains 0).",
-        "",
-    ]
-    if not sav.empty:
-        for red in REDUCTIONS:
-            rows = []
-            sr = sav[sav["reduction"] == red]
-            for method in _order(set(sr["method"]), selection):
-                row: dict[str, Any] = {"method": _label(method, selection)}
-                for arm in ARMS:
-                    r = sr[(sr["arm"] == arm) & (sr["method"] == method)]
-                    if r.empty:
-                        row[arm] = "–"
-                        continue
-                    r0 = r.iloc[0]
-                    cell = _ci_cell(r0["mean"], r0["t_low"], r0["t_high"])
-                    if math.isfinite(r0["boot_low"]):
-                        cell += f" / [{r0['boot_low']:.1f}, {r0['boot_high']:.1f}]"
-                    cell += f", n={r0['n']}/{r0['seeds']}" + (", noise" if r0["within_noise"] else "")
-                    row[arm] = cell
-                rows.append(row)
-            lines += [f"**{red:.0%} loss reduction**", "", _md(pd.DataFrame(rows)), ""]
-    # table 1
+    sel = pd.DataFrame(rows)
+    doc.parts.append(
+        Part("Selected settings", tables=[Table("selection", "The setting selected per method", sel, sel)])
+    )
+    # Table 1
     if not t1.empty:
         scale = float(done["metric_scale"].iloc[0])
-        what = f"test {metric}" + (f" x{scale:g}" if scale != 1 else "")
-        lines += [
-            "## Table 1: best-over-epochs " + what,
-            "",
-            "Mean +- 95% t-interval over the held-out seeds; **bold** = best of its family in that arm; "
-            "star = paired t-test by seed against the better family baseline, p < 0.05.",
-            "",
-        ]
-        digits = 3 if metric == "accuracy" and scale == 1 else 2
+        factor = metric_factor(metric, 1.0)  # the values carry metric_scale already (table1_frames)
+        what = metric_header(metric, scale, task)
 
         def t1_cell(r0: pd.Series) -> str:
-            cell = f"{r0['mean']:.{digits}f} +- {r0['half_width']:.{digits}f}"
-            cell = f"**{cell}**" if r0["best"] else cell
-            return cell + (" *" if r0["star"] else "")
+            return format_mean_ci(r0["mean"] * factor, r0["half_width"] * factor) + f" (n = {r0['n']})"
 
-        lines += [_md(_arm_table(t1, selection, t1_cell)), ""]
+        disp = _arm_frame(t1, selection, t1_cell)
+        t = Table(
+            "table1",
+            f"Best-over-epochs {what}, mean ± 95% t-interval over the held-out seeds (n); bold: best of its "
+            f"family in that arm among cells of at least 2 seeds with the family's baseline; {BETTER} / "
+            f"{WORSE}: paired t-test by seed against the better family baseline, p < 0.05",
+            t1,
+            disp,
+        )
+        for i, method in enumerate(_order(set(t1["method"]), selection)):
+            for arm in ARMS:
+                r = t1[(t1["arm"] == arm) & (t1["method"] == method)]
+                if r.empty:
+                    continue
+                for flag in ("better", "worse"):
+                    if bool(r[flag].iloc[0]):
+                        t.mark(i, arm, flag)
+                if bool(r["best"].iloc[0]):
+                    t.mark(i, arm, "bold")
+        doc.parts.append(Part(f"Table 1: best {what}", tables=[t]))
     # time to target
     if not ttt.empty:
-        lines += ["## Time to a validation target", "", TARGET_RULE.format(what=metric) + ".", ""]
+        part = Part("Time to a validation target", paragraphs=[TARGET_RULE.format(what=metric) + "."])
 
         def ttt_cell(r0: pd.Series) -> str:
             med = (
-                "not reached"
+                M.NOT_REACHED
                 if r0["median"] is None or not math.isfinite(r0["median"])
-                else f"{r0['median']:,.0f}"
+                else num(r0["median"], 0)
             )
-            mean, med_r = _fmt(r0["mean_reached"], 0), _fmt(r0["median_reached"], 0)
             div = f" ({r0['diverged']} diverged)" if r0["diverged"] else ""
-            reached = f"{r0['reached']} of {r0['n']}{div}"
-            return f"{reached}; median {med}; over reached: median {med_r}, mean {mean}"
+            return (
+                f"{r0['reached']} of {r0['n']}{div}; median {med}; over reached: median "
+                f"{num(r0['median_reached'], 0)}, mean {num(r0['mean_reached'], 0)}"
+            )
 
         for family, fg in ttt.groupby("family", sort=False):
             target = float(fg["target"].iloc[0])
-
-            lines += [
-                f"**{_family_label(str(family))} family**, target validation {metric} "
-                f"{'>=' if metric == 'accuracy' else '<='} {target:.4g}",
-                "",
-                _md(_arm_table(fg, selection, ttt_cell)),
-                "",
-            ]
-    lines += [
-        "Files: savings.csv (per-seed savings), table1.csv, time_to_target.csv (per-seed steps), "
-        "trials.csv (every tuning setting's validation score), selection.json (the selected settings and "
-        "their configs), sensitivity.png/.pdf.",
-        "",
-    ]
-    return "\n".join(lines)
+            part.tables.append(
+                Table(
+                    "time_to_target",
+                    f"{family_label(str(family))} family, target validation {metric} "
+                    f"{'≥' if metric == 'accuracy' else '≤'} {target:.4g}",
+                    fg.reset_index(drop=True),
+                    _arm_frame(fg, selection, ttt_cell),
+                    section=str(family),
+                )
+            )
+        doc.parts.append(part)
+    doc.parts.append(
+        Part(
+            "Files",
+            paragraphs=[
+                "savings.csv (per arm, method and reduction: the summary of the per-seed savings), "
+                "table1.csv, "
+                "time_to_target.csv (per-seed steps), trials.csv (every tuning setting's validation score), "
+                "selection.json (the selected settings and their configs), sensitivity.png/.pdf; each table "
+                "also as .md and .tex."
+            ],
+        )
+    )
+    return doc
 
 
 # -- command line -----------------------------------------------------------------------------------------
@@ -931,13 +945,19 @@ def _ints(text: str) -> list[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point of ``overshoot-bench-tune``."""
     p = argparse.ArgumentParser(
-        prog="overshoot-bench-tune", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="overshoot-bench-tune",
+        description="Tune every method of the paper grid with the same budget, select on validation, re-run "
+        "on held-out seeds and report tuned against untuned. A STUDY is a directory whose tuning/ holds the "
+        "runs of `overshoot-bench -m +sweep=tune ... out=STUDY/tuning`.",
+        epilog="The steps in order: select STUDY, rerun STUDY, report STUDY --out DIR. "
+        "`overshoot-bench-tune COMMAND --help` lists a command's options.",
     )
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", title="commands")
+    study_help = "the study directory (its tuning/ holds the tune sweep's runs)"
     s = sub.add_parser("select", help="pick each method's best tuning setting on validation")
-    s.add_argument("study", type=Path)
+    s.add_argument("study", type=Path, help=study_help)
     r = sub.add_parser("rerun", help="train the selected and the untuned settings on held-out seeds")
-    r.add_argument("study", type=Path)
+    r.add_argument("study", type=Path, help=study_help)
     r.add_argument(
         "--seeds", type=_ints, default=list(HELDOUT_SEEDS), help="held-out seeds (default 10,...,100)"
     )
@@ -955,12 +975,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument(
         "--dry-run", action="store_true", help="write heldout.json and list the runs; train nothing"
     )
-    o = sub.add_parser("report", help="write the tuned-vs-untuned comparison")
-    o.add_argument("study", type=Path)
-    o.add_argument("--out", type=Path, required=True)
+    o = sub.add_parser(
+        "report", help="write the tuned-vs-untuned comparison (report.md, report.html, CSV, LaTeX, figure)"
+    )
+    o.add_argument("study", type=Path, help=study_help)
+    o.add_argument("--out", type=Path, required=True, help="the directory the report goes to")
     o.add_argument("--command", default="", help="the commands that produced the study, quoted in the report")
     o.add_argument("--note", default="", help="a protocol note for the report (e.g. a shortened schedule)")
     a = p.parse_args(argv)
+    if a.cmd is None:  # a bare call: the usage with the commands, not argparse's "required: cmd"
+        p.print_help(sys.stderr)
+        return 2
     try:
         if not a.study.is_dir():
             raise TuningError(f"no study directory {a.study}: train the tuning sweep into {a.study}/tuning")

@@ -16,12 +16,12 @@ from fixtures import write_housing_csv
 from overshoot_tasks import build_task
 from overshoot_tasks.base import steps_per_epoch
 
-from overshoot import manifest, results, tuning
+from overshoot import manifest, tuning
 from overshoot import metrics as M
 from overshoot.config import compose, resolve
 from overshoot.lifecycle import run_one, run_population
 from overshoot.runtime import graph_blocker
-from overshoot.store import RunWriter, run_path
+from overshoot.store import RunWriter, load_run, run_path
 from overshoot.sweep import run_sweep
 
 METHODS = ["sgd", "nesterov", "sgd_os_g3", "sgd_os_g5", "sgd_os_g7"]
@@ -85,10 +85,7 @@ def test_drop_last_false_trains_single_runs_and_populations_alike(root: Path, tm
         single = r.replace(out=str(tmp_path / "single"))
         cfg = compose(tuning.overrides_for(single.to_dict()))
         assert run_one(cfg) == 0
-        p, s = (
-            results.read_run(run_path(r.out, r)).steps(),
-            results.read_run(run_path(tmp_path / "single", r)).steps(),
-        )
+        p, s = load_run(run_path(r.out, r)).steps(), load_run(run_path(tmp_path / "single", r)).steps()
         assert list(s["epoch"]) == [0] * 4 + [1] * 4  # 4 steps per epoch: 3 of 50 samples, one of 42
         assert np.abs(p["base_loss"].to_numpy() - s["base_loss"].to_numpy()).max() <= 1e-10
         assert s["lr"].iloc[-1] > 0 and s["lr"].iloc[0] == r.hparams.lr  # cosine over 8 steps
@@ -301,7 +298,11 @@ def test_a_custom_optimizer_is_selected_rerun_and_reported_like_a_built_in_one(t
     assert set(t1.loc[t1["method"] == "adamax", "reference"]) == {"adam"}
     assert (t1.loc[t1["method"] == "adamax", "n_pairs"] == 3).all()
     text = (out / "report.md").read_text()
-    assert "| adamax |" in text and "**Adam family**" in text
+    assert "| adamax |" in text and "Adam family, target validation accuracy" in text
+    # the same outputs as any report: HTML, LaTeX and CSV of every table
+    assert text.index("## Step savings") < text.index("## Tuning budget and protocol")
+    assert '<details id="tuning-budget-and-protocol">' in (out / "report.html").read_text()
+    assert {"savings.tex", "table1.tex", "selection.csv", "time_to_target.md"} <= {f.name for f in files}
 
 
 # -- the whole workflow on a small digits study ---------------------------------------------------------
@@ -327,7 +328,7 @@ def test_tune_select_rerun_report_on_a_small_digits_study(tmp_path: Path) -> Non
         (a, m, s) for a in ("tuned", "untuned") for m in ("sgd", "sgd_os-g3") for s in (10, 20)
     }
     for r in held:
-        run = results.read_run(study / "heldout" / r["path"])
+        run = load_run(study / "heldout" / r["path"])
         assert run.status == "completed" and run.config["seed"] in (10, 20)
         assert run.config["task_options"]["val_fraction"] == 0.2 and run.config["hparams"]["epochs"] == 4
         want = sel["methods"][r["method"]]["selected"]["lr"] if r["arm"] == "tuned" else 0.03  # digits preset
@@ -412,3 +413,14 @@ def test_selection_over_two_axes_picks_the_best_pair_and_flags_the_grid_edge() -
     best = sel.iloc[0]
     assert (best["lr"], best["momentum"], best["edge"], best["trials"]) == (0.01, 0.9, "lr", 12)
     assert best["score"] == pytest.approx(0.0015)
+
+
+def test_tune_cli_names_its_commands_and_helps_every_argument(capsys: pytest.CaptureFixture) -> None:
+    assert tuning.main([]) == 2  # a bare call: the usage with the commands, not "required: cmd"
+    err = capsys.readouterr().err
+    assert "select" in err and "rerun" in err and "report" in err and "required" not in err
+    for cmd in ("select", "rerun", "report"):
+        with pytest.raises(SystemExit):
+            tuning.main([cmd, "--help"])
+        out = capsys.readouterr().out
+        assert "the study directory" in out and "--help" in out
