@@ -1,4 +1,4 @@
-"""The paper's figures (section 7 of paper.md) from a report, as PNG and PDF with matplotlib (Agg).
+"""The paper's figures (arXiv 2501.09556) from a report, as PNG and PDF with matplotlib (Agg).
 
 * :func:`loss_grid` -- per task section and family, the smoothed base-weight training loss per step with
   the 95% threshold and each method's first crossing, and the test loss per epoch;
@@ -44,7 +44,7 @@ from overshoot.store import atomic_write
 FIGURE_FORMATS = ("png", "pdf")
 COLUMN_IN, TEXT_IN = 3.3, 6.9
 MAX_LEGEND_COLUMNS = 3
-# gamma* ~ A * exp(B * mu): the paper's empirical optimum in the gamma-mu plane (paper.md section 7 item 3).
+# gamma* ~ A * exp(B * mu): the paper's empirical optimum in the gamma-mu plane (arXiv 2501.09556).
 OPTIMUM_A, OPTIMUM_B = 5.568e-9, 21.914
 FAMILY_COLORS = {"sgd": "#08519c", "adam": "#a63603", "lion": "#006d2c", "radam": "#54278f"}
 FAMILY_LINESTYLE = {"sgd": "-", "adam": "--", "lion": "-", "radam": "--"}

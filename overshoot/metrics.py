@@ -142,7 +142,7 @@ def paper_saving(
     reduction: float = 0.95,
     window: int = 400,
 ) -> PaperSaving:
-    """The saving exactly as the paper computed it (paper.md section 5, steps 1-4).
+    """The saving exactly as the paper computed it (arXiv 2501.09556, its public code's notebook).
 
     Seed-mean each method's curves element-wise, smooth with the trailing mean, take the threshold from
     the baseline's first and last smoothed values, find the first index where each smoothed curve is at or

@@ -49,7 +49,7 @@ METHOD_KEYS = ("seed", "optimizer", "gamma", "optimizer_target", "optimizer_kwar
 NUMBERLESS_KEYS = (*UNHASHED_KEYS, "log_distance")
 # Table 1 scale of a task's metric, used only when a run.json lacks ``metric_scale`` (paper: MLP-CA MSE x100).
 FALLBACK_METRIC_SCALE = {"housing": 100.0}
-# The paper's labels of its tasks (paper.md section 4); other tasks keep their key.
+# The paper's labels of its tasks (arXiv 2501.09556, Table 1); other tasks keep their key.
 PAPER_LABEL = {
     "housing": "MLP-CA",
     "vae_fmnist": "VAE-FM",

@@ -2,7 +2,7 @@
 own code takes), for ``overshoot.engine.drive``.
 
 Per step it records, on the device, the loss at the BASE weights on the current minibatch before the update
-(paper.md section 5), the loss at the weights the gradient is taken at (``train_loss``), the gradient norm
+(as arXiv 2501.09556), the loss at the weights the gradient is taken at (``train_loss``), the gradient norm
 [and the distance of paper figure 2]. Evaluating the base loss neither copies the model nor changes the
 trajectory: the optimizer swaps the base weights in and restores the overshoot weights bit-identically,
 BatchNorm statistics are restored, and dropout replays the same mask for the training forward.

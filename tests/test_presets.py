@@ -1,4 +1,4 @@
-"""preset=tuned resolves to the tuned table of paper.md section 4 for every (task, family); the validation
+"""preset=tuned resolves to the public code's tuned table (2025-05) for every (task, family); the validation
 split and drop_last options leave the hashes of stored runs alone at their defaults."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from overshoot.config import ConfigError, compose, resolve
 from overshoot.store import config_hash
 
 C, K = "constant", "cosine"
-# (task, family) -> batch, lr, mu/b1, schedule, epochs, weight decay: paper.md's tuned table; the tasks it
+# (task, family) -> batch, lr, mu/b1, schedule, epochs, weight decay: that code's tuned table; the tasks it
 # does not list keep the release values (constant lr) with Adam weight decay 0.01 where none is given.
 TUNED = {
     ("housing", "sgd"): (32, 0.008, 0.9, K, 200, 0.0),

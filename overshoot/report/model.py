@@ -22,7 +22,7 @@ from overshoot.results import PAPER_LABEL, RunRecord, family_rank, method_order,
 # in the method) ran the same task setting and share a section.
 FAMILY_HPARAMS = ("lr", "momentum", "beta2", "eps", "weight_decay", "delay")
 
-# paper.md section 6: mean step saving (%) to 95% loss reduction over the 7 tasks, per family and gamma.
+# arXiv 2501.09556's headline: mean step saving (%) to 95% loss reduction over 7 tasks, per family, gamma.
 PAPER_HEADLINE: dict[tuple[str, float], float] = {
     ("sgd", 3.0): 23.77,
     ("sgd", 5.0): 26.19,
@@ -240,7 +240,7 @@ def headline_frame(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def paper_mean_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """The paper's 7-task mean saving per family and gamma (paper.md section 6) beside this report's mean
+    """The paper's 7-task mean saving per family and gamma (arXiv 2501.09556) beside this report's mean
     over the paper tasks it measured (n of 7 tasks), both paper-style; a non-paper task never enters it."""
     rows = []
     paper = summary[summary["task"].isin(list(PAPER_LABEL))]
