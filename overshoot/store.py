@@ -226,7 +226,7 @@ def remove_stale_temps(folder: Path) -> list[Path]:
 
 def quarantine(path: Path, why: str) -> Path:
     """Move the broken file ``path`` aside (``<name>.corrupt-<UTC time>``), keeping it for inspection."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     try:
         os.replace(path, aside)
@@ -443,7 +443,7 @@ def _create_claim(folder: Path) -> dict[str, Any] | None:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "pidns": PID_NAMESPACE,
-        "started": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(),
+        "started": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(),
         "heartbeat": now,
         "token": uuid.uuid4().hex,
     }

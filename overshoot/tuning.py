@@ -47,7 +47,7 @@ from overshoot.report.style import (
     signed,
 )
 from overshoot.results import family_rank, method_order, task_label
-from overshoot.store import atomic_write_text, config_hash, find_runs, load_run, run_path
+from overshoot.store import atomic_write_text, config_hash, run_path
 
 HELDOUT_SEEDS = tuple(range(10, 101, 10))  # the paper's seeds; the tune sweep uses others
 REDUCTIONS = (0.9, 0.95, 0.99)
@@ -79,15 +79,15 @@ def load(paths: Iterable[Path | str]) -> pd.DataFrame:
     """One row per run directory at or below ``paths``: identity, status, metric, the resolved config
     (``config``), its hyperparameters as ``hp_<key>`` columns, and ``path``. A completed run that
     ``results`` leaves out (a cut or mixed log, an older duplicate) gets status ``left out: <why>``."""
-    paths = list(paths)
-    verdict = results.load(paths).set_index("path")  # the report's integrity checks: cut logs, duplicates
+    sc = results.scan(list(paths))
+    verdict = sc.table.set_index("path")  # the report's integrity checks: damaged files, duplicates
     rows = []
-    for r in find_runs(paths):
+    for r in sc.runs:
         cfg, info = r.config, r.info
-        status = r.status
+        status = str(info.get("status") or r.status)
         problem = verdict["problem"].get(str(r.path)) if "problem" in verdict else None
-        if status == "completed" and not bool(verdict["usable"].get(str(r.path), False)):
-            status = f"left out: {problem or 'unreadable logs'}"  # listed with the runs not completed
+        if r.damaged or (status == "completed" and not bool(verdict["usable"].get(str(r.path), False))):
+            status = f"left out: {problem or r.problem}"  # listed with the runs not completed
         rows.append(
             {
                 "task": cfg.get("task", info.get("task")),
@@ -110,8 +110,7 @@ def load(paths: Iterable[Path | str]) -> pd.DataFrame:
 
 def epochs_of(path: str | Path) -> pd.DataFrame:
     """The run's epochs.csv, with ``steps``: the training steps taken when each evaluation ran."""
-    run = load_run(path)
-    ep, st = run.epochs(), run.steps()
+    ep, st = results.epoch_log(path), results.step_log(path)
     if ep.empty or st.empty:
         return ep.assign(steps=pd.Series(dtype="int64"))
     ends = st.groupby("epoch")["step"].max() + 1
@@ -120,7 +119,7 @@ def epochs_of(path: str | Path) -> pd.DataFrame:
 
 def curve_of(path: str | Path) -> np.ndarray:
     """The run's per-step base-weight training loss."""
-    return load_run(path).steps()["base_loss"].to_numpy(dtype=np.float64)
+    return results.step_log(path)["base_loss"].to_numpy(dtype=np.float64)
 
 
 # -- the tuning trials and the selection ------------------------------------------------------------------
@@ -142,7 +141,7 @@ def criterion_text(metric: str) -> str:
 
 def best_val(path: str | Path, metric: str) -> tuple[float, float]:
     """A run's best-over-epochs validation ``metric`` and best validation loss (NaN without a val split)."""
-    ep = load_run(path).epochs()
+    ep = results.epoch_log(path)
     return M.best_over_epochs(ep, metric, split="val"), M.best_over_epochs(ep, "loss", split="val")
 
 
@@ -257,7 +256,7 @@ def select_study(study: Path) -> dict[str, Any]:
         "methods": {},
     }
     for r in sel.to_dict("records"):
-        cfg = load_run(config_of[r["method"], r["setting"]]).config
+        cfg = results.read_run(config_of[r["method"], r["setting"]]).config
         out["methods"][r["method"]] = {
             "optimizer": r["optimizer"],
             "gamma": r["gamma"],
@@ -505,7 +504,7 @@ def table1_frames(held: pd.DataFrame) -> pd.DataFrame:
                 "method": g["method"],
                 "seed": g["seed"],
                 "value": [
-                    M.best_over_epochs(load_run(p).epochs(), str(m), float(s))
+                    M.best_over_epochs(results.epoch_log(p), str(m), float(s))
                     for p, m, s in zip(g["path"], g["metric"], g["metric_scale"], strict=True)
                 ],
                 "metric": g["metric"],

@@ -16,12 +16,12 @@ from fixtures import write_housing_csv
 from overshoot_tasks import build_task
 from overshoot_tasks.base import steps_per_epoch
 
-from overshoot import manifest, tuning
+from overshoot import manifest, results, tuning
 from overshoot import metrics as M
 from overshoot.config import compose, resolve
 from overshoot.lifecycle import run_one, run_population
 from overshoot.runtime import graph_blocker
-from overshoot.store import RunWriter, load_run, run_path
+from overshoot.store import RunWriter, run_path
 from overshoot.sweep import run_sweep
 
 METHODS = ["sgd", "nesterov", "sgd_os_g3", "sgd_os_g5", "sgd_os_g7"]
@@ -85,7 +85,10 @@ def test_drop_last_false_trains_single_runs_and_populations_alike(root: Path, tm
         single = r.replace(out=str(tmp_path / "single"))
         cfg = compose(tuning.overrides_for(single.to_dict()))
         assert run_one(cfg) == 0
-        p, s = load_run(run_path(r.out, r)).steps(), load_run(run_path(tmp_path / "single", r)).steps()
+        p, s = (
+            results.read_run(run_path(r.out, r)).steps(),
+            results.read_run(run_path(tmp_path / "single", r)).steps(),
+        )
         assert list(s["epoch"]) == [0] * 4 + [1] * 4  # 4 steps per epoch: 3 of 50 samples, one of 42
         assert np.abs(p["base_loss"].to_numpy() - s["base_loss"].to_numpy()).max() <= 1e-10
         assert s["lr"].iloc[-1] > 0 and s["lr"].iloc[0] == r.hparams.lr  # cosine over 8 steps
@@ -328,7 +331,7 @@ def test_tune_select_rerun_report_on_a_small_digits_study(tmp_path: Path) -> Non
         (a, m, s) for a in ("tuned", "untuned") for m in ("sgd", "sgd_os-g3") for s in (10, 20)
     }
     for r in held:
-        run = load_run(study / "heldout" / r["path"])
+        run = results.read_run(study / "heldout" / r["path"])
         assert run.status == "completed" and run.config["seed"] in (10, 20)
         assert run.config["task_options"]["val_fraction"] == 0.2 and run.config["hparams"]["epochs"] == 4
         want = sel["methods"][r["method"]]["selected"]["lr"] if r["arm"] == "tuned" else 0.03  # digits preset
