@@ -420,6 +420,7 @@ def finish_run(
         steps_per_s=result.get("steps_per_s"),
         cuda_graph=result.get("cuda_graph", False),  # whether the steps were replayed as a CUDA graph
         final=final,
+        eval_rows=len(epochs["split"]),  # epochs.csv rows, checked by the reader
         steps_to_95=k95,
         cpu_threads=torch.get_num_threads(),  # as set for training (threads=auto picks 1 for small models)
         checkpoints=result.get("checkpoints"),  # written in this session, and the seconds they took

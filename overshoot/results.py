@@ -9,10 +9,13 @@ every table and figure of the report is built from.
 
 A run is left out, listed with the file and the reason and never an error, when its ``run.json`` or
 ``config.yaml`` does not parse or breaks the schema (:mod:`overshoot.schema`: a wrong-typed field), when the
-config's hash differs from run.json's or from its directory's name (an edited config), and, for a completed
-run, when ``steps.csv`` holds fewer or more rows than run.json's steps, a cut row, or a loss that is not a
-finite number. Such a run is *damaged*: neither a result nor a state to resume from. A ``running`` run whose
-process is gone reads ``interrupted (process gone)``.
+config's hash differs from run.json's or from its directory's name (an edited config), when run.json's
+task, optimizer, family, gamma, seed or method differ from config.yaml's, and, for a completed run, when a
+log's header is not one the store writes, ``steps.csv`` holds fewer or more rows than run.json's steps, a
+cut row, or a loss that is not a finite number, or ``epochs.csv`` holds another number of rows than
+run.json's ``eval_rows`` (recorded at finish; runs written before it are not checked for it). Such a run
+is *damaged*: neither a result nor a state to resume from. A ``running`` run whose process is gone reads
+``interrupted (process gone)``.
 
 A run's **protocol** is a hash of its resolved config without the seed, the method's own keys (optimizer,
 gamma, a user's optimizer class and arguments) and the keys that do not change its numbers (where it is
@@ -62,6 +65,9 @@ PAPER_LABEL = {
 LEFT_OUT_COLUMNS = ("path", "status", "file", "reason")
 FINISHED = ("completed", "diverged")  # results: a relaunch does not train them again
 EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
+# steps.csv's headers as the store writes them (store.STEP_COLUMNS, with the distance when logged).
+_STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
+STEP_HEADERS = (_STEP_COLUMNS, (*_STEP_COLUMNS, "distance"))
 
 
 def task_label(task: str) -> str:
@@ -316,8 +322,8 @@ def _steps(path: Path, info: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray 
     """steps.csv of a completed run, checked against run.json: one row per step the run says it took,
     consecutive, every loss a finite number. Returns base_loss and distance (None when not logged)."""
     header, rows = _read_log(path, "steps.csv")
-    if "base_loss" not in header or "step" not in header:
-        raise SchemaError("steps.csv", "has no step or base_loss column")
+    if tuple(header) not in STEP_HEADERS:
+        raise SchemaError("steps.csv", f"has the header {','.join(header)[:60]!r}, not one the store writes")
     n = len(rows)
     want = info.get("steps")
     if isinstance(want, int) and n != want:
@@ -352,8 +358,10 @@ def _epochs(path: Path, strict: bool = True) -> dict[str, list[Any]]:
     if not (path / "epochs.csv").exists():
         return {c: [] for c in EPOCH_COLUMNS}
     header, rows = _read_log(path, "epochs.csv")
-    if rows and ("split" not in header or "loss" not in header):
-        raise SchemaError("epochs.csv", "has no split or loss column")
+    if tuple(header) != EPOCH_COLUMNS:
+        raise SchemaError(
+            "epochs.csv", f"has the header {','.join(header)[:60]!r}, not {','.join(EPOCH_COLUMNS)}"
+        )
     col = {c: j for j, c in enumerate(header)}
     out: dict[str, list[Any]] = {}
     for c in header:
@@ -444,6 +452,7 @@ def read_run(path: Path | str) -> StoredRun:
     try:
         cfg = schema.read_config(path / "config.yaml")
         schema.check_hash(path, cfg, info)
+        schema.check_identity(cfg, info)
     except SchemaError as e:
         return StoredRun(path, info, {}, status, e.file, e.reason, damaged=True)
     run = StoredRun(path, info, cfg, status)
@@ -463,6 +472,12 @@ def read_run(path: Path | str) -> StoredRun:
             )
         base, dist = _steps(path, info)
         epochs = _epochs(path)
+        want = info.get("eval_rows")  # recorded at finish (runs written before it: not checked)
+        if isinstance(want, int) and len(epochs["split"]) != want:
+            raise SchemaError(
+                "epochs.csv",
+                f"holds {len(epochs['split'])} rows but run.json says {want} (a cut or swapped log)",
+            )
     except SchemaError as e:
         run.file, run.reason, run.damaged = e.file, e.reason, True
         return run

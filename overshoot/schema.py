@@ -1,5 +1,6 @@
 """The schema of a run directory's files, checked whenever one is read: ``run.json`` (:class:`RunInfo`),
-``config.yaml`` (:func:`parse_config`) and the config hash that names the directory.
+``config.yaml`` (:func:`parse_config`), the config hash that names the directory (:func:`check_hash`) and
+run.json's identity fields against the config (:func:`check_identity`).
 
 A file that breaks the schema raises :class:`SchemaError` naming the file and the reason in one line. This
 module imports neither torch nor pandas: the skip path of a finished run and the manifest read through it.
@@ -92,6 +93,7 @@ class RunInfo:
     checkpoints: int | None = None
     checkpoint_time_s: float | None = None
     population: dict[str, Any] | None = None
+    eval_rows: int | None = None  # epochs.csv's rows when the run finished
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,7 +109,20 @@ _NON_NEGATIVE = {
     "checkpoints",
     "checkpoint_time_s",
     "pid",
+    "eval_rows",
 }
+# The test metrics a task reports, and the keys of run.json's ``final`` (lifecycle's final metrics).
+METRICS = ("accuracy", "loss")
+FINAL_KEYS = frozenset(
+    (
+        "train_loss",
+        "val_loss",
+        "test_loss",
+        "val_accuracy",
+        "test_accuracy",
+        *(f"best_test_{m}" for m in METRICS),
+    )
+)
 
 
 def _kind(tp: Any) -> tuple[type, ...]:
@@ -145,8 +160,12 @@ def _check(key: str, v: Any, kinds: tuple[type, ...]) -> str | None:
     if not isinstance(v, kinds):
         want = " or ".join("object" if k is dict else k.__name__ for k in kinds)
         return f"is {type(v).__name__} {json.dumps(v, default=str)[:40]}, not {want}"
+    if key == "metric" and v not in METRICS:
+        return f"is {json.dumps(v)[:40]}, not one of {', '.join(METRICS)}"
     if key == "final" and isinstance(v, dict):
         for k, x in v.items():
+            if k not in FINAL_KEYS:
+                return f"holds an unknown entry {json.dumps(k)[:40]}"
             why = None if x is None else _number(k, x)
             if why:
                 return f"entry {k} {why}"
@@ -170,6 +189,10 @@ def parse_info(obj: Any) -> RunInfo:
         if why:
             raise SchemaError("run.json", f"field {key} {why}")
         known[key] = v
+    metric, final = known.get("metric"), known.get("final") or {}
+    best = [k for k in final if k.startswith("best_test_")]
+    if metric is not None and best and best != [f"best_test_{metric}"]:
+        raise SchemaError("run.json", f"field final holds {best[0]} but the run's metric is {metric}")
     if known.get("status") is None:
         known.pop("status", None)
     extra = {k: v for k, v in obj.items() if k not in _FIELDS}
@@ -258,3 +281,32 @@ def check_hash(folder: Path, config: Mapping[str, Any], info: Mapping[str, Any])
         raise SchemaError(
             "config.yaml", f"hashes to {h[:8]}, not the {m.group(2)} of its directory name (an edited config)"
         )
+
+
+def _config_name(node: Any) -> Any:
+    """A config entry's name (a group node's ``name``, else the value)."""
+    return node.get("name") if isinstance(node, Mapping) else node
+
+
+def check_identity(config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+    """SchemaError naming run.json when a field that says which run it is (task, optimizer, family, gamma,
+    seed, method) disagrees with config.yaml, whose hash names the directory: a damaged run.json."""
+    if not config:
+        return
+    for key in ("task", "optimizer", "family", "gamma", "seed"):
+        mine, theirs = info.get(key), _config_name(config.get(key))
+        if mine is None or theirs is None:
+            continue
+        if mine != theirs:
+            raise SchemaError(
+                "run.json", f"field {key} is {json.dumps(mine)[:40]}, not config.yaml's {theirs}"
+            )
+    method, opt = info.get("method"), _config_name(config.get("optimizer"))
+    if method is not None and isinstance(opt, str):
+        from overshoot.methods import label
+
+        want = label(opt, float(config.get("gamma") or 0.0))
+        if method != want:
+            raise SchemaError(
+                "run.json", f"field method is {json.dumps(method)[:40]}, not {want} (config.yaml's)"
+            )

@@ -202,3 +202,70 @@ def test_window_rule() -> None:
     assert window_for(50, 3) == 1
     with pytest.raises(ValueError, match="positive"):
         window_for(0, 100)
+
+
+def _left_out(out: Path, run: Path) -> tuple[str, str]:
+    """The file and reason ``scan`` gives for ``run``, the store's other runs still used."""
+    sc = results.scan([out])
+    assert len(sc.records) == len(sc.table) - 1
+    rows = sc.left_out[sc.left_out["path"] == str(run.resolve())]
+    assert len(rows) == 1, sc.left_out
+    return str(rows["file"].iloc[0]), str(rows["reason"].iloc[0])
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("task", "fmnist"),
+        ("optimizer", "adam"),
+        ("family", "adam"),
+        ("method", "adam"),
+        ("gamma", 7.0),
+        ("seed", 9),
+        ("metric", "accuraxy"),
+        ("final", {"best_test_accuraxy": 0.9}),
+        ("final", {"best_test_loss": 0.1}),
+    ],
+)
+def test_a_run_json_naming_another_run_leaves_it_out(
+    store: Path, tmp_path: Path, key: str, value: object
+) -> None:
+    """A damaged string or number in run.json that stays valid JSON: checked against config.yaml (whose
+    hash names the directory) and the keys ``final`` may hold, never read as another run."""
+    s = copy_store(store, tmp_path / "runs")
+    run = next(
+        d for d in results.run_dirs([s]) if json.loads((d / "run.json").read_text())["optimizer"] == "sgd_os"
+    )
+    info = json.loads((run / "run.json").read_text())
+    assert info["metric"] == "accuracy" and info["family"] == "sgd" and info["seed"] != 9
+    (run / "run.json").write_text(json.dumps({**info, key: value}))
+    file, reason = _left_out(s, run)
+    assert file == "run.json" and f"field {key} " in reason
+
+
+@pytest.mark.parametrize(
+    ("log", "old", "new"),
+    [("epochs.csv", "accuracy", "accxracy"), ("steps.csv", "grad_norm", "grad_nxrm")],
+)
+def test_a_damaged_log_header_leaves_the_run_out(
+    store: Path, tmp_path: Path, log: str, old: str, new: str
+) -> None:
+    """A header the writer never writes is a damaged file, not a log without that column."""
+    s = copy_store(store, tmp_path / "runs")
+    run = results.run_dirs([s])[0]
+    text = (run / log).read_text()
+    (run / log).write_text(text.replace(old, new, 1))
+    file, reason = _left_out(s, run)
+    assert file == log and "header" in reason
+
+
+def test_a_completed_run_missing_evaluations_is_left_out(store: Path, tmp_path: Path) -> None:
+    """epochs.csv cut at a row's end: run.json's eval_rows (written at finish) says how many it held."""
+    s = copy_store(store, tmp_path / "runs")
+    run = results.run_dirs([s])[0]
+    lines = (run / "epochs.csv").read_text().splitlines(keepends=True)
+    n = len(lines) - 1
+    assert json.loads((run / "run.json").read_text())["eval_rows"] == n > 1
+    (run / "epochs.csv").write_text("".join(lines[:-1]))
+    file, reason = _left_out(s, run)
+    assert file == "epochs.csv" and f"holds {n - 1} rows but run.json says {n}" in reason

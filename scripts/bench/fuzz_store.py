@@ -13,8 +13,9 @@ checkpoint swapped between two runs) and checks:
 * with ``--resume``, relaunching an interrupted run whose checkpoint was damaged or swapped never resumes
   another run's state: its logs end byte-identical to an uninterrupted run of its own config.
 
-A digit replaced by another digit inside a log cell, or logs swapped between two runs of the same length,
-are edits the store cannot tell from data (no digest of the logs is recorded): the cases leave them out.
+A digit replaced by another digit inside a log cell, or logs swapped between two runs with the same number
+of rows, are edits the store cannot tell from data (no digest of the logs is recorded): the cases leave
+them out.
 
     python scripts/bench/fuzz_store.py --cases 300 --resume-every 10 --out results/fuzz
 """
@@ -275,23 +276,17 @@ def check_resume(store: Path, ref: Path, runs: Sequence[Path]) -> list[str]:
     return failures
 
 
-# A completed run whose epochs.csv lost evaluation rows (swapped in from a shorter run, or cut at a line
-# end) is read with the rows it has: the reader does not yet check epochs.csv against the epochs trained.
-KNOWN_GAPS = {("swap", "epochs.csv"), ("cut", "epochs.csv")}
-
-
-def random_case(rng: random.Random, n_runs: int, gaps: bool = False) -> list[Corruption]:
-    """One to three random corruptions (``gaps``: the KNOWN_GAPS too)."""
+def random_case(rng: random.Random, n_runs: int) -> list[Corruption]:
+    """One to three random corruptions."""
     out = []
     for _ in range(rng.randint(1, 3)):
         kind = rng.choice(("flip", "flip", "cut", "json", "json", "swap", "swap_checkpoint"))
-        files = [f for f in FILES if gaps or (kind, f) not in KNOWN_GAPS]
         out.append(
             Corruption(
                 kind=kind,
                 a=rng.randrange(n_runs),
                 b=rng.randrange(n_runs),
-                file=rng.choice(files),
+                file=rng.choice(FILES),
                 where=rng.random(),
                 byte=rng.choice(BREAKING_BYTES),
                 field=rng.choice(JSON_FIELDS),
@@ -332,7 +327,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resume-every", type=int, default=10, help="relaunch the runs every N cases")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write store_summary.json here")
-    parser.add_argument("--gaps", action="store_true", help="also try the KNOWN_GAPS")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     t0 = time.time()
@@ -345,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kinds: dict[str, int] = {}
         resumed = 0
         for i in range(args.cases):
-            case = random_case(rng, n_runs, args.gaps)
+            case = random_case(rng, n_runs)
             for c in case:
                 kinds[c.kind] = kinds.get(c.kind, 0) + 1
             resume = args.resume_every > 0 and i % args.resume_every == 0
@@ -360,8 +354,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "failed_cases": failures[:20],
         "corruptions": kinds,
         "relaunch_checks": resumed,
-        "known_gaps_tried": args.gaps,
-        "known_gaps": sorted(f"{k} {f}" for k, f in KNOWN_GAPS),
         "seed": args.seed,
         "store": {"completed": [list(x) for x in COMPLETED], "interrupted": [list(x) for x in INTERRUPTED]},
         "seconds": round(time.time() - t0, 1),
@@ -374,8 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps({k: summary[k] for k in ("cases", "failures", "relaunch_checks", "seconds")}))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        name = "store_summary_gaps.json" if args.gaps else "store_summary.json"
-        (args.out / name).write_text(json.dumps(summary, indent=2) + "\n")
+        (args.out / "store_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 1 if failures else 0
 
 
