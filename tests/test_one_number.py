@@ -1,9 +1,9 @@
-"""One number per question: the per-run line, the sweep's closing line, ``results`` and ``bench`` give the
-same saving for the same runs, whatever else the store holds; and a damaged store file leaves its run out
-(with the file and the reason) instead of becoming a number.
+"""One number per question: the per-run line, the sweep's closing line, ``results``, ``bench``, the report's
+savings CSVs and the tuning report give the same saving for the same runs, whatever else the store holds;
+and a damaged store file leaves its run out (with the file and the reason) instead of becoming a number.
 
-The agreement test collects each surface's numbers with a ``*_numbers`` helper; a new surface (the report's
-CSV, the tuning report) joins by adding its helper to ``test_every_surface_gives_the_same_saving``.
+The agreement test collects each surface's numbers with a ``*_numbers`` helper; a new surface joins by adding
+its helper to ``test_every_surface_gives_the_same_saving``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from overshoot import bench, results
+from overshoot import bench, results, tuning
+from overshoot import report as R
+from overshoot.report.style import interval_cell
+from overshoot.store import RunWriter, run_path
 
 BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
 COMMON = ["threads=1", "progress=none", "device=cpu", "log.window=100"]
@@ -84,7 +87,60 @@ def bench_numbers(out: Path) -> pd.Series:
     return bench.savings(runs, 0.95, 100).set_index("method").loc["sgd_os-g3"]
 
 
-def test_every_surface_gives_the_same_saving(store: tuple[Path, str]) -> None:
+def report_numbers(out: Path, dest: Path) -> tuple[pd.DataFrame, pd.Series]:
+    """The per-seed rows and the summary row of SGDO gamma 3 from ``overshoot-bench-report STORE --out DIR``
+    (its default window, CSV only)."""
+    assert R.main([str(out), "--out", str(dest), "--no-figures", "--format", "csv"]) == 0
+    seeds = pd.read_csv(dest / "savings_seeds.csv")
+    summary = pd.read_csv(dest / "savings_per_seed.csv").set_index("method").loc["sgd_os-g3"]
+    return seeds[seeds["method"] == "sgd_os-g3"].reset_index(drop=True), summary
+
+
+def _trial(study: Path, run: Path, seed: int, lr: float, val: float) -> None:
+    """A completed tuning trial (written, not trained) of the stored run's config at ``seed`` and ``lr``
+    whose best validation accuracy is ``val``."""
+    cfg = results.read_run(run).config
+    cfg = {**cfg, "seed": seed, "hparams": {**cfg["hparams"], "lr": lr}, "out": str(study / "tuning")}
+    w = RunWriter(run_path(study / "tuning", cfg))
+    w.start(cfg, {"metric": "accuracy", "metric_scale": 1.0}, resume_rows=(0, 0))
+    steps = {"step": [0, 1], "epoch": [0, 1], "base_loss": [1.0, 0.5], "train_loss": [1.0, 0.5]}
+    w.append_steps({**steps, "lr": [lr, lr], "grad_norm": [1.0, 1.0]})
+    acc = [0.5, 0.5, val, val]  # epoch 0 then 1, val then test
+    w.append_epochs({"epoch": [0, 0, 1, 1], "split": ["val", "test"] * 2, "loss": [0.5] * 4, "accuracy": acc})
+    w.write_info(status="completed", steps=2)
+
+
+def tuning_numbers(out: Path, tmp: Path) -> tuple[pd.DataFrame, str]:
+    """The savings rows (both arms, 95%) of SGDO gamma 3 and report.md from ``overshoot-bench-tune report``
+    on a study whose held-out runs are the store's runs: its trials (written, not trained) select each
+    method's stored lr over twice it, so the tuned and the untuned arm name the same runs."""
+    study = tmp / "study"
+    study.mkdir()
+    (study / "heldout").symlink_to(out.resolve(), target_is_directory=True)
+    rows, lrs = [], {}
+    for run in results.run_dirs([out]):
+        cfg, method = results.read_run(run).config, run.parent.name
+        lrs[method] = float(cfg["hparams"]["lr"])
+        if cfg["seed"] == 0:
+            for seed in (5, 6):  # tuning seeds, disjoint from the held-out 0 and 1
+                _trial(study, run, seed, lrs[method], 0.9)
+                _trial(study, run, seed, 2 * lrs[method], 0.8)
+        for arm in tuning.ARMS:
+            rel = str(run.relative_to(out))
+            rows.append(
+                {"arm": arm, "method": method, "seed": cfg["seed"], "path": rel, "hparams": cfg["hparams"]}
+            )
+    sel = tuning.select_study(study)
+    assert {m: v["selected"]["lr"] for m, v in sel["methods"].items()} == lrs
+    (study / "heldout.json").write_text(json.dumps({"seeds": [0, 1], "runs": rows}))
+    dest = tmp / "tuning-report"
+    assert tuning.main(["report", str(study), "--out", str(dest)]) == 0
+    sav = pd.read_csv(dest / "savings.csv")
+    sav = sav[(sav["method"] == "sgd_os-g3") & (sav["reduction"] == 0.95)].reset_index(drop=True)
+    return sav, (dest / "report.md").read_text()
+
+
+def test_every_surface_gives_the_same_saving(store: tuple[Path, str], tmp_path: Path) -> None:
     out, stdout = store
     per_seed, summary = results_numbers(out)
     lines = per_run_numbers(stdout)
@@ -100,6 +156,22 @@ def test_every_surface_gives_the_same_saving(store: tuple[Path, str]) -> None:
     assert summary["mean"] == pytest.approx(per_seed["saving"].mean())
     api = bench_numbers(out)
     assert api["mean"] == pytest.approx(summary["mean"]) and api["window"] == summary["window"]
+    # the report's CSVs: the same per-seed savings and summary (its default window shrinks to the same 60)
+    rep_seed, rep = report_numbers(out, tmp_path / "report")
+    for col in ("seed", "saving", "k_method", "k_baseline", "window"):
+        assert list(rep_seed[col]) == pytest.approx(list(per_seed[col]), rel=1e-12), col
+    for col in ("mean", "low", "high", "half_width", "n", "window"):
+        assert rep[col] == pytest.approx(summary[col], rel=1e-12), col
+    assert (round(rep["mean"], 1), round(rep["half_width"], 1)) == (mean, half)
+    # the tuning report on a study whose held-out runs are these runs: each arm, in its CSV and its text
+    sav, text = tuning_numbers(out, tmp_path)
+    assert sorted(sav["arm"]) == ["tuned", "untuned"]
+    for _, row in sav.iterrows():
+        for col in ("mean", "low", "high", "half_width", "n", "window"):
+            assert row[col] == pytest.approx(summary[col], rel=1e-12), (row["arm"], col)
+        assert (round(row["mean"], 1), round(row["half_width"], 1)) == (mean, half)
+    assert interval_cell(summary["mean"], summary["low"], summary["high"]) in text
+    assert "trailing mean of 60 steps" in text
 
 
 def test_a_short_run_of_the_other_family_changes_nothing(store: tuple[Path, str], tmp_path: Path) -> None:
@@ -107,10 +179,20 @@ def test_a_short_run_of_the_other_family_changes_nothing(store: tuple[Path, str]
     out = tmp_path / "runs"
     shutil.copytree(src, out, ignore=shutil.ignore_patterns(".multirun"))
     before_seed, before = results_numbers(out)
+    rep_before_seed, rep_before = report_numbers(out, tmp_path / "before")
     _cli(*ADAM_SHORT, out=out)  # AdamO alone, half as long: another family, another protocol
     after_seed, after = results_numbers(out)
     pd.testing.assert_frame_equal(before_seed, after_seed)
     pd.testing.assert_series_equal(before, after)
+    rep_after_seed, rep_after = report_numbers(out, tmp_path / "after")
+    keys = ["section", "label"]  # the section's name may gain its protocol
+    pd.testing.assert_frame_equal(
+        rep_before_seed.drop(columns=keys, errors="ignore"),
+        rep_after_seed.drop(columns=keys, errors="ignore"),
+    )
+    pd.testing.assert_series_equal(
+        rep_before.drop(keys, errors="ignore"), rep_after.drop(keys, errors="ignore")
+    )
     again = _cli(*SGD, out=out).stdout  # every run skipped; the closing line is the same
     assert "skipped, already completed" in again
     assert closing_numbers(again) == closing_numbers(stdout)
