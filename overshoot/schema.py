@@ -176,6 +176,11 @@ def _check(key: str, v: Any, kinds: tuple[type, ...]) -> str | None:
     return None
 
 
+def _one_apart(a: str, b: str) -> bool:
+    """Whether ``a`` is ``b`` with one character replaced (a damaged byte in a key)."""
+    return len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1
+
+
 def parse_info(obj: Any) -> RunInfo:
     """The run.json object ``obj`` as a :class:`RunInfo`; SchemaError for a wrong type or value."""
     if not isinstance(obj, dict):
@@ -189,6 +194,10 @@ def parse_info(obj: Any) -> RunInfo:
         if why:
             raise SchemaError("run.json", f"field {key} {why}")
         known[key] = v
+    for key in obj:
+        near = key not in _FIELDS and next((f for f in _FIELDS if _one_apart(key, f)), None)
+        if near:
+            raise SchemaError("run.json", f"holds a field {json.dumps(key)[:40]}, one character from {near}")
     metric, final = known.get("metric"), known.get("final") or {}
     best = [k for k in final if k.startswith("best_test_")]
     if metric is not None and best and best != [f"best_test_{metric}"]:

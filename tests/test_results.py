@@ -269,3 +269,13 @@ def test_a_completed_run_missing_evaluations_is_left_out(store: Path, tmp_path: 
     (run / "epochs.csv").write_text("".join(lines[:-1]))
     file, reason = _left_out(s, run)
     assert file == "epochs.csv" and f"holds {n - 1} rows but run.json says {n}" in reason
+
+
+def test_a_run_json_key_one_byte_off_leaves_the_run_out(store: Path, tmp_path: Path) -> None:
+    """A damaged byte in a key (``steps_to_9x``) is a damaged run.json, not a run without that field."""
+    s = copy_store(store, tmp_path / "runs")
+    run = results.run_dirs([s])[0]
+    f = run / "run.json"
+    f.write_text(f.read_text().replace('"steps_to_95"', '"steps_to_9x"'))
+    file, reason = _left_out(s, run)
+    assert file == "run.json" and "steps_to_9x" in reason and "one character from steps_to_95" in reason
