@@ -65,6 +65,7 @@ PAPER_LABEL = {
 LEFT_OUT_COLUMNS = ("path", "status", "file", "reason")
 FINISHED = ("completed", "diverged")  # results: a relaunch does not train them again
 EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
+SPLITS = ("val", "test")  # epochs.csv's split names, as the store writes them
 # steps.csv's headers as the store writes them (store.STEP_COLUMNS, with the distance when logged).
 _STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
 STEP_HEADERS = (_STEP_COLUMNS, (*_STEP_COLUMNS, "distance"))
@@ -346,6 +347,8 @@ def _steps(path: Path, info: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray 
                 f"holds {bad.size} {c} that are not finite (first at step {int(step[bad[0]])}) in a "
                 "completed run",
             )
+    for c in ("epoch", "lr", "grad_norm"):  # every other cell a number too (a damaged byte is found)
+        _floats((r[col[c]] for r in rows), "steps.csv", c)
     dist = None
     if "distance" in col:
         d = _floats((r[col["distance"]] for r in rows), "steps.csv", "distance")
@@ -367,6 +370,9 @@ def _epochs(path: Path, strict: bool = True) -> dict[str, list[Any]]:
     for c in header:
         cells = [r[col[c]] for r in rows]
         if c == "split":
+            bad = next((x for x in cells if x not in SPLITS), None)
+            if bad is not None:
+                raise SchemaError("epochs.csv", f"holds a split {bad[:20]!r}, not {' or '.join(SPLITS)}")
             out[c] = cells
         elif c == "epoch":
             e = _floats(cells, "epochs.csv", c)

@@ -279,3 +279,20 @@ def test_a_run_json_key_one_byte_off_leaves_the_run_out(store: Path, tmp_path: P
     f.write_text(f.read_text().replace('"steps_to_95"', '"steps_to_9x"'))
     file, reason = _left_out(s, run)
     assert file == "run.json" and "steps_to_9x" in reason and "one character from steps_to_95" in reason
+
+
+@pytest.mark.parametrize(
+    ("log", "old", "new"), [("epochs.csv", ",test,", ",txst,"), ("steps.csv", ",0.", ",x.")]
+)
+def test_a_damaged_log_cell_leaves_the_run_out(
+    store: Path, tmp_path: Path, log: str, old: str, new: str
+) -> None:
+    """A damaged split name in epochs.csv (its rows would not count as the test split's), or a damaged cell in
+    a steps.csv column the results do not read: a damaged file."""
+    s = copy_store(store, tmp_path / "runs")
+    run = results.run_dirs([s])[0]
+    text = (run / log).read_text()
+    i = text.rindex(old)
+    (run / log).write_text(text[:i] + new + text[i + len(old) :])
+    file, reason = _left_out(s, run)
+    assert file == log and ("split 'txst'" in reason or "not a number ('x." in reason)
