@@ -74,7 +74,7 @@ def test_api_sweep_trains_the_baseline_once(tmp_path: Path, capsys: pytest.Captu
     assert all(r.status == "completed" for r in runs)
     assert capsys.readouterr().out.count("digits/sgd/seed1: starting") == 1
     assert _methods(tmp_path) == ["sgd", "sgd_os-g3", "sgd_os-g5"]
-    with pytest.raises(ConfigError, match="lr='x' is not a number"):  # checked before anything trains
+    with pytest.raises(ConfigError, match="lr='x' is not a finite number"):  # checked before anything trains
         bench.sweep(optimizer=["sgd", "sgd_os"], lr=["x"], out=str(tmp_path / "bad"), **TINY)
     assert not (tmp_path / "bad").exists()
 

@@ -186,7 +186,7 @@ def test_diverged_run_keeps_partial_curve(tmp_path: Path) -> None:
         (["task=housing", "data.root=/nonexistent"], "OVERSHOOT_DATA"),
         (["precision=fp16"], "precision=fp16 is unknown"),
         (["batch_size=0"], "batch_size=0 is invalid"),
-        (["lr=abc"], "lr='abc' is not a number"),
+        (["lr=abc"], "lr='abc' is not a finite number"),
         (["seed=1.5"], "seed=1.5 is not an integer"),
     ],
 )

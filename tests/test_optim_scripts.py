@@ -62,7 +62,7 @@ def test_check_fast_paths_refuses_without_fused_path(monkeypatch: pytest.MonkeyP
 
 
 def test_check_fast_paths_runs_as_a_script_under_the_interpreter(tmp_path: Path) -> None:
-    """``python scripts/bench/check_fast_paths.py`` finds its sibling bench_optimizer without any path edit."""
+    """``python scripts/bench/check_fast_paths.py`` finds its sibling bench_optimizer with no path edit."""
     out = tmp_path / "c.md"
     args = ["--device", "cpu", "--scale", "0.002", "--steps", "2", "--out", str(out)]
     env = {**os.environ, "TRITON_INTERPRET": "1"}

@@ -38,7 +38,7 @@ def test_make_all_writes_every_table_and_figure(
     )
     assert r.returncode == 0, r.stdout + r.stderr
     listed = [ln.strip() for ln in r.stdout.split("paper tables and figures in")[1].splitlines()[1:]]
-    assert len(listed) == 9 and all((out / f).stat().st_size > 0 for f in listed), listed
+    assert len(listed) == 10 and all((out / f).stat().st_size > 0 for f in listed), listed
     readme = (SCRIPT.parent / "README.md").read_text()
     assert all(f"`OUT/{f}`" in readme for f in listed), "scripts/paper/README.md's table lists every file"
     assert subprocess.run(["bash", str(SCRIPT)], capture_output=True, env=env).returncode == 2

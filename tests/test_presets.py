@@ -80,5 +80,5 @@ def test_new_options_at_their_defaults_keep_stored_run_hashes() -> None:
     ragged = resolve(compose([*base, "drop_last=false"]))
     assert split.task_options["val_fraction"] == 0.2 and ragged.drop_last is False
     assert len({config_hash(split), config_hash(ragged), "1ffa454a"}) == 3
-    with pytest.raises(ConfigError, match="drop_last=maybe is unknown"):
+    with pytest.raises(ConfigError, match="drop_last='maybe' is unknown"):
         resolve(compose([*base, "drop_last=maybe"]))
