@@ -60,7 +60,7 @@ def test_sweep_through_submitit_and_job_array(
     name = f"overshoot-test-{os.getpid()}"  # both paths' jobs carry it, so cleanup cancels only these
     launcher_sweep = ["-m", "hydra/launcher=slurm_local", f"hydra.launcher.name={name}", *SMALL]
     launcher_sweep += ["optimizer=sgd,sgd_os", f"out={out}"]
-    array_sweep = [*SMALL, "optimizer=adam,adam_os", f"out={out}"]
+    array_sweep = [*SMALL, "optimizer=adam,adam_os,radam_os,sf_adamw", f"out={out}"]  # wrapped methods too
     array_opts = ["--pack", "2", "--gpus", "0", "--cpus", "1", "--mem-gb", "0", "--time-min", "10"]
     array_opts += ["--job-name", name]
 
@@ -83,28 +83,33 @@ def test_sweep_through_submitit_and_job_array(
             launcher.kill()
         subprocess.run(["scancel", f"--name={name}"], check=False, timeout=30)
     assert array.returncode == 0, array.stdout + array.stderr
-    assert "2 runs: 2 to do (missing 2), 0 skipped (none)" in array.stdout
-    assert re.search(r"submitted job \d+: 2 runs in 1 array tasks \(2 per task\)", array.stdout)
+    assert "4 runs: 4 to do (missing 4), 0 skipped (none)" in array.stdout
+    assert re.search(r"submitted job \d+: 4 runs in 2 array tasks \(2 per task\)", array.stdout)
     assert launcher.returncode == 0, launcher_log
 
     runs = results.scan([out]).runs
     assert sorted((r.info["optimizer"], r.status, r.info["steps"]) for r in runs) == [
         ("adam", "completed", 20),
         ("adam_os", "completed", 20),
+        ("radam_os", "completed", 20),
+        ("sf_adamw", "completed", 20),
         ("sgd", "completed", 20),
         ("sgd_os", "completed", 20),
     ]
-    for sweep in (launcher_sweep[1:], array_sweep):
-        assert manifest.summary(manifest.plan(sweep)) == "2 runs: 0 to do (none), 2 skipped (completed 2)"
+    assert (
+        manifest.summary(manifest.plan(launcher_sweep[1:]))
+        == "2 runs: 0 to do (none), 2 skipped (completed 2)"
+    )
+    assert manifest.summary(manifest.plan(array_sweep)) == "4 runs: 0 to do (none), 4 skipped (completed 4)"
 
-    # Relaunching submits nothing and says why; the report sees all four runs.
+    # Relaunching submits nothing and says why; the report sees all six runs.
     capsys.readouterr()
     assert slurm.main([*array_opts, *array_sweep]) == 0
     again = capsys.readouterr().out
-    assert "2 skipped (completed 2)" in again and "nothing to submit" in again
+    assert "4 skipped (completed 4)" in again and "nothing to submit" in again
     assert report_main([str(out), "--no-figures", "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
-    assert re.search(r"\b4 completed runs\b", report) and "| digits |" in report, report[:500]
+    assert re.search(r"\b6 completed runs\b", report) and "| digits |" in report, report[:500]
 
 
 def test_time_limit_signal_reaches_the_runs_of_an_array_task(cluster: None, tmp_path: Path) -> None:
