@@ -64,11 +64,9 @@ PAPER_LABEL = {
 }
 LEFT_OUT_COLUMNS = ("path", "status", "file", "reason")
 FINISHED = ("completed", "diverged")  # results: a relaunch does not train them again
-EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
+EPOCH_COLUMNS = schema.EPOCH_COLUMNS
 SPLITS = ("val", "test")  # epochs.csv's split names, as the store writes them
-# steps.csv's headers as the store writes them (store.STEP_COLUMNS, with the distance when logged).
-_STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
-STEP_HEADERS = (_STEP_COLUMNS, (*_STEP_COLUMNS, "distance"))
+STEP_HEADERS = (schema.STEP_COLUMNS, (*schema.STEP_COLUMNS, "distance"))  # steps.csv's, with the distance
 
 
 def task_label(task: str) -> str:

@@ -38,6 +38,9 @@ UNHASHED_KEYS = (
     "preset",
 )
 # A run directory's name: seed<seed>-<the first 8 hex digits of its config hash>.
+# The logs' columns as the store writes them (steps.csv adds ``distance`` when it is logged).
+STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
+EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
 RUN_DIR_NAME = re.compile(r"^seed(-?\d+)-([0-9a-f]{8})$")
 
 

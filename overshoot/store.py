@@ -47,10 +47,8 @@ import yaml
 
 from overshoot import methods, schema
 from overshoot.runconfig import RunConfig
-from overshoot.schema import config_hash
+from overshoot.schema import EPOCH_COLUMNS, STEP_COLUMNS, config_hash
 
-STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
-EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
 DEAD = "interrupted (process gone)"  # what live_status says of a "running" run whose process is gone
 CLAIM_FILE = ".claim"
 HEARTBEAT_S = 15.0  # seconds between the holder's refreshes of its claim

@@ -18,7 +18,7 @@ import pytest
 from overshoot import extras, manifest, slurm
 from overshoot.config import compose, resolve
 from overshoot.report import main as report_main
-from overshoot.store import run_path
+from overshoot.store import STEP_COLUMNS, run_path
 
 BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
 METHODS = ["sgd", "nesterov", "sgd_os_g3", "sgd_os_g5", "sgd_os_g7"]
@@ -26,6 +26,7 @@ METHODS += ["adam", "nadam", "adam_os_g3", "adam_os_g5", "adam_os_g7"]
 LABELS = ["sgd", "nesterov", "sgd_os-g3", "sgd_os-g5", "sgd_os-g7"]
 LABELS += ["adam", "nadam", "adam_os-g3", "adam_os-g5", "adam_os-g7"]
 SEEDS = list(range(10, 101, 10))
+STEPS_HEADER = ",".join(STEP_COLUMNS) + "\n"  # steps.csv as the store writes it
 PAPER_TASKS = ["housing", "vae_fmnist", "vae_mnist", "fmnist", "cifar", "cifar100", "gpt2_qqp"]
 
 
@@ -97,7 +98,7 @@ def test_run_states_from_run_json(tmp_path: Path) -> None:
         "running": _write_info(tmp_path / "r", status="running", host=host, pid=alive_pid, heartbeat=now),
         "unknown": _write_info(tmp_path / "u", status="weird"),
     }
-    (tmp_path / "c" / "steps.csv").write_text("step,epoch,base_loss\n0,0,1.5\n")
+    (tmp_path / "c" / "steps.csv").write_text(STEPS_HEADER + "0,0,1.5,1.5,0.1,1.0\n")
     for state, path in cases.items():
         assert manifest.run_state(path) == state, state
     # Killed without a chance to say so: its process is gone, or it has not beaten for too long.
@@ -112,7 +113,7 @@ def test_run_states_from_run_json(tmp_path: Path) -> None:
     assert manifest.run_state(tmp_path / "bad") == "damaged"
     assert manifest.run_state(_write_info(tmp_path / "t", status="completed", steps="1")) == "damaged"
     short = _write_info(tmp_path / "s", status="completed", steps=2, task="digits", optimizer="sgd")
-    (short / "steps.csv").write_text("step,epoch,base_loss\n0,0,1.5\n")
+    (short / "steps.csv").write_text(STEPS_HEADER + "0,0,1.5,1.5,0.1,1.0\n")
     assert manifest.run_state(short) == "damaged"
     assert "damaged" in manifest.TODO_STATES
 
