@@ -62,7 +62,27 @@ def may_offset(st: dict[str, Any]) -> bool:
     return bool(last != 0.0)
 
 
-class OvershootOptimizer(Optimizer):
+class WeightsMode:
+    """Which weights the parameters hold: the point gradients are taken at, or the point that is evaluated.
+    Shared by the overshoot optimizers and the wrappers of ``overshoot.optim.wrapper``."""
+
+    _mode: Mode
+
+    @property
+    def mode(self) -> Mode:
+        """``"overshoot"`` (the parameters hold the point gradients are taken at; ``step()`` allowed) or
+        ``"base"`` (they hold the point that is evaluated)."""
+        return self._mode
+
+    def _check_step_allowed(self) -> None:
+        if self._mode != "overshoot":
+            raise RuntimeError(
+                "step() called while the parameters hold the base weights: call move_to_overshoot() "
+                "(or leave the `with opt.base_weights():` block) first"
+            )
+
+
+class OvershootOptimizer(WeightsMode, Optimizer):
     """Base class: keeps the parameters at the overshoot weights and moves them to the base weights on demand.
 
     Subclasses implement ``_add_base_offset(params_by_group)``, which adds ``base - overshoot`` in place to
@@ -91,19 +111,6 @@ class OvershootOptimizer(Optimizer):
             param_group["gamma"] = resolve_gamma(param_group.get("gamma"), alias, default=alias)
         super().add_param_group(param_group)
         self._check_group(self.param_groups[-1])
-
-    # ----------------------------------------------------------------- mode
-    @property
-    def mode(self) -> Mode:
-        """``"overshoot"`` (parameters hold the overshoot weights, ``step()`` allowed) or ``"base"``."""
-        return self._mode
-
-    def _check_step_allowed(self) -> None:
-        if self._mode != "overshoot":
-            raise RuntimeError(
-                "step() called while the parameters hold the base weights: call move_to_overshoot() "
-                "(or leave the `with opt.base_weights():` block) first"
-            )
 
     def _offset_params(self) -> list[list[Tensor]]:
         """Per param group, the parameters whose state may hold a nonzero overshoot offset."""

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from overshoot.optim._base import MODE_KEY, Mode, OvershootOptimizer, resolve_gamma
+from overshoot.optim._base import MODE_KEY, Mode, OvershootOptimizer, WeightsMode, resolve_gamma
 from overshoot.optim.adamo import ramp
 
 __all__ = ["Overshoot", "ScheduleFreeEval"]
@@ -25,7 +25,7 @@ __all__ = ["Overshoot", "ScheduleFreeEval"]
 WRAPPER_KEY = "wrapper"  # the wrapper's own entries in its state_dict (the wrapped one's under "optimizer")
 
 
-class _Wrapper(Optimizer):
+class _Wrapper(WeightsMode, Optimizer):
     """An optimizer that drives another one (``self.optimizer``) and owns its ``param_groups`` jointly with
     it: torch's step hooks, ``zero_grad`` and lr schedulers work on either object."""
 
@@ -71,19 +71,6 @@ class _Wrapper(Optimizer):
         return f"{type(self).__name__}({self.optimizer!r})"
 
     # ----------------------------------------------------------------- mode
-    @property
-    def mode(self) -> Mode:
-        """``"overshoot"`` (the parameters hold the point gradients are taken at; ``step()`` allowed) or
-        ``"base"`` (they hold the point that is evaluated)."""
-        return self._mode
-
-    def _check_step_allowed(self) -> None:
-        if self._mode != "overshoot":
-            raise RuntimeError(
-                "step() called while the parameters hold the base weights: call move_to_overshoot() "
-                "(or leave the `with opt.base_weights():` block) first"
-            )
-
     def move_to_base(self) -> None:
         """Put the weights that are evaluated into the parameters. RuntimeError if they hold them already."""
         if self._mode == "base":
