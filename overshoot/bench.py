@@ -11,7 +11,8 @@
 Keyword arguments are the command line's ``key=value`` settings (``max_steps=500``, ``device="cpu"``); a
 dict is a config node (``log={"tensorboard": True}`` is ``log.tensorboard=true``); ``overrides=`` takes raw
 Hydra overrides such as ``"+method=sgd_os_g3"``. A finished run is read back, not trained again; an
-interrupted one resumes. A bad setting raises :class:`overshoot.config.ConfigError` with the one-line fix.
+interrupted one resumes. A bad setting raises :class:`overshoot.config.compose.ConfigError` with the one-line
+fix.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from overshoot import methods, results
-from overshoot.config import ConfigError, compose, drop_sweep_gamma, resolve
-from overshoot.lifecycle import Outcomes, run_one
-from overshoot.runconfig import RunConfig
-from overshoot.store import run_path
-from overshoot.sweep import run_sweep
+from overshoot.analysis import results
+from overshoot.config import methods
+from overshoot.config.compose import ConfigError, compose, drop_sweep_gamma, resolve
+from overshoot.config.run import RunConfig
+from overshoot.store.writer import run_path
+from overshoot.train.lifecycle import Outcomes, run_one
+from overshoot.train.sweep import run_sweep
 
 __all__ = ["Result", "run", "savings", "sweep"]
 
@@ -108,8 +110,8 @@ def _read(run: RunConfig, code: int | None) -> Result:
 
 def savings(runs: Sequence[Result], reduction: float = 0.95, window: int = 400) -> pd.DataFrame:
     """The step savings of the methods among ``runs`` against their family baselines among them: one row
-    per comparison from :func:`overshoot.results.saving_summary` (mean, t-interval, within-noise flag,
-    per-seed list, window), the same numbers as the CLI's summary lines and the report."""
+    per comparison from :func:`overshoot.analysis.results.saving_summary` (mean, t-interval, within-noise
+    flag, per-seed list, window), the same numbers as the CLI's summary lines and the report."""
     records = [rec for rec in (results.read_run(r.path).record for r in runs) if rec is not None]
     return results.saving_summary(records, reduction, window)
 

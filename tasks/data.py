@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from overshoot.store import atomic_torch_save
+from overshoot.common.files import atomic_torch_save
 
 from .base import missing
 from .integrity import check_size, verify_checksum

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overshoot.extras import require
+from overshoot.common.extras import require
 
 from .base import (
     DATA_HINT,

@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from overshoot.store import atomic_write_text
+from overshoot.common.files import atomic_write_text
 
 VERIFY_ENV = "OVERSHOOT_DATA_VERIFY"
 _HINT = f"re-copy it from the dataset's release (or set {VERIFY_ENV}=0 to use the file as it is)"

@@ -207,12 +207,13 @@ def write_every_dataset(root: Path) -> Path:
 
 
 def single_run_parts(run: Any) -> tuple[Any, Any, Any]:
-    """The task (float32, on the CPU), run writer and device ``overshoot.single.train(run, ...)`` takes."""
+    """The task (float32, on the CPU), run writer and device ``overshoot.train.single.train(run, ...)``
+    takes."""
     import torch
     from overshoot_tasks import build_task
 
-    from overshoot.runtime import pick_device
-    from overshoot.store import RunWriter, run_path
+    from overshoot.store.writer import RunWriter, run_path
+    from overshoot.train.runtime import pick_device
 
     device = pick_device("cpu")
     task = build_task(run.task_options, Path(run.data_root), device, torch.float32)

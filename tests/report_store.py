@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 COMMON = ["log.window=50", "population=true", "progress=none", "device=cpu", "seed=0,1"]
 SWEEPS = (
     ["+method=sgd,sgd_os_g3,adam,adam_os_g3", "max_steps=300"],

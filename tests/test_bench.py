@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 from fixtures import single_run_parts
 
-from overshoot import bench, engine, runtime, sweep
-from overshoot.config import ConfigError, compose, resolve
-from overshoot.population import _population_label
+from overshoot import bench
+from overshoot.config.compose import ConfigError, compose, resolve
+from overshoot.train import engine, runtime, sweep
+from overshoot.train.population import _population_label
 
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 TINY = {"max_steps": 60, "progress": "none", "log": {"window": 20}}
 
 
@@ -168,8 +169,8 @@ def test_tensorboard_after_a_killed_run_holds_each_step_once(tmp_path: Path) -> 
     """A process killed after logging steps past its last checkpoint: the relaunch's events replace them."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from overshoot.single import train
-    from overshoot.store import RunWriter
+    from overshoot.store.writer import RunWriter
+    from overshoot.train.single import train
 
     run = resolve(compose([f"out={tmp_path}", "optimizer=sgd", "max_steps=120", "progress=none",
                            "log.tensorboard=true", "checkpoint_every=1e9"]))  # fmt: skip

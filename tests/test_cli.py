@@ -16,13 +16,13 @@ import pytest
 import torch
 from fixtures import single_run_parts
 
-from overshoot import results
-from overshoot.config import ConfigError, compose, resolve
-from overshoot.lifecycle import run_one
-from overshoot.runtime import Interrupted
-from overshoot.single import train
+from overshoot.analysis import results
+from overshoot.config.compose import ConfigError, compose, resolve
+from overshoot.train.lifecycle import run_one
+from overshoot.train.runtime import Interrupted
+from overshoot.train.single import train
 
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 FAST = ["max_steps=240", "progress=lines"]
 
 
@@ -262,7 +262,7 @@ def test_threads_auto_gives_a_large_model_the_default_back(monkeypatch: pytest.M
     """In one process (a sweep), a small model's one thread does not stick to the larger models after it."""
     from torch import nn
 
-    from overshoot import runtime
+    from overshoot.train import runtime
 
     monkeypatch.setattr(runtime, "CPU_THREADS", 2)
     cpu = torch.device("cpu")

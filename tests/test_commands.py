@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from overshoot import config, manifest
+from overshoot.cli import manifest
+from overshoot.config import compose as config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "results" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]

@@ -11,15 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from overshoot import methods, results
-from overshoot.config import ConfigError, compose, resolve
-from overshoot.lifecycle import run_one
-from overshoot.store import config_hash, run_path
+from overshoot.analysis import results
+from overshoot.config import methods
+from overshoot.config.compose import ConfigError, compose, resolve
+from overshoot.config.schema import config_hash
+from overshoot.store.writer import run_path
+from overshoot.train.lifecycle import run_one
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
-REPORT = [sys.executable, "-c", "from overshoot.report import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
+REPORT = [sys.executable, "-c", "from overshoot.analysis.report import main; main()"]
 RADAM = ["optimizer=custom", "optimizer.target=torch.optim.Adamax", "optimizer.family=adam"]
 
 

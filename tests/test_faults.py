@@ -17,13 +17,15 @@ import pytest
 import torch
 from fixtures import single_run_parts
 
-from overshoot import engine, lifecycle, results
-from overshoot.config import compose, resolve
-from overshoot.runtime import Interrupted
-from overshoot.single import train
-from overshoot.store import CLAIM_FILE, RunWriter, claim_run, run_path
+from overshoot.analysis import results
+from overshoot.config.compose import compose, resolve
+from overshoot.store.claim import CLAIM_FILE, claim_run
+from overshoot.store.writer import RunWriter, run_path
+from overshoot.train import engine, lifecycle
+from overshoot.train.runtime import Interrupted
+from overshoot.train.single import train
 
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 ARGS = ["optimizer=sgd_os", "gamma=5", "progress=none", "threads=1"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ROOT = Path(__file__).resolve().parents[1]
@@ -362,7 +364,7 @@ def test_sigterm_stops_a_population_sweep_with_143(tmp_path: Path) -> None:
 
 def test_ctrl_c_while_starting_is_one_line_exit_130(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "overshoot._entry", f"out={tmp_path}", "max_steps=5"],
+        [sys.executable, "-m", "overshoot.cli.entry", f"out={tmp_path}", "max_steps=5"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -380,13 +382,13 @@ def test_console_script_goes_through_the_guarded_entry() -> None:
     import tomllib
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["overshoot-bench"] == "overshoot._entry:main"
+    assert scripts["overshoot-bench"] == "overshoot.cli.entry:main"
 
 
 def test_a_broken_run_json_leaves_the_report_working(tmp_path: Path, reference: dict[int, Path]) -> None:
     import shutil
 
-    from overshoot.report import main as report_main
+    from overshoot.analysis.report import main as report_main
 
     store_dir = tmp_path / "runs"
     shutil.copytree(reference[300], store_dir / "digits" / "sgd_os-g5" / "seed0-good")
@@ -417,7 +419,7 @@ def test_fault_injection_script_small(tmp_path: Path) -> None:
 def test_a_population_leaves_a_held_member_to_its_holder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from overshoot.lifecycle import run_population
+    from overshoot.train.lifecycle import run_population
 
     runs = [
         resolve(compose([f"out={tmp_path}", f"optimizer={o}", "seed=1", "max_steps=30", "progress=none"]))
@@ -461,13 +463,13 @@ def test_ctrl_c_wrapped_by_python_while_importing_is_still_one_line_exit_130(tmp
         "import sys\n"
         "class Finder:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'overshoot.cli':\n"
+        "        if name == 'overshoot.cli.main':\n"
         "            try:\n"
         "                raise KeyboardInterrupt\n"
         "            except KeyboardInterrupt as e:\n"
         "                raise RuntimeError('Error calling __set_name__') from e\n"
         "sys.meta_path.insert(0, Finder())\n"
-        "from overshoot._entry import main\n"
+        "from overshoot.cli.entry import main\n"
         "main()\n"
     )
     r = subprocess.run(

@@ -14,11 +14,11 @@ from PIL import Image
 from report_store import require_tool
 from test_report import METHODS, write_run
 
-from overshoot import figures as F
-from overshoot import report as R
-from overshoot import results
+from overshoot.analysis import figures as F
+from overshoot.analysis import report as R
+from overshoot.analysis import results
 
-DPI = 200  # savefig.dpi of overshoot.figures
+DPI = 200  # savefig.dpi of overshoot.analysis.figures
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Fuzzers that keep issue 27 fixed, with a small budget (the long runs: scripts/bench/fuzz_store.py, results
 under results/fuzz/): (a) random command lines from the real settings and hostile values; (b) random
-corruptions of a small run store, read back by ``overshoot.results`` and resumed."""
+corruptions of a small run store, read back by ``overshoot.analysis.results`` and resumed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_hostile import run_cli
 
-from overshoot.config import CONFIG_DIR
+from overshoot.config.compose import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = settings(

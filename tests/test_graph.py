@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from overshoot import results
-from overshoot.config import ConfigError, compose, resolve
-from overshoot.lifecycle import run_one, run_population
-from overshoot.runtime import graph_blocker, use_graph
-from overshoot.store import run_path
+from overshoot.analysis import results
+from overshoot.config.compose import ConfigError, compose, resolve
+from overshoot.store.writer import run_path
+from overshoot.train.lifecycle import run_one, run_population
+from overshoot.train.runtime import graph_blocker, use_graph
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs)")
 

@@ -22,13 +22,16 @@ import pytest
 import torch
 from fixtures import single_run_parts
 
-from overshoot import cli, lifecycle, store
-from overshoot.config import ConfigError, compose, resolve
-from overshoot.runtime import Interrupted
-from overshoot.single import train
-from overshoot.store import CLAIM_FILE, ClaimLost, RunWriter, claim_run, run_path
+from overshoot.cli import main as cli
+from overshoot.config.compose import ConfigError, compose, resolve
+from overshoot.store import claim as claims
+from overshoot.store.claim import CLAIM_FILE, ClaimLost, claim_run
+from overshoot.store.writer import RunWriter, run_path
+from overshoot.train import lifecycle
+from overshoot.train.runtime import Interrupted
+from overshoot.train.single import train
 
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -110,7 +113,7 @@ def test_a_foreign_checkpoint_is_moved_aside_not_resumed(
 
 
 def test_a_population_checkpoint_of_other_members_is_moved_aside(tmp_path: Path) -> None:
-    from overshoot.population import population_checkpoint
+    from overshoot.train.population import population_checkpoint
 
     runs = [resolve(compose(_overrides(tmp_path, f"seed={s}"))) for s in (1, 2)]
     mine, theirs = population_checkpoint(runs), population_checkpoint(runs[::-1])
@@ -164,12 +167,12 @@ def test_a_warm_contender_taking_over_a_live_holder_never_interleaves(
     path = _run(out, steps)
     # A holder whose heartbeats do not reach the contender (a stalled thread, a mount caching attributes):
     # its claim keeps the old modification time set below.
-    silent = "from overshoot import store; store.Claim._beat_loop = lambda self, every: None; "
+    silent = "from overshoot.store import claim; claim.Claim._beat_loop = lambda self, every: None; "
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            silent + "from overshoot.cli import main; main()",
+            silent + "from overshoot.cli.main import main; main()",
             *_overrides(out, steps, "checkpoint_every=0"),
         ],
         cwd=tmp_path,
@@ -221,7 +224,7 @@ def test_a_requeue_after_a_node_crash_trains_instead_of_exiting_0(
 ) -> None:
     """The crashed node's claim is 10 s old (within CLAIM_STALE_S): the requeued job watches it, sees no
     heartbeat, takes over and trains, instead of exiting 0 as 'running elsewhere' with nothing trained."""
-    monkeypatch.setattr(store, "CLAIM_WATCH_S", 0.5)
+    monkeypatch.setattr(claims, "CLAIM_WATCH_S", 0.5)
     path = _run(tmp_path, "max_steps=30")
     path.mkdir(parents=True)
     (path / CLAIM_FILE).write_text(json.dumps({"host": "node17", "pid": 4242, "token": "crashed"}))
@@ -425,7 +428,7 @@ def test_an_altered_data_file_with_its_mtime_restored_is_refused(
 
 def test_the_claim_probe_leaves_nothing_behind(tmp_path: Path) -> None:
     (tmp_path / CLAIM_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-    with pytest.raises(store.RunHeld):
+    with pytest.raises(claims.RunHeld):
         claim_run(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [CLAIM_FILE]
 

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from overshoot import cli, extras, lifecycle
-from overshoot.config import CONFIG_DIR, ConfigError, compose, resolve
+from overshoot.cli import main as cli
+from overshoot.common import extras
+from overshoot.config.compose import CONFIG_DIR, ConfigError, compose, resolve
+from overshoot.train import lifecycle
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 
 
 def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -64,7 +66,8 @@ def test_wheel_round_trip_in_a_fresh_venv(tmp_path: Path) -> None:
 
 def test_core_imports_none_of_the_extras() -> None:
     code = (
-        "import sys, overshoot, overshoot.cli, overshoot.report, overshoot.bench, overshoot_tasks; "
+        "import sys, overshoot, overshoot.cli.main, overshoot.analysis.report, overshoot.bench, "
+        "overshoot_tasks; "
         "from overshoot_tasks import build_task; "
         "heavy = [m for m in ('transformers', 'datasets', 'peft', 'submitit', 'tensorboard', 'wandb') "
         "if m in sys.modules]; print(heavy)"

@@ -15,8 +15,8 @@ from fixtures import write_cifar_pickles, write_housing_csv, write_idx, write_mn
 from overshoot_tasks import data, integrity
 from overshoot_tasks.data import load_housing_csv, load_idx_dataset
 
-from overshoot import lifecycle
-from overshoot.config import compose
+from overshoot.config.compose import compose
+from overshoot.train import lifecycle
 
 REAL = Path(os.environ.get("OVERSHOOT_DATA", "/work/shared/data"))
 

@@ -78,10 +78,9 @@ def test_code_outside_the_package_imports_only_public_names() -> None:
 def test_the_checks_catch_what_they_forbid() -> None:
     code = "import sys\nsys.path.insert(0, 'x')\nsys.path += ['y']\nsys.path[:0] = ['z']\nsys.path = []\n"
     assert sorted(path_edits(ast.parse(code))) == [2, 3, 4, 5]
-    code = (
-        "from overshoot.cli import _git_rev\nfrom overshoot.optim import _triton\nimport overshoot._entry\n"
-    )
-    code += "from overshoot.provenance import git_rev\nfrom overshoot import bench\n"
+    code = "from overshoot.cli.main import _git_rev\nfrom overshoot.optim import _triton\n"
+    code += "import overshoot.cli._x\n"
+    code += "from overshoot.common.provenance import git_rev\nfrom overshoot import bench\n"
     assert len(private_imports(ast.parse(code))) == 3
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overshoot import manifest
+from overshoot.cli import manifest
 
 
 def test_a_baseline_given_a_gamma_is_its_own_run_once(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""overshoot.matmul_conv: the GEMM forms of the convolutions compute what torch's modules compute."""
+"""overshoot.train.matmul_conv: the GEMM forms of the convolutions compute what torch's modules compute."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from overshoot.config import compose, resolve
-from overshoot.matmul_conv import MatmulConv2d, matmul_convs
-from overshoot.population import Population
+from overshoot.config.compose import compose, resolve
+from overshoot.train.matmul_conv import MatmulConv2d, matmul_convs
+from overshoot.train.population import Population
 
 LAYERS = [
     (lambda: nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1)), (5, 3, 12, 12)),

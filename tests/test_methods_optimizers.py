@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from overshoot import methods, population
-from overshoot.config import ConfigError, compose, resolve
-from overshoot.lifecycle import run_one
+from overshoot.config import methods
+from overshoot.config.compose import ConfigError, compose, resolve
 from overshoot.optim import Overshoot, ScheduleFreeEval
-from overshoot.store import run_path
+from overshoot.store.writer import run_path
+from overshoot.train import population
+from overshoot.train.lifecycle import run_one
 
 ADAMAX = ["optimizer=custom", "optimizer.target=torch.optim.Adamax", "optimizer.family=adam"]
 
@@ -114,7 +115,7 @@ def test_both_evaluation_points_are_logged(tmp_path: Path, overrides: list[str])
 
 
 def test_a_family_default_is_not_a_tuned_axis() -> None:
-    from overshoot import tuning
+    from overshoot.cli import tune as tuning
 
     rows = []
     for method, beta2 in (("adam", 0.999), ("lion", 0.99)):  # Lion's own b2: constant within the method
@@ -130,9 +131,9 @@ def test_a_family_default_is_not_a_tuned_axis() -> None:
 
 
 def test_the_report_draws_the_gap_between_the_two_losses(tmp_path: Path) -> None:
-    from overshoot import figures
-    from overshoot.report.tables import build_report
-    from overshoot.results import scan
+    from overshoot.analysis import figures
+    from overshoot.analysis.report.tables import build_report
+    from overshoot.analysis.results import scan
 
     for o in ("optimizer=adam", "optimizer=sf_adamw"):
         assert run_one(_run(tmp_path, o)) == 0

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from overshoot import metrics as M
-from overshoot.results import method_order
+from overshoot.analysis import metrics as M
+from overshoot.analysis.results import method_order
 
 SGD_BASELINES = {"sgd": ("sgd", "nesterov")}
 

@@ -19,12 +19,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from overshoot import bench, results, tuning
-from overshoot import report as R
-from overshoot.report.style import interval_cell
-from overshoot.store import RunWriter, run_path
+from overshoot import bench
+from overshoot.analysis import report as R
+from overshoot.analysis import results
+from overshoot.analysis.report.style import interval_cell
+from overshoot.cli import tune as tuning
+from overshoot.store.writer import RunWriter, run_path
 
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 COMMON = ["threads=1", "progress=none", "device=cpu", "log.window=100"]
 SGD = ["-m", "optimizer=sgd,sgd_os", "gamma=3", "seed=0,1", "max_steps=300", *COMMON]
 ADAM_SHORT = ["optimizer=adam_os", "gamma=3", "seed=0", "max_steps=150", *COMMON]

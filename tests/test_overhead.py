@@ -48,12 +48,14 @@ def _run(module: str, *args: str) -> tuple[str, int, str]:
     ],
 )
 def test_bench_without_training_imports_no_torch(args: list[str], code: int, tmp_path: Path) -> None:
-    heavy, got, err = _run("overshoot._entry", *args, f"out={tmp_path}")
+    heavy, got, err = _run("overshoot.cli.entry", *args, f"out={tmp_path}")
     assert got == code, err
     assert heavy == "-", f"overshoot-bench {' '.join(args)} imported {heavy}"
 
 
-@pytest.mark.parametrize("module", ["overshoot.report.cli", "overshoot.tuning", "overshoot.manifest"])
+@pytest.mark.parametrize(
+    "module", ["overshoot.analysis.report.cli", "overshoot.cli.tune", "overshoot.cli.manifest"]
+)
 def test_other_scripts_help_imports_no_torch(module: str) -> None:
     heavy, got, err = _run(module, "--help")  # the report's tables are pandas: it may import pandas
     assert got == 0, err
@@ -63,8 +65,8 @@ def test_other_scripts_help_imports_no_torch(module: str) -> None:
 @pytest.mark.slow
 def test_skip_of_a_finished_run_imports_no_torch(tmp_path: Path) -> None:
     args = ["threads=1", "max_steps=2", "progress=none", f"out={tmp_path}"]
-    subprocess.run([sys.executable, "-m", "overshoot._entry", *args], check=True, capture_output=True)
-    heavy, got, err = _run("overshoot._entry", *args)
+    subprocess.run([sys.executable, "-m", "overshoot.cli.entry", *args], check=True, capture_output=True)
+    heavy, got, err = _run("overshoot.cli.entry", *args)
     assert got == 0, err
     assert "skipped, already completed" in err
     assert heavy == "-", f"the skip path imported {heavy}"

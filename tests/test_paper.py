@@ -12,7 +12,7 @@ from report_store import cli_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "paper" / "make_all.sh"
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 
 
 @pytest.mark.slow

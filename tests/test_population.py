@@ -18,14 +18,14 @@ import pytest
 import torch
 import yaml
 
-import overshoot.lifecycle as lifecycle
-import overshoot.population as population
-from overshoot import results
-from overshoot.config import compose, resolve
-from overshoot.lifecycle import run_one, run_population
-from overshoot.population import plan_populations
-from overshoot.runtime import StopRequest
-from overshoot.store import run_path
+import overshoot.train.lifecycle as lifecycle
+import overshoot.train.population as population
+from overshoot.analysis import results
+from overshoot.config.compose import compose, resolve
+from overshoot.store.writer import run_path
+from overshoot.train.lifecycle import run_one, run_population
+from overshoot.train.population import plan_populations
+from overshoot.train.runtime import StopRequest
 
 SGD_MEMBERS = [["optimizer=sgd", "seed=1"], ["optimizer=nesterov", "seed=2"], ["+method=sgd_os_g3", "seed=1"]]
 ADAM_MEMBERS = [["optimizer=adam", "seed=1"], ["+method=adam_os_g5", "seed=2"], ["optimizer=nadam", "seed=3"]]
@@ -162,7 +162,7 @@ def test_interrupted_population_resumes_to_the_same_curves(
 
 
 def test_population_switch_on_the_command_line(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-c", "from overshoot.cli import main; main()", "-m", "population=true"]
+    cmd = [sys.executable, "-c", "from overshoot.cli.main import main; main()", "-m", "population=true"]
     args = ["+method=sgd,sgd_os_g3", "seed=1", "max_steps=20", f"out={tmp_path / 'runs'}", "progress=none"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from overshoot.config import ConfigError, compose, resolve
-from overshoot.store import config_hash
+from overshoot.config.compose import ConfigError, compose, resolve
+from overshoot.config.schema import config_hash
 
 C, K = "constant", "cosine"
 # (task, family) -> batch, lr, mu/b1, schedule, epochs, weight decay: that code's tuned table; the tasks it

@@ -20,10 +20,12 @@ from report_store import WINDOW as CLI_WINDOW
 from report_store import cli_store, copy_store
 from scipy import stats
 
-from overshoot import methods, results
-from overshoot import metrics as M
-from overshoot import report as R
-from overshoot.store import STEP_COLUMNS, RunWriter, config_hash, run_path
+from overshoot.analysis import metrics as M
+from overshoot.analysis import report as R
+from overshoot.analysis import results
+from overshoot.config import methods
+from overshoot.config.schema import STEP_COLUMNS, config_hash
+from overshoot.store.writer import RunWriter, run_path
 
 TASKS = {"digits": ("accuracy", 1.0), "housing": ("loss", 100.0)}
 # (optimizer, gamma, time constant of the synthetic loss: smaller = faster)

@@ -11,10 +11,10 @@ import pytest
 from scipy import stats
 from test_report import write_run
 
-from overshoot import figures as F
-from overshoot import metrics as M
-from overshoot import report as R
-from overshoot import results
+from overshoot.analysis import figures as F
+from overshoot.analysis import metrics as M
+from overshoot.analysis import report as R
+from overshoot.analysis import results
 
 SEEDS = (10, 20, 30)
 WINDOW = 100

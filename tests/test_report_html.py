@@ -13,7 +13,7 @@ import pytest
 from report_store import require_tool
 from test_report import METHODS, write_run
 
-from overshoot import report as R
+from overshoot.analysis import report as R
 
 FLAGS = [
     "--headless",

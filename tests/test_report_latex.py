@@ -11,8 +11,8 @@ import pytest
 from report_store import cli_store, require_tool
 from test_report import METHODS, write_run
 
-from overshoot import report as R
-from overshoot import results
+from overshoot.analysis import report as R
+from overshoot.analysis import results
 
 # A two-column page with a 6.9 in text width (columns of about 3.35 in), as IEEE/ACM templates have.
 PREAMBLE = r"""\documentclass[twocolumn,10pt]{article}

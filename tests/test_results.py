@@ -1,4 +1,5 @@
-"""overshoot.results on a store built by the CLI: the run table, protocols, integrity checks on read."""
+"""overshoot.analysis.results on a store built by the CLI: the run table, protocols, integrity checks on
+read."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pandas as pd
 import pytest
 from report_store import cli_store, copy_store
 
-from overshoot import results
-from overshoot.store import DEAD
+from overshoot.analysis import results
+from overshoot.store.claim import DEAD
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,7 @@ def test_missing_store_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_savings_are_the_per_seed_savings_with_the_protocols_window(store: Path) -> None:
-    from overshoot import metrics as M
+    from overshoot.analysis import metrics as M
 
     sc = results.scan([store])
     per_seed = results.savings(sc, 0.95, 400)
@@ -196,7 +197,7 @@ def test_savings_are_the_per_seed_savings_with_the_protocols_window(store: Path)
 
 
 def test_window_rule() -> None:
-    from overshoot.metrics import window_for
+    from overshoot.analysis.metrics import window_for
 
     assert window_for(400, 2000) == 400 and window_for(400, 1999) == 399 and window_for(400, 800) == 160
     assert window_for(50, 3) == 1

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from overshoot import manifest, results, slurm
-from overshoot.report import main as report_main
+from overshoot.analysis import results
+from overshoot.analysis.report import main as report_main
+from overshoot.cli import manifest, slurm
 
 pytestmark = pytest.mark.slurm
 
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 SMALL = ["task=digits", "seed=10", "max_steps=20", "progress=lines"]
 TIMEOUT_S = 240
 

@@ -16,18 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from overshoot import results, store
-from overshoot.store import (
-    CLAIM_FILE,
-    DEAD,
-    ClaimLost,
-    LogMismatch,
-    RunHeld,
-    RunWriter,
-    StoreError,
-    claim_run,
-    live_status,
-)
+from overshoot.analysis import results
+from overshoot.common.files import StoreError, store_error
+from overshoot.store import claim as claims
+from overshoot.store.claim import CLAIM_FILE, DEAD, BadClaim, ClaimLost, RunHeld, claim_run, live_status
+from overshoot.store.writer import LogMismatch, RunWriter
 
 
 def _dead_pid() -> int:
@@ -68,7 +61,7 @@ def test_a_live_claim_refuses_a_second_writer_and_names_it(tmp_path: Path) -> No
 @pytest.fixture(autouse=True)
 def _short_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     """A holder that cannot be checked from here is watched for half a second, not CLAIM_WATCH_S."""
-    monkeypatch.setattr(store, "CLAIM_WATCH_S", 0.5)
+    monkeypatch.setattr(claims, "CLAIM_WATCH_S", 0.5)
 
 
 def _beating(f: Path, stop: threading.Event) -> threading.Thread:
@@ -152,7 +145,7 @@ def test_a_claim_path_that_is_a_directory_is_repaired_or_refused(tmp_path: Path,
     (tmp_path / which).unlink(missing_ok=True)
     (tmp_path / which).mkdir()
     (tmp_path / which / "x").write_text("")
-    with pytest.raises(store.BadClaim, match="is a directory, not a claim file: remove it") as e:
+    with pytest.raises(BadClaim, match="is a directory, not a claim file: remove it") as e:
         claim_run(tmp_path)
     assert "\n" not in str(e.value)
 
@@ -372,5 +365,5 @@ def test_prepare_removes_temporary_files_left_by_a_killed_writer(tmp_path: Path)
 
 
 def test_store_error_is_an_os_error() -> None:
-    e = store.store_error(OSError(errno.ENOSPC, "No space left on device"), "/x/y")
+    e = store_error(OSError(errno.ENOSPC, "No space left on device"), "/x/y")
     assert isinstance(e, OSError) and str(e) == "no space left on device writing /x/y"

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from overshoot import extras, manifest, slurm
-from overshoot.config import compose, resolve
-from overshoot.report import main as report_main
-from overshoot.store import STEP_COLUMNS, run_path
+from overshoot.analysis.report import main as report_main
+from overshoot.cli import manifest, slurm
+from overshoot.common import extras
+from overshoot.config.compose import compose, resolve
+from overshoot.config.schema import STEP_COLUMNS
+from overshoot.store.writer import run_path
 
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 METHODS = ["sgd", "nesterov", "sgd_os_g3", "sgd_os_g5", "sgd_os_g7"]
 METHODS += ["adam", "nadam", "adam_os_g3", "adam_os_g5", "adam_os_g7"]
 LABELS = ["sgd", "nesterov", "sgd_os-g3", "sgd_os-g5", "sgd_os-g7"]
@@ -266,7 +268,7 @@ def test_array_task_runs_its_packed_slice_with_quoting(
 DRIVER = """
 import signal, sys
 from pathlib import Path
-from overshoot.slurm import ArrayTask
+from overshoot.cli.slurm import ArrayTask
 task = ArrayTask(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[2]), requeue=True)
 def on_usr2(signum, frame):
     again = task.checkpoint(0, ["slow x=1", "slow x=2"])

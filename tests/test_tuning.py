@@ -16,13 +16,15 @@ from fixtures import write_housing_csv
 from overshoot_tasks import build_task
 from overshoot_tasks.base import steps_per_epoch
 
-from overshoot import manifest, results, tuning
-from overshoot import metrics as M
-from overshoot.config import compose, resolve
-from overshoot.lifecycle import run_one, run_population
-from overshoot.runtime import graph_blocker
-from overshoot.store import RunWriter, run_path
-from overshoot.sweep import run_sweep
+from overshoot.analysis import metrics as M
+from overshoot.analysis import results
+from overshoot.cli import manifest
+from overshoot.cli import tune as tuning
+from overshoot.config.compose import compose, resolve
+from overshoot.store.writer import RunWriter, run_path
+from overshoot.train.lifecycle import run_one, run_population
+from overshoot.train.runtime import graph_blocker
+from overshoot.train.sweep import run_sweep
 
 METHODS = ["sgd", "nesterov", "sgd_os_g3", "sgd_os_g5", "sgd_os_g7"]
 METHODS += ["adam", "nadam", "adam_os_g3", "adam_os_g5", "adam_os_g7"]

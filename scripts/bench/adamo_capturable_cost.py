@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from overshoot import AdamO
-from overshoot.provenance import device_name, git_rev, versions
+from overshoot.common.provenance import device_name, git_rev, versions
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS: dict[str, dict[str, Any]] = {

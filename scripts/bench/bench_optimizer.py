@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from overshoot import SGDO, AdamO
-from overshoot.store import atomic_write_text
+from overshoot.common.files import atomic_write_text
 
 N_LAYER, D_MODEL, VOCAB, N_CTX = 12, 768, 50257, 1024
 

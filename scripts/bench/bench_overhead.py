@@ -37,9 +37,9 @@ def mark(name):
 import torch
 mark("import torch")
 from pathlib import Path
-from overshoot import methods
-from overshoot.config import compose, resolve
-from overshoot.lifecycle import run_one
+from overshoot.config import methods
+from overshoot.config.compose import compose, resolve
+from overshoot.train.lifecycle import run_one
 from overshoot_tasks import build_task
 mark("import overshoot (the rest)")
 run = resolve(compose(["threads=1", f"task={sys.argv[1]}"]))

@@ -4,8 +4,8 @@
     python scripts/bench/bench_throughput.py --quick   # tiny step counts (a smoke test, e.g. on a CPU)
     python scripts/bench/bench_throughput.py --tasks fmnist --sizes 1,50 --steps 2000
 
-Each rate is measured inside the real training loop (``overshoot.single.train`` for a single run,
-``overshoot.population.train_population`` for a population) with base-loss logging on: the wall time of
+Each rate is measured inside the real training loop (``overshoot.train.single.train`` for a single run,
+``overshoot.train.population.train_population`` for a population) with base-loss logging on: the wall time of
 steps W+1..W+N, the device synchronised at both ends, so start-up, data loading, graph capture and
 compilation are left out while per-step logging, the periodic flushes and any epoch-end evaluation inside
 the window are in. Both families are measured with the preset's hyperparameters: the SGD family (single
@@ -15,8 +15,9 @@ On CUDA the single SGD run is also timed with ``cuda_graph=false`` (the eager lo
 estimate uses the preset's batch sizes and epochs and counts per task 10 seeds x (CM, NAG, SGDO 3/5/7)
 at the SGD family's largest-population rate and 10 seeds x (AdamW, AdamO 3/5/7, NAdam) at the Adam
 family's (the single-run estimate: NAdam at its own single-run rate). ``--conv`` picks how populations
-run their convolutions (``overshoot.population.CONV_MODES``). Writes results/bench_throughput/<device>.md
-and .json (``-quick`` appended to the name for --quick runs, ``-<conv>`` for a --conv other than auto).
+run their convolutions (``overshoot.train.population.CONV_MODES``). Writes
+results/bench_throughput/<device>.md and .json (``-quick`` appended to the name for --quick runs, ``-<conv>``
+for a --conv other than auto).
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from typing import Any
 
 import torch
 
-from overshoot.config import compose, resolve
-from overshoot.population import train_population
-from overshoot.provenance import git_rev, versions
-from overshoot.runconfig import RunConfig
-from overshoot.runtime import pick_device
-from overshoot.single import train
-from overshoot.store import RunWriter, run_path
+from overshoot.common.provenance import git_rev, versions
+from overshoot.config.compose import compose, resolve
+from overshoot.config.run import RunConfig
+from overshoot.store.writer import RunWriter, run_path
+from overshoot.train.population import train_population
+from overshoot.train.runtime import pick_device
+from overshoot.train.single import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("housing", "fmnist", "vae_fmnist", "cifar")

@@ -26,7 +26,7 @@ import torch
 from bench_optimizer import fused_available, gpt2_shapes, slug, triton_version
 
 from overshoot import SGDO, AdamO
-from overshoot.store import atomic_write_text
+from overshoot.common.files import atomic_write_text
 
 Make = Callable[..., torch.optim.Optimizer]
 CASES: dict[str, Make] = {

@@ -3,7 +3,7 @@
 
     OVERSHOOT_DATA=/path/to/data python scripts/bench/checkpoint_cost.py  # digits, housing, fmnist
 
-Each task trains one run through ``overshoot.lifecycle.run_one`` with the default cadence (every
+Each task trains one run through ``overshoot.train.lifecycle.run_one`` with the default cadence (every
 ``checkpoint_every`` = 60 s, at epoch ends rate-limited to one per max(1 s, 100 x the last checkpoint's own
 time), and on signals) for a few epochs, so that epoch-end checkpoints occur. The training loop times each
 checkpoint (state dict copy, serialisation, fsync'd atomic write, run.json heartbeat); run.json records the
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from overshoot import lifecycle
-    from overshoot.config import compose, resolve
-    from overshoot.store import run_path
+    from overshoot.config.compose import compose, resolve
+    from overshoot.store.writer import run_path
+    from overshoot.train import lifecycle
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="checkpoint-cost-") as store:

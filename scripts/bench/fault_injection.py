@@ -11,9 +11,9 @@ fresh store: the same command is launched, killed with SIGKILL a uniformly rando
 run directory (``--after claim``: task setup, training and final writes in the window) or after its steps.csv
 appeared (``--after training``), between 0 and the reference's time from that moment to its exit, and
 launched again to completion. By default both launches are forks of this process running
-``overshoot.lifecycle.run_one`` (torch imported once); ``--subprocess`` launches ``overshoot-bench`` itself. A
-trial passes when the resumed run's steps.csv and epochs.csv are byte-identical to the reference's, its
-run.json is strict JSON with status completed, and no temporary file, claim or checkpoint is left behind.
+``overshoot.train.lifecycle.run_one`` (torch imported once); ``--subprocess`` launches ``overshoot-bench``
+itself. A trial passes when the resumed run's steps.csv and epochs.csv are byte-identical to the reference's,
+its run.json is strict JSON with status completed, and no temporary file, claim or checkpoint is left behind.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = [sys.executable, "-c", "from overshoot.cli import main; main()"]
+BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
 MARKERS = {"claim": ".claim", "training": "steps.csv"}
 
 
@@ -65,9 +65,9 @@ def _strict_json(path: Path) -> dict[str, Any]:
 
 
 class Forked:
-    """A run of ``overshoot.lifecycle.run_one`` in a forked child of this process (torch already imported, so
-    no start-up cost); the child's output goes to ``log``. Quacks like the part of subprocess.Popen used
-    here."""
+    """A run of ``overshoot.train.lifecycle.run_one`` in a forked child of this process (torch already
+    imported, so no start-up cost); the child's output goes to ``log``. Quacks like the part of
+    subprocess.Popen used here."""
 
     def __init__(self, overrides: list[str], log: Path) -> None:
         self.log, self.returncode = log, None
@@ -78,8 +78,8 @@ class Forked:
                 fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
-                from overshoot.config import compose
-                from overshoot.lifecycle import run_one
+                from overshoot.config.compose import compose
+                from overshoot.train.lifecycle import run_one
 
                 code = run_one(compose(overrides))
             except KeyboardInterrupt:
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         dest="fork",
         action="store_false",
         help="launch every run as an overshoot-bench subprocess (default: a fork of this process running "
-        "overshoot.lifecycle.run_one, which spares the seconds of start-up per launch)",
+        "overshoot.train.lifecycle.run_one, which spares the seconds of start-up per launch)",
     )
     p.add_argument("overrides", nargs="*", help="extra overshoot-bench overrides for every run")
     a = p.parse_args(argv)
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         import overshoot_tasks  # noqa: F401
         import sklearn.datasets  # noqa: F401
 
-        import overshoot.cli  # noqa: F401
+        import overshoot.cli.main  # noqa: F401
 
     work = a.work or Path(tempfile.mkdtemp(prefix="fault-injection-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -285,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             ["python scripts/bench/fault_injection.py", *(argv if argv is not None else sys.argv[1:])]
         ),
         "run_command": " ".join(["overshoot-bench", *_command(Path("<store>"), a.steps, a.overrides)[3:]]),
-        "launch": "fork running overshoot.lifecycle.run_one" if a.fork else "overshoot-bench subprocess",
+        "launch": "fork running overshoot.train.lifecycle.run_one"
+        if a.fork
+        else "overshoot-bench subprocess",
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "python": platform.python_version(),
         "torch": torch.__version__,

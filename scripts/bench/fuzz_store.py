@@ -1,5 +1,5 @@
-"""Fuzz the run store: random corruptions of a small store, read back with ``overshoot.results.scan`` and
-resumed with the real lifecycle.
+"""Fuzz the run store: random corruptions of a small store, read back with ``overshoot.analysis.results.scan``
+and resumed with the real lifecycle.
 
 The store holds three completed digits runs of different lengths and two interrupted ones with their
 checkpoints. Each case copies it, applies one to three corruptions (a byte of a file replaced by a byte that
@@ -40,12 +40,13 @@ from typing import Any
 
 import torch
 
-from overshoot import lifecycle, results
-from overshoot.config import compose, resolve
-from overshoot.provenance import git_rev, versions
-from overshoot.runtime import Interrupted, pick_device
-from overshoot.single import train
-from overshoot.store import RunWriter, run_path
+from overshoot.analysis import results
+from overshoot.common.provenance import git_rev, versions
+from overshoot.config.compose import compose, resolve
+from overshoot.store.writer import RunWriter, run_path
+from overshoot.train import lifecycle
+from overshoot.train.runtime import Interrupted, pick_device
+from overshoot.train.single import train
 
 COMPLETED = (("sgd", 60), ("sgd_os", 80), ("adam", 100))  # (optimizer, max_steps): logs of three lengths
 INTERRUPTED = (("sgd", 90, 40), ("sgd_os", 90, 60))  # (optimizer, max_steps, steps before the stop)

@@ -25,9 +25,10 @@ from typing import Any
 
 from bench_throughput import data_root, device_name
 
-from overshoot import methods, results
-from overshoot.provenance import git_rev, versions
-from overshoot.runtime import pick_device
+from overshoot.analysis import results
+from overshoot.common.provenance import git_rev, versions
+from overshoot.config import methods
+from overshoot.train.runtime import pick_device
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         store = a.runs or Path(tmp)
         cmd = [
-            sys.executable, "-m", "overshoot.cli", "-m", "+sweep=paper", f"task={a.task}",
+            sys.executable, "-m", "overshoot.cli.main", "-m", "+sweep=paper", f"task={a.task}",
             f"device={device}", f"precision={precision}", f"out={store}", f"data.root={data_root()}",
             "progress=none", *a.overrides,
         ]  # fmt: skip

@@ -30,8 +30,8 @@ from overshoot_tasks import build_task
 from torch import nn
 from torch.func import functional_call, vmap
 
-from overshoot.matmul_conv import matmul_convs
-from overshoot.provenance import git_rev, versions
+from overshoot.common.provenance import git_rev, versions
+from overshoot.train.matmul_conv import matmul_convs
 from scripts.bench.bench_throughput import base_run, data_root, device_name, member_rate
 from tests.fixtures import write_cifar_pickles
 

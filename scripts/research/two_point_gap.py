@@ -13,9 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
-from overshoot import figures
-from overshoot.report.tables import build_report
-from overshoot.results import scan
+from overshoot.analysis import figures
+from overshoot.analysis.report.tables import build_report
+from overshoot.analysis.results import scan
 
 
 def main() -> None:

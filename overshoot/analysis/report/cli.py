@@ -1,0 +1,230 @@
+"""``overshoot-bench-report``: the report of a run store as a document (headline first, then protocol and
+provenance, Table 1, the savings per section, the savings vs gamma, the figures and the runs left out),
+written as Markdown, CSV, LaTeX and HTML, and its summary on the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import pandas as pd
+
+from overshoot.analysis import figures as F
+from overshoot.analysis.metrics import WINDOW_FRACTION
+from overshoot.analysis.report.model import ReportError
+from overshoot.analysis.report.render import FORMATS, Document, Figure, Part, to_markdown, write_document
+from overshoot.analysis.report.style import family_label, method_label
+from overshoot.analysis.report.tables import Report, build_report
+from overshoot.analysis.results import scan, task_label
+from overshoot.config import methods
+
+
+def notes(report: Report) -> list[str]:
+    """What a reader must know before trusting the numbers: shrunk windows, missing baselines, several
+    protocols of one task, runs of unequal length."""
+    out = []
+    for sec in report.sections:
+        for family in sec.families:
+            note = sec.window_note(family, report.window)
+            if note:
+                out.append(f"{sec.label}, {family_label(family)} family: {note}.")
+        lengths = sorted({r.steps for r in sec.records})
+        if len(lengths) > 1:
+            out.append(
+                f"{sec.label}: runs differ in length ({', '.join(f'{n:,}' for n in lengths)} steps): the "
+                "paper-style seed-mean curves are cut to the shortest run of each method."
+            )
+        for family in sec.families:
+            base = sec.baseline(family)
+            fam = family_label(family)
+            f = methods.FAMILIES.get(family)
+            if f is None:
+                out.append(f"{sec.label}: family {family} has no known baseline.")
+            elif base is None:
+                out.append(
+                    f"{sec.label}: the {fam} family has no baseline run "
+                    f"({methods.display_label(f.baseline, 0)} or {methods.display_label(f.overshoot, 0)}) in "
+                    f"protocol {sec.protocols[family]}: no savings for it (add optimizer={f.baseline} runs)."
+                )
+            elif base != f.baseline:
+                out.append(
+                    f"{sec.label}: {method_label(base, base)} is the {fam} family's baseline "
+                    f"(no {methods.display_label(f.baseline, 0)} run)."
+                )
+    tasks = pd.Series([s.task for s in report.sections], dtype=object).value_counts()
+    for task, n in tasks.items():
+        if n > 1:
+            out.append(
+                f"{task_label(str(task))} has {n} sections (task settings or protocols), compared only "
+                "within each (pick one with --protocol ID)."
+            )
+    if len(report.left_out):
+        n = len(report.left_out)
+        out.append(f"{n:,} run{'s' * (n != 1)} left out: listed with the reason under 'Runs left out'.")
+    return out
+
+
+def document(report: Report, figures: Sequence[Figure] = ()) -> Document:
+    """The report as a document: the honest headline first, protocol and provenance (collapsible in HTML)
+    next, then Table 1, the savings of each section, the savings vs gamma, the figures, the runs left out."""
+    tasks = ", ".join(s.label for s in report.sections)
+    n_sec = len(report.sections)
+    doc = Document(
+        f"overshoot-bench report: {tasks}",
+        intro=[
+            f"{len(report.records):,} completed runs used, {len(report.left_out):,} left out; {n_sec} task "
+            f"section{'s' if n_sec != 1 else ''}. {report.provenance}."
+        ],
+        warnings=notes(report),
+        key=report.key,
+    )
+    head = Part("Headline")
+    if report.headline is not None:
+        head.tables.append(report.headline)
+    else:
+        head.paragraphs.append("No saving: no family has both its baseline and another method here.")
+    if report.paper_mean is not None:
+        head.tables.append(report.paper_mean)
+    doc.parts.append(head)
+    doc.parts.append(
+        Part(
+            "Protocol and provenance",
+            paragraphs=[
+                "Runs are compared only within one protocol: the same config apart from seed and method."
+            ],
+            tables=[report.protocol, report.provenance_table],
+            collapsed=True,
+        )
+    )
+    if report.table1 is not None:
+        doc.parts.append(Part("Table 1: best test metric", tables=[report.table1]))
+    for sec in report.sections:
+        ts = report.section_tables.get(sec.key, [])
+        if ts:
+            protos = ", ".join(f"{family_label(f)} {sec.protocols[f]}" for f in sec.families)
+            doc.parts.append(Part(f"{sec.label}: step savings (protocol {protos})", tables=ts))
+    if report.vs_gamma:
+        doc.parts.append(Part("Step savings vs γ", tables=report.vs_gamma))
+    if figures:
+        doc.parts.append(Part("Figures", figures=list(figures)))
+    left = Part("Runs left out")
+    if report.excluded is not None:
+        left.tables.append(report.excluded)
+    else:
+        left.paragraphs.append("None.")
+    doc.parts.append(left)
+    return doc
+
+
+def write_report(report: Report, out: Path, formats: Sequence[str], figures: bool = True) -> list[Path]:
+    """Every output file of ``report`` under ``out``: the tables, the figures, report.md and report.html."""
+    written: list[Path] = []
+    figs: list[Figure] = []
+    if figures:
+        written = F.write_all(report, out / "figures")
+        caps = F.captions(report)
+        figs = [
+            Figure(p, p.relative_to(out).as_posix(), caps.get(p.stem, p.stem))
+            for p in written
+            if p.suffix == ".png"
+        ]
+    return write_document(document(report, figs), out, formats, written)
+
+
+def terminal_summary(report: Report, out: Path, n_files: int) -> str:
+    """What the terminal shows: the headline first, the protocols in brief, the notes, where files went."""
+    lines = []
+    if report.headline is not None:
+        lines += [report.headline.caption + ":", "", to_markdown(report.headline)]
+    if report.paper_mean is not None:
+        lines += [report.paper_mean.caption + ":", "", to_markdown(report.paper_mean)]
+    lines += [
+        f"{len(report.records):,} completed runs used, {len(report.left_out):,} left out; "
+        f"{report.provenance}.",
+        "",
+        "Protocols:",
+    ]
+    for _, row in report.protocol.data.iterrows():
+        lines.append(
+            f"  {row['Task']}, {row['Family']} family, protocol {row['Protocol']}: "
+            f"steps trained {row['Steps trained']}, "
+            f"epochs {row['Epochs completed']}, seeds {row['Seeds']}, window {row['Window']}"
+        )
+    n = notes(report)
+    if n:
+        lines += ["", *n]
+    opened = [f for f in ("report.html", "report.md") if (out / f).exists()]
+    lines += ["", f"Wrote {n_files} files to {out}/" + (f" (open {' or '.join(opened)})" if opened else "")]
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ReportError(message)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = _Parser(
+        prog="overshoot-bench-report",
+        description="Savings tables, Table 1 and figures of the paper from an overshoot-bench run store.",
+    )
+    p.add_argument("runs", nargs="*", default=["runs"], help="run store directories (default: runs)")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: <first RUNS>/report)")
+    p.add_argument("--format", default="md,csv,tex,html", help="comma-separated subset of md,csv,tex,html")
+    p.add_argument("--paper", action="store_true", help="add the paper's 7-task mean beside this report's")
+    p.add_argument("--reduction", type=float, default=95.0, help="loss reduction in percent (default 95)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=400,
+        help="trailing-mean window in steps (default 400, the paper's; "
+        f"at most 1/{WINDOW_FRACTION} of a comparison's runs)",
+    )
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the t-tests")
+    p.add_argument("--protocol", default="", help="report only these protocol ids (comma-separated prefixes)")
+    p.add_argument("--no-figures", action="store_true", help="write only the tables")
+    a = p.parse_args(argv)
+    a.formats = [f.strip() for f in a.format.split(",") if f.strip()]
+    bad = [f for f in a.formats if f not in FORMATS]
+    if bad or not a.formats:
+        raise ReportError(
+            f"unknown format {','.join(bad) or a.format!r}: "
+            f"use a comma-separated subset of {','.join(FORMATS)}"
+        )
+    if not 0 < a.reduction <= 100:
+        raise ReportError(
+            f"--reduction {a.reduction} is not a percentage in (0, 100]: pass e.g. --reduction 95"
+        )
+    if a.window < 1:
+        raise ReportError(f"--window {a.window} must be a positive number of steps")
+    if not 0 < a.alpha < 1:
+        raise ReportError(f"--alpha {a.alpha} must lie in (0, 1)")
+    a.protocols = [x.strip() for x in a.protocol.split(",") if x.strip()]
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit status (2 on bad input, with one line on stderr)."""
+    try:
+        a = _parse(argv)
+        sc = scan(a.runs)
+        if sc.table.empty:
+            raise ReportError(f"no runs found under {' '.join(map(str, a.runs))}: pass a run store directory")
+        report = build_report(
+            sc, a.reduction / 100, a.window, a.alpha, a.paper, a.protocols, [Path(r) for r in a.runs]
+        )
+        out = a.out if a.out is not None else Path(a.runs[0]) / "report"
+        written = write_report(report, out, a.formats, not a.no_figures)
+    except (ReportError, OSError, ValueError) as e:
+        # Unusable input (paths, arguments): one line on stderr, no traceback.
+        print("overshoot-bench-report: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
+    print(terminal_summary(report, out, len(written)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

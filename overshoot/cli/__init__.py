@@ -1,0 +1,1 @@
+"""The command-line and cluster entry points: overshoot-bench, -tune, -manifest, -submit."""

@@ -1,0 +1,1 @@
+"""The bottom layer, below the tasks: atomic files, optional dependencies, provenance."""
