@@ -2,9 +2,9 @@
 reads.
 
 ``RunConfig.to_dict()`` is the run's ``config.yaml`` and what its hash is computed from
-(``overshoot.config.schema.config_hash``); ``RunConfig.from_dict`` reads one back. Keys that were added after
-runs were stored (``drop_last``, the custom optimizer's ``optimizer_target``/``optimizer_kwargs``, a task's
-``_target_``) enter the dict only at non-default values, so stored runs keep their hash and directory.
+(``overshoot.config.schema.config_hash``). Keys that were added after runs were stored (``drop_last``, the
+custom optimizer's ``optimizer_target``/``optimizer_kwargs``, a task's ``_target_``) enter the dict only at
+non-default values, so stored runs keep their hash and directory.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-Precision = Literal["fp32", "bf16", "fp64"]
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -113,13 +111,3 @@ class RunConfig:
             }
         )
         return out
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
-        """A RunConfig from a stored config.yaml (``to_dict``'s layout)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known and k not in ("hparams", "log")}
-        kw["hparams"] = HParams(**d["hparams"])
-        kw["log"] = LogSettings(**d.get("log", {}))
-        kw["data_root"] = str((d.get("data") or {}).get("root", "data"))
-        return cls(**kw)
