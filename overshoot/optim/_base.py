@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, Literal
 
@@ -36,6 +37,16 @@ def default_to_fused(params: list[Tensor], grads: list[Tensor]) -> bool:
     return all(p.dtype in kernels.FUSED_DTYPES for p in params) and bool(
         kernels.fused_available(params[0].device)
     )
+
+
+def _eager(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A ``torch.optim.Optimizer`` method that torch wraps in ``torch._disable_dynamo``, unwrapped while
+    ``torch._dynamo`` is not imported. The wrapper only keeps dynamo from tracing the method, and imports
+    ``torch._dynamo`` (seconds) on its first call; before that module is imported nothing can be compiling,
+    so the plain method is the same call."""
+    if "torch._dynamo" in sys.modules:
+        return method
+    return getattr(method, "__wrapped__", method)
 
 
 def resolve_gamma(gamma: float | None, overshoot: float | None, default: float) -> float:
@@ -109,7 +120,7 @@ class OvershootOptimizer(WeightsMode, Optimizer):
             param_group = dict(param_group)
             alias = param_group.pop("overshoot")
             param_group["gamma"] = resolve_gamma(param_group.get("gamma"), alias, default=alias)
-        super().add_param_group(param_group)
+        _eager(Optimizer.add_param_group)(self, param_group)
         self._check_group(self.param_groups[-1])
 
     def _offset_params(self) -> list[list[Tensor]]:
@@ -180,10 +191,14 @@ class OvershootOptimizer(WeightsMode, Optimizer):
         finally:
             self.move_to_overshoot()
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of the parameters, as ``torch.optim.Optimizer.zero_grad``."""
+        _eager(Optimizer.zero_grad)(self, set_to_none)
+
     # ----------------------------------------------------------- state_dict
     def state_dict(self) -> dict[str, Any]:
         """The torch state dict plus the current mode under ``"overshoot_mode"``."""
-        sd = super().state_dict()
+        sd = _eager(Optimizer.state_dict)(self)
         sd[MODE_KEY] = self._mode
         return sd
 
@@ -192,7 +207,7 @@ class OvershootOptimizer(WeightsMode, Optimizer):
         mode = state_dict.get(MODE_KEY, "overshoot")
         if mode not in ("overshoot", "base"):
             raise ValueError(f"Invalid {MODE_KEY} in state_dict: {mode!r} (allowed: 'overshoot', 'base')")
-        super().load_state_dict(state_dict)
+        _eager(Optimizer.load_state_dict)(self, state_dict)
         for st in self.state.values():
             step = st.get("step")
             if isinstance(step, Tensor) and step.device.type != "cpu":
