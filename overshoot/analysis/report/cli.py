@@ -14,6 +14,7 @@ import pandas as pd
 
 from overshoot.analysis import figures as F
 from overshoot.analysis.metrics import WINDOW_FRACTION
+from overshoot.analysis.report.interactive import JS_REL, interactive_parts
 from overshoot.analysis.report.model import ReportError
 from overshoot.analysis.report.render import FORMATS, Document, Figure, Part, to_markdown, write_document
 from overshoot.analysis.report.style import family_label, method_label
@@ -67,9 +68,15 @@ def notes(report: Report) -> list[str]:
     return out
 
 
-def document(report: Report, figures: Sequence[Figure] = ()) -> Document:
+def document(
+    report: Report,
+    figures: Sequence[Figure] = (),
+    interactive: Sequence[Part] = (),
+    scripts: Sequence[str] = (),
+) -> Document:
     """The report as a document: the honest headline first, protocol and provenance (collapsible in HTML)
-    next, then Table 1, the savings of each section, the savings vs gamma, the figures, the runs left out."""
+    next, then Table 1, the savings of each section, the savings vs gamma, the figures, the ``interactive``
+    parts (HTML only; ``scripts`` the JavaScript files they load), the runs left out."""
     tasks = ", ".join(s.label for s in report.sections)
     n_sec = len(report.sections)
     doc = Document(
@@ -80,6 +87,7 @@ def document(report: Report, figures: Sequence[Figure] = ()) -> Document:
         ],
         warnings=notes(report),
         key=report.key,
+        scripts=list(scripts),
     )
     head = Part("Headline")
     if report.headline is not None:
@@ -110,6 +118,7 @@ def document(report: Report, figures: Sequence[Figure] = ()) -> Document:
         doc.parts.append(Part("Step savings vs γ", tables=report.vs_gamma))
     if figures:
         doc.parts.append(Part("Figures", figures=list(figures)))
+    doc.parts += interactive
     left = Part("Runs left out")
     if report.excluded is not None:
         left.tables.append(report.excluded)
@@ -131,7 +140,12 @@ def write_report(report: Report, out: Path, formats: Sequence[str], figures: boo
             for p in written
             if p.suffix == ".png"
         ]
-    return write_document(document(report, figs), out, formats, written)
+    parts: list[Part] = []
+    if "html" in formats:
+        parts = interactive_parts(report, out)
+        if parts:
+            written.append(out / JS_REL)
+    return write_document(document(report, figs, parts, [JS_REL] if parts else []), out, formats, written)
 
 
 def terminal_summary(report: Report, out: Path, n_files: int) -> str:

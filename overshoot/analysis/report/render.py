@@ -56,7 +56,8 @@ class Figure:
 
 @dataclass
 class Part:
-    """One headed part of a document; ``collapsed`` parts fold away in HTML (``<details>``)."""
+    """One headed part of a document; ``collapsed`` parts fold away in HTML (``<details>``); ``html`` holds
+    blocks of HTML that only report.html shows (interactive figures)."""
 
     title: str
     level: int = 2
@@ -66,6 +67,7 @@ class Part:
     figures: list[Figure] = field(default_factory=list)
     code: str = ""
     collapsed: bool = False
+    html: list[str] = field(default_factory=list)
 
     @property
     def anchor(self) -> str:
@@ -75,13 +77,15 @@ class Part:
 @dataclass
 class Document:
     """A whole report: title, opening paragraphs and warnings, then the parts in order; ``key`` makes the
-    LaTeX labels of its whole-report tables unique."""
+    LaTeX labels of its whole-report tables unique; ``scripts`` the JavaScript files (paths relative to the
+    report) that report.html loads before its body (plotly's, written beside the report)."""
 
     title: str
     intro: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     key: str = "report"
+    scripts: list[str] = field(default_factory=list)
 
     def tables(self) -> list[Table]:
         return [t for p in self.parts for t in p.tables]
@@ -330,6 +334,9 @@ tr.group td{font-style:italic;background:#fafafa}
 .better{color:#1a7f37}.worse{color:#b42318}
 pre{background:#f6f6f6;padding:.7em;overflow-x:auto;font-size:.85em}
 figure{margin:1em 0 2em}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#444;font-size:.95em}
+figure.interactive{border:1px solid #eee;padding:.3em}table.runs tbody tr{cursor:pointer}
+table.runs tbody tr:hover{background:#f4f8ff}table.runs tbody tr.selected{background:#e3edff}
+.run-plot{min-height:380px;border:1px solid #eee;margin:.4em 0 2em}
 """
 
 _JS = """
@@ -473,6 +480,7 @@ def render_html(doc: Document, links: dict[str, list[str]] | None = None) -> str
                 f'src="data:image/png;base64,{data}"><figcaption>{_esc(f.caption)} '
                 f'<a href="{_esc(pdf)}">PDF</a></figcaption></figure>'
             )
+        body += part.html
     if open_details:
         body.append("</details>")
     return (
@@ -482,6 +490,7 @@ def render_html(doc: Document, links: dict[str, list[str]] | None = None) -> str
                 '<html lang="en"><head><meta charset="utf-8">',
                 '<meta name="viewport" content="width=device-width, initial-scale=1">',
                 f"<title>{_esc(doc.title)}</title>",
+                *(f'<script src="{_esc(s)}"></script>' for s in doc.scripts),
                 f"<style>{_CSS}</style></head><body>",
                 *body,
                 f"<script>{_JS}</script></body></html>",
