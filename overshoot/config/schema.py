@@ -95,6 +95,8 @@ class RunInfo:
     cpu_threads: int | None = None
     checkpoints: int | None = None
     checkpoint_time_s: float | None = None
+    optimizer_step_s: float | None = None  # median seconds of the optimizer update alone, sampled steps
+    optimizer_steps_timed: int | None = None  # the updates that median is taken over
     population: dict[str, Any] | None = None
     eval_rows: int | None = None  # epochs.csv's rows when the run finished
     extra: dict[str, Any] = field(default_factory=dict)
@@ -111,6 +113,8 @@ _NON_NEGATIVE = {
     "cpu_threads",
     "checkpoints",
     "checkpoint_time_s",
+    "optimizer_step_s",
+    "optimizer_steps_timed",
     "pid",
     "eval_rows",
 }

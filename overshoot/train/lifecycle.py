@@ -413,6 +413,8 @@ def finish_run(
         cpu_threads=torch.get_num_threads(),  # as set for training (threads=auto picks 1 for small models)
         checkpoints=result.get("checkpoints"),  # written in this session, and the seconds they took
         checkpoint_time_s=result.get("checkpoint_time_s"),
+        optimizer_step_s=result.get("optimizer_step_s"),  # the update alone: median of sampled steps
+        optimizer_steps_timed=result.get("optimizer_steps_timed"),
         heartbeat=time.time(),
     )
     outcomes.add(status)

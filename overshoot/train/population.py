@@ -461,9 +461,6 @@ class PopulationBackend:
         self.autocast = autocast_for(run0.precision, device)
         self.pop = Population(runs, task, device, conv)
         self.graphed = use_graph(run0, device, self.pop.model, population=True)
-        # The lr schedule drives a stand-in optimizer, which replays the single run's lr sequence.
-        self.lr_optimizer = torch.optim.SGD([torch.zeros(1)], lr=run0.hparams.lr)
-        self._lr_started = False
         folder = population_dir(runs)
         if folder.exists():
             remove_stale_temps(folder)  # the members' claims are held: nobody else writes here
@@ -479,17 +476,34 @@ class PopulationBackend:
     def graph_plan(self) -> Any:
         return self.data.plan
 
-    def _step(self, b: dict[str, Tensor], out: Tensor) -> None:
-        """One optimizer step of every member; writes [base loss, train loss, grad norm] x members to ``out``.
-        Graph mode captures exactly this."""
+    def batch(self, k: int, one: Any = None) -> dict[str, Tensor]:
+        """The members' batches of step ``k`` (batch 0 of the one-batch plan ``one``: inside a graph)."""
+        return self.data.batch(k) if one is None else self.data.batch(0, one)
+
+    @property
+    def measures(self) -> bool:
+        return self.pop.any_log_base
+
+    measures_grads = False
+
+    # The parts of one optimizer step of every member (the driver calls them in this order); they write
+    # [base loss, train loss, grad norm] x members to ``out``. Graph mode captures each part.
+    @torch.no_grad()
+    def measure(self, b: dict[str, Tensor], out: Tensor) -> None:
+        """The members' losses at their base weights before the update (read by ``backward``)."""
+        pop = self.pop
+        with self.autocast():
+            out[0] = pop.losses(pop.base_params(), b, self.data.batched).double()
+
+    def backward(self, b: dict[str, Tensor], out: Tensor) -> None:
+        """The members' training losses and gradient norms; the base loss of members that do not log it apart
+        is their training loss."""
         pop = self.pop
         with self.autocast():
             losses = pop.losses(pop.params, b, self.data.batched)
         losses.sum().backward()
         if pop.any_log_base:
-            with torch.no_grad(), self.autocast():
-                base = pop.losses(pop.base_params(), b, self.data.batched)
-            out[0] = torch.where(pop.log_base, base.detach().double(), losses.detach().double())
+            out[0] = torch.where(pop.log_base, out[0], losses.detach().double())
         else:
             out[0] = losses.detach()
         out[1] = losses.detach()
@@ -497,22 +511,18 @@ class PopulationBackend:
             [p.grad.flatten(1).norm(dim=1) for p in pop.params.values() if p.grad is not None]
         )
         out[2] = torch.linalg.vector_norm(norms, dim=0)
-        pop.update()
 
-    def step(self, k: int, out: Tensor) -> None:
-        self._step(self.data.batch(k), out)
+    def measure_grads(self, out: Tensor) -> None:
+        """Nothing: populations log no distance."""
 
-    def graph_step(self, one: Any, out: Tensor) -> None:
-        self._step(self.data.batch(0, one), out)  # the batch is gathered inside the graph
+    def update(self) -> None:
+        self.pop.update()
 
     def set_lr(self, lr: float) -> None:
         self.pop.set_lr(lr)
 
     def after_step(self) -> None:
         self.pop.advance_host()
-        if not self._lr_started:  # once, after the driver built its scheduler: a no-op step (no gradient)
-            self.lr_optimizer.step()  # that tells the scheduler the optimizer steps first, as torch expects
-            self._lr_started = True
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> list[dict[str, list[Any]]]:

@@ -1,9 +1,10 @@
 """What every training backend and the driver share: devices, seeds, CPU threads, stop requests, precision,
-CUDA-graph decisions and the epoch arithmetic of a run."""
+CUDA-graph decisions, the epoch arithmetic and the lr schedule of a run."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import signal
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from torch import nn
 
 from overshoot.config import methods
 from overshoot.config.outcomes import run_label as run_label  # re-exported: messages name runs
-from overshoot.config.run import RunConfig
+from overshoot.config.run import HParams, RunConfig
 
 if TYPE_CHECKING:
     from overshoot_tasks.base import Task
@@ -178,3 +179,17 @@ def forward_state_free(model: nn.Module) -> bool:
         isinstance(m, nn.modules.batchnorm._NormBase) or (isinstance(m, nn.Dropout) and m.p > 0)
         for m in model.modules()
     )
+
+
+def lr_at(step: int, hp: HParams, total_steps: int) -> float:
+    """The lr of step ``step`` (0-based) of a run of ``total_steps`` steps under ``hp.schedule``, in closed
+    form (as nanoGPT's ``get_lr``): ``constant`` is ``hp.lr``; ``cosine`` anneals from ``hp.lr`` at step 0 to
+    0 at ``total_steps`` (torch's ``CosineAnnealingLR(T_max=total_steps)``, ``eta_min`` 0, in closed form).
+
+    Both backends take the lr of every step from here, so a resumed run needs no scheduler state."""
+    if hp.schedule == "constant":
+        return hp.lr
+    if hp.schedule == "cosine":
+        eta_min = 0.0  # written as torch's _get_closed_form_lr, so that its values are the same floats
+        return eta_min + (hp.lr - eta_min) * (1 + math.cos(math.pi * step / total_steps)) / 2
+    raise ValueError(f"schedule={hp.schedule} is unknown: choose constant or cosine")

@@ -146,7 +146,7 @@ class SingleBackend:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.graphed = use_graph(run, device, model)
         method = methods.get(run.optimizer, run.family)
-        self.opt = self.lr_optimizer = methods.build_optimizer(
+        self.opt = methods.build_optimizer(
             method, self.params, hp, run.gamma, capturable=self.graphed,
             target=run.optimizer_target, kwargs=run.optimizer_kwargs,
         )  # fmt: skip
@@ -157,6 +157,7 @@ class SingleBackend:
         self.n_records = 4 if self.dist is not None else 3
         self.eval_batch_size = max(4 * hp.batch_size, 256)
         self.plan: Any = None
+        self._lr = hp.lr  # the lr the optimizer holds (built with the run's)
 
     def start_epoch(self, epoch: int) -> None:
         self.plan = self.task.epoch_plan(self.seed, epoch, self.batch_size, **self.plan_kw)
@@ -165,42 +166,66 @@ class SingleBackend:
         """The epoch's plan when its batches can be gathered inside a graph (None otherwise)."""
         return None if self.plan is None or self.plan.meta else self.plan
 
-    def _step(self, b: dict[str, Tensor], out: Tensor) -> None:
-        """One optimizer step on batch ``b``; writes base loss, train loss, grad norm [, distance] to ``out``.
-        Graph mode captures exactly this (grads are then kept allocated and zeroed in place)."""
-        task, model, opt, autocast = self.task, self.model, self.opt, self.autocast
-        inputs = task.inputs(b)
-        if self.log_base:
-            with (
-                torch.no_grad(),
-                base_weights(opt),
-                side_effect_free(self.forward_state, self.device, self.replay_rng),
-                autocast(),
-            ):
-                base_loss, _ = task.criterion(model(*inputs), b)
-            out[0] = base_loss.detach()
-        with autocast():
-            loss, _ = task.criterion(model(*inputs), b)
+    def batch(self, k: int, one: Any = None) -> dict[str, Tensor]:
+        """Batch ``k`` of the epoch (batch 0 of the one-batch plan ``one``: gathered inside a graph)."""
+        return self.task.train_batch(self.plan, k) if one is None else self.task.train_batch(one, 0)
+
+    @property
+    def measures(self) -> bool:
+        return bool(self.log_base)
+
+    @property
+    def measures_grads(self) -> bool:
+        return self.dist is not None
+
+    # The parts of one optimizer step on batch ``b`` (the driver calls them in this order); they write base
+    # loss, train loss, grad norm [, distance] to ``out``. Graph mode captures each part (grads are then kept
+    # allocated and zeroed in place).
+    def measure(self, b: dict[str, Tensor], out: Tensor) -> None:
+        """The loss at the base weights before the update: touches neither the weights nor the trajectory."""
+        model, autocast = self.model, self.autocast
+        with (
+            torch.no_grad(),
+            base_weights(self.opt),
+            side_effect_free(self.forward_state, self.device, self.replay_rng),
+            autocast(),
+        ):
+            base_loss, _ = self.task.criterion(model(*self.task.inputs(b)), b)
+        out[0] = base_loss.detach()
+
+    def backward(self, b: dict[str, Tensor], out: Tensor) -> None:
+        """The training forward and backward pass: train loss (also the base loss when it is not measured
+        apart) and gradient norm."""
+        with self.autocast():
+            loss, _ = self.task.criterion(self.model(*self.task.inputs(b)), b)
         loss.backward()
         out[1] = loss.detach()
         if not self.log_base:
             out[0] = loss.detach()
         out[2] = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
-        if self.dist is not None:
-            self.dist.record_grad_point()
-            with torch.no_grad(), base_weights(opt):
-                out[3] = self.dist.distance()
-        opt.step()
-        opt.zero_grad(set_to_none=not self.graphed)
 
-    def step(self, k: int, out: Tensor) -> None:
-        self._step(self.task.train_batch(self.plan, k), out)
+    def measure_grads(self, out: Tensor) -> None:
+        """The distance of paper figure 2 at this step's gradient point."""
+        assert self.dist is not None
+        self.dist.record_grad_point()
+        with torch.no_grad(), base_weights(self.opt):
+            out[3] = self.dist.distance()
 
-    def graph_step(self, one: Any, out: Tensor) -> None:
-        self._step(self.task.train_batch(one, 0), out)  # the batch is gathered inside the graph
+    def update(self) -> None:
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=not self.graphed)
 
     def set_lr(self, lr: float) -> None:
-        """Nothing: the schedule sets the optimizer's own lr."""
+        """The step's lr into every parameter group of the optimizer (written only when it changes; a
+        capturable optimizer's lr tensor is filled in place)."""
+        if lr == self._lr:
+            return
+        for group in self.opt.param_groups:
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        self._lr = lr
 
     def after_step(self) -> None:
         """Nothing: the optimizer keeps its own step count."""
@@ -227,6 +252,7 @@ class SingleBackend:
     def load_state_dict(self, ckpt: Mapping[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
+        self._lr = math.nan  # the checkpoint's lr: the next set_lr writes the schedule's
         if self.dist is not None and ckpt.get("distance") is not None:
             self.dist.ring.copy_(ckpt["distance"]["ring"])
             self.dist.count = ckpt["distance"]["count"]

@@ -1,0 +1,142 @@
+"""The training driver: the closed-form lr schedule, the checkpoint's lr, the training clock (steps.csv's
+time_s, run.json's optimizer_step_s) and resume."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import overshoot.train.lifecycle as lifecycle
+from overshoot.analysis import results
+from overshoot.config.compose import compose, resolve
+from overshoot.config.run import HParams
+from overshoot.store.writer import run_path
+from overshoot.train.lifecycle import run_one, run_population
+from overshoot.train.runtime import StopRequest, lr_at
+
+HP = HParams(
+    epochs=4, batch_size=16, lr=0.05, momentum=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+    schedule="constant", delay=0,
+)  # fmt: skip
+
+
+def _args(root: Path, out: Path, *extra: str) -> list[str]:
+    """A housing run of 3 epochs (15 steps each with the fixture's 240 training rows), fp64, one thread."""
+    return [
+        "task=housing", "precision=fp64", "device=cpu", "threads=1", "batch_size=16", "epochs=3",
+        "progress=none", "checkpoint_every=1e9", f"data.root={root}", f"out={out}", *extra,
+    ]  # fmt: skip
+
+
+def _stop_after(n_checks: int):  # type: ignore[no-untyped-def]
+    """A stand-in for ``stop_requests`` whose flag turns true (as after SIGTERM) at the n-th check."""
+
+    class Flag(StopRequest):
+        calls = 0
+
+        def __call__(self) -> bool:
+            self.calls += 1
+            if self.calls > n_checks:
+                self.signum = signal.SIGTERM
+            return super().__call__()
+
+    @contextlib.contextmanager
+    def requests() -> Iterator[StopRequest]:
+        yield Flag()
+
+    return requests
+
+
+# -- the lr schedule ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_lr_at_is_torchs_schedule_over_a_whole_run(schedule: str) -> None:
+    """Every step's lr equals torch's scheduler's: bit for bit its closed form (and, for a constant lr, the
+    scheduler's own sequence); within rounding of the recursive sequence CosineAnnealingLR steps through."""
+    total = 1000
+    hp = dataclasses.replace(HP, schedule=schedule)
+    opt = torch.optim.SGD([torch.zeros(1)], lr=hp.lr)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        if schedule == "cosine"
+        else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0)
+    )
+    stepped, closed = [], []
+    for k in range(total):
+        stepped.append(opt.param_groups[0]["lr"])
+        if schedule == "cosine":
+            sched.last_epoch = k
+            closed.append(sched._get_closed_form_lr()[0])  # type: ignore[attr-defined]
+            sched.last_epoch = k
+        opt.step()
+        sched.step()
+    ours = [lr_at(k, hp, total) for k in range(total)]
+    assert all(isinstance(v, float) for v in ours)
+    if schedule == "constant":
+        assert ours == stepped == [hp.lr] * total
+    else:
+        assert ours == closed
+        assert ours[0] == hp.lr and lr_at(total, hp, total) == 0.0
+        np.testing.assert_allclose(ours, stepped, rtol=1e-14, atol=0)
+
+
+def test_lr_at_refuses_an_unknown_schedule() -> None:
+    with pytest.raises(ValueError, match="schedule=linear is unknown"):
+        lr_at(0, dataclasses.replace(HP, schedule="linear"), 10)
+
+
+@pytest.mark.parametrize("population", [False, True], ids=["single", "population"])
+def test_both_backends_log_lr_at(root: Path, tmp_path: Path, population: bool) -> None:
+    """The lr of every logged step is lr_at's, in a single run and in each member of a population."""
+    args = _args(root, tmp_path, "schedule=cosine", "lr=0.01")
+    runs = [resolve(compose([*args, m, "seed=1"])) for m in ("optimizer=sgd", "+method=sgd_os_g3")]
+    if population:
+        assert run_population(runs) == [0, 0]
+    else:
+        assert run_one(runs[1]) == 0
+        runs = runs[1:]
+    for r in runs:
+        lrs = results.read_run(run_path(r.out, r)).steps()["lr"].tolist()
+        assert len(lrs) == 45 and lrs == [lr_at(k, r.hparams, 45) for k in range(45)]
+
+
+# -- the checkpoint's lr and resume ---------------------------------------------------------------------------
+@pytest.mark.parametrize("old", [False, True], ids=["new", "old-checkpoint"])
+def test_resume_continues_the_schedule_from_a_checkpoint_new_or_old(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: bool
+) -> None:
+    """A checkpoint holds no scheduler state and no lr of its own (the lr is the schedule's at its step;
+    the optimizer's state keeps the one torch saves); one written before, with both, resumes the same."""
+    args = ["schedule=cosine", "+method=sgd_os_g3", "seed=3"]
+    assert run_one(compose(_args(root, tmp_path / "whole", *args))) == 0
+    cut = compose(_args(root, tmp_path / "cut", *args))
+    monkeypatch.setattr(lifecycle, "stop_requests", _stop_after(20))
+    assert run_one(cut) == 143
+    monkeypatch.undo()
+    run = resolve(cut)
+    path = run_path(run.out, run) / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    assert "scheduler" not in ckpt and "lr" not in ckpt
+    step = ckpt["step"]
+    assert 0 < step < 45
+    if old:  # as the driver wrote them with a torch scheduler: its state and the next step's lr
+        opt = torch.optim.SGD([torch.zeros(1)], lr=run.hparams.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=45)
+        for _ in range(step):
+            opt.step()
+            sched.step()
+        ckpt["scheduler"], ckpt["lr"] = sched.state_dict(), opt.param_groups[0]["lr"]
+        torch.save(ckpt, path)
+    assert run_one(cut) == 0
+    whole = results.read_run(run_path(tmp_path / "whole", run)).steps()
+    again = results.read_run(run_path(run.out, run)).steps()
+    timeless = [c for c in whole.columns if c != "time_s"]
+    assert len(again) == 45
+    assert again[timeless].equals(whole[timeless])
