@@ -32,7 +32,7 @@ class Session:
 
     def __init__(self) -> None:
         self.outcomes = Outcomes()
-        self.population_jobs: list[DictConfig] = []
+        self.population_jobs: list[RunConfig] = []
         self.runs: list[RunConfig] = []  # the resolved runs of this process's sweep jobs, for the summary
         self.notes: set[str] = set()
 
@@ -44,14 +44,21 @@ class Session:
 
     def job(self, cfg: DictConfig) -> None:
         """What one Hydra job does: train its run, or skip it as another job's copy, or keep it for a
-        population. Raises KeyboardInterrupt when the run was interrupted (the sweep stops; it resumes)."""
-        if _multirun() and self._sweep_copy(cfg):
+        population. Its config is resolved once, here. Raises KeyboardInterrupt when the run was interrupted
+        (the sweep stops; it resumes)."""
+        multirun = _multirun()
+        why = drop_sweep_gamma(cfg) if multirun else None
+        try:
+            run = resolve(cfg)
+        except (ConfigError, ValueError) as e:  # bad input: its one line, exit code 2
+            self.outcomes.codes.append(bad_input(e, self.outcomes))
+            return
+        if multirun and self._sweep_copy(cfg, run, why):
             return
         if _population_job(cfg):
-            self.population_jobs.append(cfg)  # trained after the sweep, grouped
+            self.population_jobs.append(run)  # trained after the sweep, grouped
             return
-        run = self._settled(cfg)
-        if run is None:
+        if self._finished(run):
             return
         from overshoot.train.lifecycle import run_one
 
@@ -59,43 +66,33 @@ class Session:
         if code in (130, 143):
             raise KeyboardInterrupt
 
-    def _settled(self, cfg: DictConfig) -> RunConfig | None:
-        """The run of ``cfg`` to train, or None when the job ends here without torch: bad input (its one
-        line, exit code 2), or a run the store holds finished with nothing of an earlier process left beside
-        it (skipped with the line training's own check prints; a leftover claim or checkpoint is left to
-        training's check, which clears it)."""
-        try:
-            run = resolve(cfg)
-        except (ConfigError, ValueError) as e:
-            self.outcomes.codes.append(bad_input(e, self.outcomes))
-            return None
+    def _finished(self, run: RunConfig) -> bool:
+        """Whether the job ends here without torch: the store holds ``run`` finished with nothing of an
+        earlier process left beside it (skipped with the line training's own check prints; a leftover claim
+        or checkpoint is left to training's check, which clears it)."""
         path = run_path(run.out, run)
         if (path / CLAIM_FILE).exists() or (path / "checkpoint.pt").exists():
-            return run
+            return False
         verdict = results.read_run(path)
         if not verdict.finished:
-            return run
+            return False
         print(f"{run_label(run)}: skipped, already {verdict.status} in {path}", flush=True)
         self.outcomes.add("skipped")
         self.outcomes.codes.append(0)
-        return None
+        return True
 
     def finish(self) -> None:
         """Train the population jobs collected during the sweep."""
         if self.population_jobs:
             run_sweep(self.population_jobs, self.outcomes)
 
-    def _sweep_copy(self, cfg: DictConfig) -> bool:
-        """Whether this sweep job's run is trained by another job of the same sweep (then one note is
-        printed). A baseline given a gamma (``-m optimizer=sgd,sgd_os gamma=3,5,7``) is the baseline's own
-        run; of the jobs that resolve to one run directory, the first to claim it trains it."""
+    def _sweep_copy(self, cfg: DictConfig, run: RunConfig, why: str | None) -> bool:
+        """Whether this sweep job's run (``run``, resolved from ``cfg``; ``why``: the note of a gamma
+        dropped from it) is trained by another job of the same sweep (then one note is printed). A baseline
+        given a gamma (``-m optimizer=sgd,sgd_os gamma=3,5,7``) is the baseline's own run; of the jobs that
+        resolve to one run directory, the first to claim it trains it."""
         from hydra.core.hydra_config import HydraConfig
 
-        why = drop_sweep_gamma(cfg)
-        try:
-            run = resolve(cfg)
-        except (ConfigError, ValueError):
-            return False  # run_one reports it
         given_name = str(cfg.optimizer.get("name"))
         custom = cfg.optimizer.get("target") is not None or cfg.optimizer.get("_target_") is not None
         if why is None and given_name != run.optimizer and not custom:
@@ -161,10 +158,11 @@ def sweep_job_of(sweep_dir: Path, run: RunConfig, job: int) -> int:
 
 
 def run_sweep(
-    cfgs: Sequence[DictConfig], outcomes: Outcomes | None = None, max_size: int | None = None
+    cfgs: Sequence[DictConfig | RunConfig], outcomes: Outcomes | None = None, max_size: int | None = None
 ) -> list[int]:
-    """Train the composed configs of a sweep: completed runs skipped, compatible ones as populations, the
-    rest one by one; returns the exit codes. Raises KeyboardInterrupt when a population was interrupted."""
+    """Train the runs of a sweep, given as composed configs or resolved runs: completed runs skipped,
+    compatible ones as populations, the rest one by one; returns the exit codes. Raises KeyboardInterrupt
+    when a population was interrupted."""
     from overshoot.train.lifecycle import run_one, run_population
     from overshoot.train.population import MAX_SIZE, eligible, plan_populations
 
@@ -173,7 +171,7 @@ def run_sweep(
     todo: list[RunConfig] = []
     for cfg in cfgs:
         try:
-            run = resolve(cfg)
+            run = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
         except ConfigError:
             codes.append(run_one(cfg, outcomes))  # reports the error
             continue

@@ -1,0 +1,57 @@
+"""Each fact stated once: a sweep job's config is resolved once; the paper grid's method list is written
+in one config file."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from overshoot.config.compose import CONFIG_DIR
+
+COUNT_RESOLVES = textwrap.dedent(
+    """
+    import sys
+    import overshoot.config.compose as compose
+    import overshoot.train.lifecycle as lifecycle
+    import overshoot.train.sweep as sweep
+    from overshoot.cli.main import main
+
+    calls = []
+    def counting(cfg):
+        calls.append(1)
+        return compose.resolve(cfg)
+    sweep.resolve = lifecycle.resolve = counting
+    sys.argv = ["overshoot-bench", *sys.argv[1:]]
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+    print("RESOLVES", len(calls), "EXIT", code, file=sys.stderr)
+    """
+)
+
+
+@pytest.mark.parametrize("population", ["false", "true"])
+def test_a_sweep_job_is_resolved_once(population: str, tmp_path: Path) -> None:
+    args = ["-m", "optimizer=sgd,sgd_os", "gamma=3", "max_steps=1", "threads=1", "progress=none"]
+    args += [f"population={population}", f"out={tmp_path}"]
+    cmd = [sys.executable, "-c", COUNT_RESOLVES, *args]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    last = p.stderr.strip().splitlines()[-1].split()
+    assert last[0] == "RESOLVES" and last[3] == "0", p.stdout + p.stderr
+    assert int(last[1]) == 2, f"2 jobs resolved {last[1]} times:\n{p.stdout}{p.stderr}"
+
+
+def test_the_paper_method_list_is_written_once() -> None:
+    lists = [
+        p.relative_to(CONFIG_DIR)
+        for p in CONFIG_DIR.rglob("*.yaml")
+        if re.search(r"^\s*\+method:", p.read_text(), re.MULTILINE)
+    ]
+    assert lists == [Path("hydra/sweeper/params/paper_methods.yaml")]
