@@ -85,7 +85,7 @@ def test_html_is_self_contained(report_dir: Path) -> None:
 
 def test_html_loads_in_chromium_without_errors_and_shows_everything(report_dir: Path, tmp_path: Path) -> None:
     chromium = require_tool("chromium", "chromium")
-    page = tmp_path / "check.html"
+    page = report_dir / "check.html"  # beside report.html: its report_files/ (plotly) resolve
     page.write_text((report_dir / "report.html").read_text().replace("</body>", CHECK + "</body>"))
     proc = subprocess.run(
         [chromium, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", page.as_uri()],
