@@ -6,7 +6,6 @@ import contextlib
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import warnings
 import zipfile
@@ -20,6 +19,7 @@ import torch
 from overshoot.common.files import atomic_torch_save
 
 from .base import missing
+from .cache import cache_dir
 from .integrity import check_size, verify_checksum
 
 CIFAR10_CLASSES = (
@@ -36,12 +36,6 @@ CIFAR10_CLASSES = (
 )
 
 Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def cache_dir() -> Path:
-    """Where decoded datasets are cached: $OVERSHOOT_CACHE, else ~/.cache/overshoot-bench."""
-    env = os.environ.get("OVERSHOOT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "overshoot-bench"
 
 
 # -- IDX (MNIST, Fashion-MNIST) ----------------------------------------------------------------------

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from overshoot.common.files import atomic_write_text
 
+from .cache import cache_dir
+
 VERIFY_ENV = "OVERSHOOT_DATA_VERIFY"
 _HINT = f"re-copy it from the dataset's release (or set {VERIFY_ENV}=0 to use the file as it is)"
 
@@ -104,8 +106,6 @@ def check_size(dataset: str, path: Path, count: int, what: str = "examples") -> 
 
 
 def _cache_file() -> Path:
-    from .data import cache_dir
-
     return cache_dir() / "verified.json"
 
 
