@@ -55,3 +55,18 @@ def test_the_paper_method_list_is_written_once() -> None:
         if re.search(r"^\s*\+method:", p.read_text(), re.MULTILINE)
     ]
     assert lists == [Path("hydra/sweeper/params/paper_methods.yaml")]
+
+
+def test_which_methods_take_gamma_is_the_registrys() -> None:
+    from overshoot.config import methods
+    from overshoot.config.compose import compose, takes_gamma
+
+    for name, method in methods.METHODS.items():
+        node = (CONFIG_DIR / "optimizer" / f"{name}.yaml").read_text()
+        assert not re.search(r"^(overshoot|family):", node, re.MULTILINE), (
+            f"optimizer/{name}.yaml restates it"
+        )
+        assert takes_gamma(compose([f"optimizer={name}"]).optimizer) == method.overshoot, name
+    custom = ["optimizer=custom", "optimizer.target=torch.optim.Adamax", "optimizer.family=adam"]
+    assert not takes_gamma(compose(custom).optimizer)
+    assert takes_gamma(compose([*custom, "optimizer.overshoot=3"]).optimizer)

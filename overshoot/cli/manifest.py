@@ -151,15 +151,15 @@ def plan(overrides: Sequence[str], stale_after: float = STALE_AFTER_S) -> list[E
     In a sweep that also trains an overshoot method, a gamma given to an optimizer without overshoot
     (``optimizer=sgd,sgd_os gamma=3,5``) is dropped, as ``overshoot-bench -m`` drops it: that job is the
     optimizer's own run, and its line has no gamma."""
-    from overshoot.config.compose import drop_sweep_gamma, resolve
+    from overshoot.config.compose import drop_sweep_gamma, resolve, takes_gamma
     from overshoot.config.outcomes import run_label
     from overshoot.store.writer import run_path
 
     entries: dict[Path, Entry] = {}
     jobs = _expand_and_compose(overrides)
-    takes_gamma = any(cfg.optimizer.get("overshoot") for _, cfg in jobs)  # else gamma is a mistake: refused
+    any_gamma = any(takes_gamma(cfg.optimizer) for _, cfg in jobs)  # else gamma is a mistake: refused
     for job, cfg in jobs:
-        if takes_gamma and drop_sweep_gamma(cfg) is not None:
+        if any_gamma and drop_sweep_gamma(cfg) is not None:
             job = [o for o in job if o.lstrip("+~").split("=", 1)[0] != "gamma"]
         run = resolve(cfg)
         path = run_path(run.out, run)

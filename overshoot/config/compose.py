@@ -365,13 +365,22 @@ def baseline_of(run: RunConfig) -> RunConfig:
     )
 
 
+def takes_gamma(opt: Any) -> bool:
+    """Whether the ``optimizer`` node takes gamma: a built-in overshoot method (the registry,
+    :mod:`overshoot.config.methods`, says which), or a user's optimizer wrapped in Overshoot
+    (``optimizer.overshoot``)."""
+    if opt.get("target") is not None or opt.get("_target_") is not None:
+        return bool(opt.get("overshoot"))
+    return methods.is_overshoot(str(opt.get("name")))
+
+
 def drop_sweep_gamma(cfg: DictConfig) -> str | None:
     """For a job of a sweep: a gamma given to an optimizer without overshoot (``-m optimizer=sgd,sgd_os
     gamma=3,5,7``) is dropped from ``cfg`` in place, making the job that optimizer's own run; returns a note
     saying so, None when there was nothing to drop."""
     opt = cfg.get("optimizer")
     gamma = cfg.get("gamma")
-    if opt is None or bool(opt.get("overshoot")) or gamma is None:
+    if opt is None or takes_gamma(opt) or gamma is None:
         return None
     try:
         if float(gamma) == 0:
