@@ -70,3 +70,43 @@ def test_skip_of_a_finished_run_imports_no_torch(tmp_path: Path) -> None:
     assert got == 0, err
     assert "skipped, already completed" in err
     assert heavy == "-", f"the skip path imported {heavy}"
+
+
+def test_sweeper_composes_each_job_once_as_hydra_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch check composes each job once, from one composition per choice of config groups; the
+    launcher gets that config (not a copy or a second composition), equal to Hydra's own composition."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.overshoot_sweeper.overshoot_sweeper import ComposingLoader, OvershootSweeper
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base=None):
+        hydra_loader = GlobalHydra.instance().config_loader()
+        master = hydra_loader.load_configuration("config", [], RunMode.MULTIRUN)
+        bases: list[list[str]] = []
+        compose_base = hydra_loader.load_configuration
+        monkeypatch.setattr(
+            hydra_loader,
+            "load_configuration",
+            lambda **kw: bases.append(kw["overrides"]) or compose_base(**kw),
+        )
+        loader = ComposingLoader(hydra_loader)
+        sweeper = OvershootSweeper.__new__(OvershootSweeper)  # only the check: no launcher set up
+        sweeper.loader, sweeper.config = loader, master
+        batch = [
+            [f"seed={s}", f"+method={m}", "task=housing", "lr=0.01"] for m in ("sgd", "adam") for s in (1, 2)
+        ]
+        sweeper.validate_batch_is_legal(batch)
+        assert len(bases) == 2  # one composition per +method choice, not per job
+        checked = dict(loader._checked)
+        got = [loader.load_sweep_config(master, job) for job in batch]
+        assert all(cfg is checked[tuple(job)] for cfg, job in zip(got, batch, strict=True))
+        assert not loader._checked and len(bases) == 2  # handed out once, nothing composed again
+        monkeypatch.setattr(hydra_loader, "load_configuration", compose_base)
+        for cfg, job in zip(got, batch, strict=True):
+            assert OmegaConf.to_container(cfg) == OmegaConf.to_container(
+                hydra_loader.load_sweep_config(master, job)
+            )
