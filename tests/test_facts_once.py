@@ -70,3 +70,22 @@ def test_which_methods_take_gamma_is_the_registrys() -> None:
     custom = ["optimizer=custom", "optimizer.target=torch.optim.Adamax", "optimizer.family=adam"]
     assert not takes_gamma(compose(custom).optimizer)
     assert takes_gamma(compose([*custom, "optimizer.overshoot=3"]).optimizer)
+
+
+def test_the_default_gamma_is_one_number() -> None:
+    """The gamma a run gets when none is given is the optimizers' own default, and --help shows it."""
+    import torch
+
+    from overshoot.config.compose import compose, resolve
+    from overshoot.config.methods import DEFAULT_GAMMA
+    from overshoot.optim import SGDO, AdamO, Overshoot
+
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    built = [SGDO(p, lr=0.1, momentum=0.9), AdamO(p, lr=1e-3), Overshoot(torch.optim.SGD(p, lr=0.1))]
+    assert [o.param_groups[0]["gamma"] for o in built] == [DEFAULT_GAMMA] * 3
+    custom = ["optimizer=custom", "optimizer.target=torch.optim.Adamax", "optimizer.family=adam"]
+    for overrides in (["optimizer=sgd_os"], ["optimizer=adam_os"], [*custom, "optimizer.overshoot=true"]):
+        assert resolve(compose(overrides)).gamma == DEFAULT_GAMMA, overrides
+    cmd = [sys.executable, "-m", "overshoot.cli.entry", "--help"]
+    help_text = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
+    assert f"gamma=null ({DEFAULT_GAMMA:g} for the methods that take it)" in help_text

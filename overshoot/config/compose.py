@@ -44,6 +44,8 @@ def sweep_id() -> str:
 
 if not OmegaConf.has_resolver("sweep_id"):
     OmegaConf.register_new_resolver("sweep_id", sweep_id, use_cache=True)
+if not OmegaConf.has_resolver("default_gamma"):  # for --help: ${default_gamma:}
+    OmegaConf.register_new_resolver("default_gamma", lambda: f"{methods.DEFAULT_GAMMA:g}")
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
