@@ -521,13 +521,11 @@ def _coefficients(
     return _Coefs(ncm, ncg, 0.0, wd, bc2_sqrt, 1.0, g_t)
 
 
-def _cast(c: _Coefs, dtype: torch.dtype | None) -> _Coefs:
-    """The coefficients that meet a parameter in its dtype (``g_t`` stays float64)."""
-
-    def to(x: Scalar) -> Scalar:
-        return x.to(dtype) if isinstance(x, Tensor) else x
-
-    return _Coefs(to(c.ncm), to(c.ncg), to(c.undo), to(c.wd), to(c.bc2_sqrt), to(c.bc2p_sqrt), c.g_t)
+def _cast(c: Any, dtype: torch.dtype) -> Any:
+    """The coefficients (a NamedTuple) that meet a parameter, in its dtype (``g_t`` stays float64)."""
+    return c._replace(
+        **{f: x.to(dtype) for f, x in c._asdict().items() if isinstance(x, Tensor) and f != "g_t"}
+    )
 
 
 def _single_tensor_adamo(
@@ -540,18 +538,15 @@ def _single_tensor_adamo(
     if increment_steps:
         for step_t in state_steps:
             step_t += 1
-    kw: dict[str, Any] = dict(
-        capturable=capturable, lr=lr, prev_lr=prev_lr, gamma=gamma, prev_gamma=prev_gamma, delay=delay,
-        beta1=beta1, beta2=beta2, weight_decay=weight_decay, exact=exact,
-    )  # fmt: skip
-    if capturable:  # on the device, in each parameter's dtype: one computation per device and dtype
-        rows: list[_Coefs] = [None] * len(params)  # type: ignore[list-item]
-        grouped = Optimizer._group_tensors_by_device_and_dtype([params, state_steps], with_indices=True)  # type: ignore[list-item]
-        for (_, dtype), (dev_lists, indices) in grouped.items():
-            for i, c in zip(indices, _coefficient_rows(dev_lists[1], indices, dtype, **kw), strict=True):  # type: ignore[arg-type]
-                rows[i] = c
-    else:
-        rows = _coefficient_rows(state_steps, list(range(len(params))), None, **kw)
+    rows: list[_Coefs] = [None] * len(params)  # type: ignore[list-item]
+    grouped = Optimizer._group_tensors_by_device_and_dtype([params, state_steps], with_indices=True)  # type: ignore[list-item]
+    for (_, dtype), ((_, steps), indices) in grouped.items():  # capturable: in each parameter's dtype
+        for i, c in zip(indices, _coefficient_rows(
+            _coefficients, cast(list[Tensor], steps), indices, dtype, capturable=capturable,
+            coefs=(lr, prev_lr, gamma, prev_gamma), delay=delay, beta1=beta1, beta2=beta2,
+            weight_decay=weight_decay, exact=exact,
+        ), strict=True):  # fmt: skip
+            rows[i] = c
     for i, param in enumerate(params):
         c = rows[i]
         grad = grads[i] if not maximize else -grads[i]
@@ -612,8 +607,8 @@ def _multi_tensor_adamo(
             else:
                 torch._foreach_add_(dev_steps, 1.0)
         rows = _coefficient_rows(
-            dev_steps, indices, dev_params[0].dtype, capturable=capturable, lr=lr, prev_lr=prev_lr,
-            gamma=gamma, prev_gamma=prev_gamma, delay=delay, beta1=beta1, beta2=beta2,
+            _coefficients, dev_steps, indices, dev_params[0].dtype, capturable=capturable,
+            coefs=(lr, prev_lr, gamma, prev_gamma), delay=delay, beta1=beta1, beta2=beta2,
             weight_decay=weight_decay, exact=exact,
         )  # fmt: skip
         undo = [j for j, c in enumerate(rows) if not is_zero(c.undo)]
@@ -644,39 +639,36 @@ def _multi_tensor_adamo(
 
 
 def _coefficient_rows(
-    steps: list[Tensor], indices: list[int], dtype: torch.dtype | None, *, capturable: bool, lr: Coef,
-    prev_lr: Coef, gamma: Coef, prev_gamma: Coef | None, **kw: Any,
-) -> list[_Coefs]:  # fmt: skip
-    """The coefficients of each parameter (``indices``: its position in the per-parameter lists, ``steps``:
-    its step count after this step). Host: Python floats (tensors where lr/gamma are), from the counts read
-    at once, computed once per count. Capturable: float64 tensor ops on the counts' device cast to
-    ``dtype``, vectorised over the parameters where every value is a scalar, else computed once per step
-    tensor and values (population: one shared count)."""
-    coefs = (lr, prev_lr, gamma, prev_gamma)
+    fn: Callable[..., Any], steps: list[Tensor], indices: list[int], dtype: torch.dtype | None, *,
+    capturable: bool, coefs: tuple[Coef | None, ...], **kw: Any,
+) -> list[Any]:  # fmt: skip
+    """``fn(t, *coefs, **kw)`` (a NamedTuple of coefficients) for each parameter (``indices``: its position
+    in the per-parameter lists, ``steps``: its step count). Host: Python floats (tensors where a coefficient
+    is one), from the counts read at once, computed once per count. Capturable: float64 tensor ops on the
+    counts' device cast to ``dtype``, vectorised over the parameters where every value is a scalar, else
+    computed once per step tensor and values (population: one shared count)."""
+    rows = []
     if not capturable:
-        by_key: dict[tuple[Any, ...], _Coefs] = {}
-        rows = []
+        by_key: dict[tuple[Any, ...], Any] = {}
         for s, i in zip(torch.stack(steps).tolist(), indices, strict=True):
             vals = [_pick(x, i) for x in coefs]
             key = (s, *(id(v) if isinstance(v, Tensor) else v for v in vals))
             if key not in by_key:
-                by_key[key] = _coefficients(s, *vals, **kw)  # type: ignore[arg-type]
+                by_key[key] = fn(s, *vals, **kw)
             rows.append(by_key[key])
         return rows
     if all(_scalar_like(x) for x in coefs):
         c = _cast(
-            _coefficients(torch.stack(steps).to(F64), *cast(Any, [_gather(x, indices) for x in coefs]), **kw),
-            dtype,
+            fn(torch.stack(steps).to(F64), *[_gather(x, indices) for x in coefs], **kw), cast(Any, dtype)
         )
         cols = [list(x.unbind()) if isinstance(x, Tensor) and x.dim() else [x] * len(steps) for x in c]
-        return [_Coefs(*row) for row in zip(*cols, strict=True)]
-    cache: dict[tuple[int, ...], _Coefs] = {}
-    rows = []
+        return [type(c)(*row) for row in zip(*cols, strict=True)]
+    cache: dict[tuple[int, ...], Any] = {}
     for s, i in zip(steps, indices, strict=True):
         vals = [_pick(x, i) for x in coefs]
         key = (id(s), *map(id, vals))
         if key not in cache:
-            cache[key] = _cast(_coefficients(s.to(F64), *vals, **kw), dtype)  # type: ignore[arg-type]
+            cache[key] = _cast(fn(s.to(F64), *vals, **kw), cast(Any, dtype))
         rows.append(cache[key])
     return rows
 
@@ -728,8 +720,8 @@ def _fused_adamo(
     for group_lists, indices in grouped.values():
         dev_lists = [cast(list[Tensor], x) for x in group_lists]
         rows = _coefficient_rows(
-            dev_lists[4], indices, None, capturable=False, lr=lr, prev_lr=prev_lr,
-            gamma=gamma, prev_gamma=prev_gamma, delay=delay, beta1=beta1, beta2=beta2,
+            _coefficients, dev_lists[4], indices, None, capturable=False,
+            coefs=(lr, prev_lr, gamma, prev_gamma), delay=delay, beta1=beta1, beta2=beta2,
             weight_decay=weight_decay, exact=exact,
         )  # fmt: skip
         for c in dict.fromkeys(rows):  # one kernel launch per set of coefficients (normally one)
@@ -787,12 +779,6 @@ def _gather(x: Coef | None, idx: list[int]) -> Scalar | None:
     return cast(Scalar | None, x)
 
 
-def _split(x: Tensor, dtype: torch.dtype, k: int) -> list[Tensor]:
-    """A [k] (or 0-dim) coefficient as k 0-dim tensors of ``dtype`` (the foreach ops' per-tensor scalars)."""
-    x = x.to(dtype)
-    return list(x.unbind()) if x.dim() else [x] * k
-
-
 def adamo_base_offset(
     params: list[Tensor],
     exp_avgs: list[Tensor],
@@ -841,29 +827,12 @@ def adamo_base_offset(
         with_indices=True,
     )
     for (_, dtype), (dev_lists, indices) in grouped.items():
-        dtype = cast(torch.dtype, dtype)
         dev_p, dev_m, dev_v, dev_s = (cast(list[Tensor], x) for x in dev_lists)
-        coefs: list[Any]
-        bc2s: list[Any]
-        if host:  # Python floats, per parameter
-            coefs, bc2s = [], []
-            for t, i in zip(torch.stack(dev_s).tolist(), indices, strict=True):
-                coefs.append(_pick(lr, i) * _pick(gamma, i) / (1 - beta1**t) if t >= 1 else 0.0)  # type: ignore[operator]
-                bc2s.append((1 - beta2**t) ** 0.5 if t >= 1 else 1.0)
-        elif scalars:  # one vectorised coefficient computation
-            lr_g, gamma_g = _gather(lr, indices), _gather(gamma, indices)
-            coef, bc2 = _offset_coefficients(torch.stack(dev_s), lr_g, gamma_g, beta1, beta2)
-            coefs, bc2s = _split(coef, dtype, len(dev_p)), _split(bc2, dtype, len(dev_p))
-        else:  # once per step tensor and values (population: one shared count)
-            cache: dict[tuple[int, ...], tuple[Tensor, Tensor]] = {}
-            coefs, bc2s = [], []
-            for i, s in zip(indices, dev_s, strict=True):
-                lr_i, gamma_i = _pick(lr, i), _pick(gamma, i)
-                if (key := (id(s), id(lr_i), id(gamma_i))) not in cache:
-                    coef, bc2 = _offset_coefficients(s, lr_i, gamma_i, beta1, beta2)
-                    cache[key] = coef.to(dtype), bc2
-                coefs.append(cache[key][0])
-                bc2s.append(cache[key][1])
+        rows = _coefficient_rows(
+            _offset_coefficients, dev_s, indices, dtype, capturable=not host, coefs=(lr, gamma), beta1=beta1,
+            beta2=beta2,
+        )  # fmt: skip
+        coefs, bc2s = [c.coef for c in rows], [c.bc2_sqrt for c in rows]
         if foreach is not False and scalars:
             denom = torch._foreach_sqrt(dev_v)
             torch._foreach_div_(denom, bc2s)
@@ -884,11 +853,18 @@ def adamo_base_offset(
     return out
 
 
+class _Offset(NamedTuple):
+    coef: Scalar  # lr*gamma/bc1_t
+    bc2_sqrt: Scalar
+
+
 def _offset_coefficients(
-    t: Tensor, lr: Scalar | None, gamma: Scalar | None, beta1: float, beta2: float
-) -> tuple[Tensor, Tensor]:
-    """(lr*gamma/bc1_t, sqrt(1-beta2^t)) as float64 tensors; bias corrections read 1 at t = 0 (no 0/0)."""
-    t = t.to(F64)
-    first = (t < 1).to(F64)
-    coef = cast(Scalar, _f64(lr)) * cast(Scalar, _f64(gamma)) / ((1 - beta1**t) + first)
-    return cast(Tensor, coef), ((1 - beta2**t) + first).sqrt()
+    t: float | Tensor, lr: Scalar, gamma: Scalar, *, beta1: float, beta2: float
+) -> _Offset:
+    """The base offset's coefficients after ``t`` steps: Python floats for a float ``t`` and float
+    coefficients, else float64 tensors; the bias corrections read 1 at ``t = 0`` (no 0/0)."""
+    first = (t < 1).to(F64) if isinstance(t, Tensor) else float(t < 1)
+    return _Offset(
+        cast(Scalar, _f64(lr)) * cast(Scalar, _f64(gamma)) / ((1 - beta1**t) + first),
+        ((1 - beta2**t) + first) ** 0.5,
+    )
