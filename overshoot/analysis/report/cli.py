@@ -14,6 +14,7 @@ import pandas as pd
 
 from overshoot.analysis import figures as F
 from overshoot.analysis.metrics import WINDOW_FRACTION
+from overshoot.analysis.report.compare import compare_command
 from overshoot.analysis.report.interactive import JS_REL, interactive_parts
 from overshoot.analysis.report.model import ReportError
 from overshoot.analysis.report.render import FORMATS, Document, Figure, Part, to_markdown, write_document
@@ -200,6 +201,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the t-tests")
     p.add_argument("--protocol", default="", help="report only these protocol ids (comma-separated prefixes)")
     p.add_argument("--no-figures", action="store_true", help="write only the tables")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="compare two stores A B: savings, steps and best metrics per task, protocol and method in both, "
+        "their difference B - A with a Welch interval (default --out: <A>/compare)",
+    )
     a = p.parse_args(argv)
     a.formats = [f.strip() for f in a.format.split(",") if f.strip()]
     bad = [f for f in a.formats if f not in FORMATS]
@@ -224,6 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (2 on bad input, with one line on stderr)."""
     try:
         a = _parse(argv)
+        if a.compare:
+            text, _ = compare_command(
+                a.runs, a.out, a.formats, a.reduction / 100, a.window, a.alpha, a.protocols
+            )
+            print(text)
+            return 0
         sc = scan(a.runs)
         if sc.table.empty:
             raise ReportError(f"no runs found under {' '.join(map(str, a.runs))}: pass a run store directory")
