@@ -94,14 +94,14 @@ def plan_generator(seed: int, epoch: int, device: torch.device) -> torch.Generat
 
 
 def steps_per_epoch(n_train: int, batch_size: int, drop_last: bool = True) -> int:
-    """Steps per epoch: full batches only (``drop_last``), or with the last partial batch kept; ValueError
-    if no batch fits (a batch larger than the training set with ``drop_last``)."""
+    """Steps per epoch over a task's ``n_train`` training examples: full batches only (``drop_last``), or
+    with the last partial batch kept. The one check of a batch size: ValueError naming the fix when it is
+    below 1 or above ``n_train``."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    steps = n_train // batch_size if drop_last else -(-n_train // batch_size)
-    if steps == 0:
-        raise ValueError(f"batch_size {batch_size} exceeds the {n_train} training examples; lower it")
-    return steps
+        raise ValueError(f"batch_size={batch_size} is invalid: it must be at least 1")
+    if batch_size > n_train:
+        raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training examples: lower batch_size")
+    return n_train // batch_size if drop_last else -(-n_train // batch_size)
 
 
 def read_options(task: str, cfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def test_cli_digits_end_to_end(tmp_path: Path) -> None:
         assert info[key] is not None, key
     assert info["steps"] == 240
     steps = pd.read_csv(path / "steps.csv")
-    assert list(steps.columns) == ["step", "epoch", "base_loss", "train_loss", "lr", "grad_norm"]
+    assert list(steps.columns) == ["step", "epoch", "base_loss", "train_loss", "lr", "grad_norm", "time_s"]
     assert steps["step"].tolist() == list(range(240))
     # After the 20-step delay the overshoot weights differ from the base weights: the two losses differ.
     assert (steps["base_loss"][:20] == steps["train_loss"][:20]).all()
@@ -179,8 +179,9 @@ def test_diverged_run_keeps_partial_curve(tmp_path: Path) -> None:
         (["threads=0"], "threads=0 is invalid"),
         (["threads=abc"], "threads='abc' is not an integer"),
         (["seed=-1"], "seed=-1 is invalid"),
-        (["batch_size=100000"], "batch_size=100000 exceeds the 1797 examples"),
+        (["batch_size=100000"], "batch_size=100000 exceeds the 1437 training examples: lower batch_size"),
         (["batch_size=1500"], "batch_size=1500 exceeds the 1437 training examples"),
+        (["drop_last=false", "batch_size=1500"], "batch_size=1500 exceeds the 1437 training examples"),
         (["optimizer=sgd", "gamma=3"], "gamma=3 has no effect with optimizer=sgd"),
         (["optimizer=sgd_os", "gamma=-1"], "gamma must be >= 0"),
         (["task=housing", "data.root=/nonexistent"], "OVERSHOOT_DATA"),

@@ -89,3 +89,19 @@ def test_the_default_gamma_is_one_number() -> None:
     cmd = [sys.executable, "-m", "overshoot.cli.entry", "--help"]
     help_text = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
     assert f"gamma=null ({DEFAULT_GAMMA:g} for the methods that take it)" in help_text
+
+
+def test_the_batch_size_is_checked_once_against_the_tasks_training_set() -> None:
+    from overshoot_tasks.base import steps_per_epoch
+
+    from overshoot.config.compose import ConfigError, compose, resolve
+
+    # No table of training-set sizes in the config layer: a batch size is checked against the built task.
+    assert resolve(compose(["task=cifar", "batch_size=10000000"])).hparams.batch_size == 10_000_000
+    assert steps_per_epoch(10, 10) == steps_per_epoch(10, 10, drop_last=False) == 1
+    for drop_last in (True, False):
+        with pytest.raises(ValueError, match="batch_size=11 exceeds the 10 training examples"):
+            steps_per_epoch(10, 11, drop_last)
+    # A task of the user's may not take a built-in task's name (the task group's names).
+    with pytest.raises(ConfigError, match="a name of its own"):
+        resolve(compose(["task=custom", "task._target_=mymodule.MyTask", "task.name=cifar100"]))

@@ -126,6 +126,7 @@ def _train_claimed(
 ) -> list[int]:
     """Train claimed runs (one, or a population); returns their exit codes."""
     from overshoot_tasks import build_task
+    from overshoot_tasks.base import steps_per_epoch
 
     run0, n = runs[0], len(runs)
     priors = [w.read_info() for w in writers]
@@ -138,12 +139,7 @@ def _train_claimed(
             use_graph(r, device, population=population)  # cuda_graph=true where impossible: bad input
         dtype = torch.float64 if run0.precision == "fp64" else torch.float32
         task = build_task(run0.task_options, Path(run0.data_root), device, dtype)
-        bs = run0.hparams.batch_size
-        if bs > task.n_train:
-            raise ConfigError(
-                f"batch_size={bs} exceeds the {task.n_train} training examples of task={run0.task}: "
-                "lower batch_size"
-            )
+        steps_per_epoch(task.n_train, run0.hparams.batch_size, run0.drop_last)  # the batch fits the task
         epoch_steps(run0, task)
     except (ValueError, FileNotFoundError) as e:
         for r, w, prior in zip(runs, writers, priors, strict=True):
