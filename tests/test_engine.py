@@ -55,7 +55,7 @@ def _stop_after(n_checks: int):  # type: ignore[no-untyped-def]
     return requests
 
 
-# -- the lr schedule ------------------------------------------------------------------------------------------
+# -- the lr schedule -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_lr_at_is_torchs_schedule_over_a_whole_run(schedule: str) -> None:
     """Every step's lr equals torch's scheduler's: bit for bit its closed form (and, for a constant lr, the
@@ -107,7 +107,7 @@ def test_both_backends_log_lr_at(root: Path, tmp_path: Path, population: bool) -
         assert len(lrs) == 45 and lrs == [lr_at(k, r.hparams, 45) for k in range(45)]
 
 
-# -- the checkpoint's lr and resume ---------------------------------------------------------------------------
+# -- the checkpoint's lr and resume --------------------------------------------------------------------------
 @pytest.mark.parametrize("old", [False, True], ids=["new", "old-checkpoint"])
 def test_resume_continues_the_schedule_from_a_checkpoint_new_or_old(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: bool
@@ -140,3 +140,92 @@ def test_resume_continues_the_schedule_from_a_checkpoint_new_or_old(
     timeless = [c for c in whole.columns if c != "time_s"]
     assert len(again) == 45
     assert again[timeless].equals(whole[timeless])
+
+
+# -- the training clock --------------------------------------------------------------------------------------
+def _slowed(cls: type, name: str, seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``cls.name`` take ``seconds`` longer."""
+    inner = getattr(cls, name)
+
+    def slow(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(seconds)
+        return inner(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, slow)
+
+
+@pytest.mark.parametrize("population", [False, True], ids=["single", "population"])
+@pytest.mark.parametrize("slowed", ["measure+evaluate", "backward"])
+def test_time_leaves_out_the_base_loss_and_evaluation(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, population: bool, slowed: str
+) -> None:
+    """steps.csv's time_s grows with every step; a slow base-loss forward or evaluation does not show in it,
+    a slow training step does (in a population, every member has the population's time)."""
+    from overshoot.train.population import PopulationBackend
+    from overshoot.train.single import SingleBackend
+
+    cls = PopulationBackend if population else SingleBackend
+    if slowed == "backward":
+        _slowed(cls, "backward", 0.05, monkeypatch)
+    else:
+        _slowed(cls, "measure", 0.25, monkeypatch)
+        _slowed(cls, "evaluate", 0.5, monkeypatch)
+    args = _args(root, tmp_path, "epochs=2")
+    runs = [resolve(compose([*args, m, "seed=1"])) for m in ("optimizer=sgd", "+method=sgd_os_g3")]
+    if population:
+        assert run_population(runs) == [0, 0]
+    else:
+        assert run_one(runs[1]) == 0
+        runs = runs[1:]
+    times = [results.read_run(run_path(r.out, r)).steps()["time_s"].to_numpy() for r in runs]
+    for t in times:
+        assert len(t) == 30 and t[0] > 0 and (np.diff(t) > 0).all()
+        np.testing.assert_array_equal(t, times[0])
+        if slowed == "backward":
+            assert np.diff(t).min() >= 0.05
+        else:
+            assert np.diff(t).max() < 0.25 and t[-1] < 30 * 0.25
+    info = results.read_run(run_path(runs[0].out, runs[0])).info
+    assert info["optimizer_steps_timed"] == 3 and 0 < info["optimizer_step_s"] < 0.05
+
+
+def test_a_resumed_run_continues_its_time(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock goes on from the checkpoint's time: time_s increases across the resume."""
+    cut = compose(_args(root, tmp_path, "+method=sgd_os_g3", "seed=3"))
+    monkeypatch.setattr(lifecycle, "stop_requests", _stop_after(20))
+    assert run_one(cut) == 143
+    monkeypatch.undo()
+    run = resolve(cut)
+    ckpt = torch.load(run_path(run.out, run) / "checkpoint.pt", weights_only=False)
+    assert run_one(cut) == 0
+    t = results.read_run(run_path(run.out, run)).steps()["time_s"].to_numpy()
+    assert len(t) == 45 and (np.diff(t) > 0).all()
+    assert t[ckpt["step"] - 1] == ckpt["time_s"]
+
+
+def test_a_run_begun_before_the_clock_resumes_untimed(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose steps.csv has no time_s (begun by an earlier version) resumes from its checkpoint and
+    goes on without the column; the reader reads it."""
+    from overshoot.config.schema import UNTIMED_STEP_COLUMNS
+
+    cut = compose(_args(root, tmp_path, "+method=sgd_os_g3", "seed=3"))
+    monkeypatch.setattr(lifecycle, "stop_requests", _stop_after(20))
+    assert run_one(cut) == 143
+    monkeypatch.undo()
+    run = resolve(cut)
+    folder = run_path(run.out, run)
+    lines = (folder / "steps.csv").read_text().splitlines()
+    old = [",".join(UNTIMED_STEP_COLUMNS)] + [",".join(x.split(",")[:-1]) for x in lines[1:]]
+    (folder / "steps.csv").write_text("\n".join(old) + "\n")
+    ckpt = torch.load(folder / "checkpoint.pt", weights_only=False)
+    del ckpt["time_s"]
+    ckpt["log_tails"][0][0] = old[-1]
+    torch.save(ckpt, folder / "checkpoint.pt")
+    assert run_one(cut) == 0
+    steps = results.read_run(folder).steps()
+    assert list(steps.columns) == list(UNTIMED_STEP_COLUMNS) and len(steps) == 45
+    assert steps["step"].tolist() == list(range(45))

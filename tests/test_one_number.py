@@ -106,7 +106,7 @@ def _trial(study: Path, run: Path, seed: int, lr: float, val: float) -> None:
     w = RunWriter(run_path(study / "tuning", cfg))
     w.start(cfg, {"metric": "accuracy", "metric_scale": 1.0}, resume_rows=(0, 0))
     steps = {"step": [0, 1], "epoch": [0, 1], "base_loss": [1.0, 0.5], "train_loss": [1.0, 0.5]}
-    w.append_steps({**steps, "lr": [lr, lr], "grad_norm": [1.0, 1.0]})
+    w.append_steps({**steps, "lr": [lr, lr], "grad_norm": [1.0, 1.0], "time_s": [0.1, 0.2]})
     acc = [0.5, 0.5, val, val]  # epoch 0 then 1, val then test
     w.append_epochs({"epoch": [0, 0, 1, 1], "split": ["val", "test"] * 2, "loss": [0.5] * 4, "accuracy": acc})
     w.write_info(status="completed", steps=2)

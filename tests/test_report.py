@@ -118,6 +118,7 @@ def write_run(
             "train_loss": loss,
             "lr": np.full(n_steps, 1e-3),
             "grad_norm": np.ones(n_steps),
+            "time_s": 0.01 * (t + 1),
             "distance": 1.0 / (1.0 + gamma) + 0.01 * rng.random(n_steps),
         }
     )

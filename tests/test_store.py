@@ -310,13 +310,14 @@ def test_run_json_is_strict_json(tmp_path: Path) -> None:
 def test_truncate_drops_a_partial_line_and_refuses_short_logs(tmp_path: Path) -> None:
     w = RunWriter(tmp_path)
     header = ",".join(w.step_columns) + "\n"
-    w.steps_file.write_text(header + "0,0,1,1,1,1\n1,0,1,1,1,1\n2,0,1,1")
+    r0, r1 = (",".join([str(i), "0"] + ["1"] * (len(w.step_columns) - 2)) + "\n" for i in (0, 1))
+    w.steps_file.write_text(header + r0 + r1 + "2,0,1,1")
     w._truncate(w.steps_file, w.step_columns, 2, indexed=True)
-    assert w.steps_file.read_text() == header + "0,0,1,1,1,1\n1,0,1,1,1,1\n"
-    w.steps_file.write_text(header + "0,0,1,1,1,1\n1,0,1,1")  # cut inside the checkpoint's rows
+    assert w.steps_file.read_text() == header + r0 + r1
+    w.steps_file.write_text(header + r0 + "1,0,1,1")  # cut inside the checkpoint's rows
     with pytest.raises(LogMismatch, match="holds 1 whole rows but the checkpoint expects 2"):
         w._truncate(w.steps_file, w.step_columns, 2, indexed=True)
-    w.steps_file.write_text(header + "0,0,1,1,1,1\n0,0,1,1,1,1\n")  # a duplicated step
+    w.steps_file.write_text(header + r0 + r0)  # a duplicated step
     with pytest.raises(LogMismatch):
         w._truncate(w.steps_file, w.step_columns, 2, indexed=True)
 

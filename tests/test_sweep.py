@@ -29,6 +29,8 @@ LABELS = ["sgd", "nesterov", "sgd_os-g3", "sgd_os-g5", "sgd_os-g7"]
 LABELS += ["adam", "nadam", "adam_os-g3", "adam_os-g5", "adam_os-g7"]
 SEEDS = list(range(10, 101, 10))
 STEPS_HEADER = ",".join(STEP_COLUMNS) + "\n"  # steps.csv as the store writes it
+ROW0 = dict(step=0, epoch=0, base_loss=1.5, train_loss=1.5, lr=0.1, grad_norm=1.0, time_s=0.01)
+STEP_ROW = ",".join(str(ROW0[c]) for c in STEP_COLUMNS) + "\n"  # its first row
 PAPER_TASKS = ["housing", "vae_fmnist", "vae_mnist", "fmnist", "cifar", "cifar100", "gpt2_qqp"]
 
 
@@ -100,7 +102,7 @@ def test_run_states_from_run_json(tmp_path: Path) -> None:
         "running": _write_info(tmp_path / "r", status="running", host=host, pid=alive_pid, heartbeat=now),
         "unknown": _write_info(tmp_path / "u", status="weird"),
     }
-    (tmp_path / "c" / "steps.csv").write_text(STEPS_HEADER + "0,0,1.5,1.5,0.1,1.0\n")
+    (tmp_path / "c" / "steps.csv").write_text(STEPS_HEADER + STEP_ROW)
     for state, path in cases.items():
         assert manifest.run_state(path) == state, state
     # Killed without a chance to say so: its process is gone, or it has not beaten for too long.
@@ -115,7 +117,7 @@ def test_run_states_from_run_json(tmp_path: Path) -> None:
     assert manifest.run_state(tmp_path / "bad") == "damaged"
     assert manifest.run_state(_write_info(tmp_path / "t", status="completed", steps="1")) == "damaged"
     short = _write_info(tmp_path / "s", status="completed", steps=2, task="digits", optimizer="sgd")
-    (short / "steps.csv").write_text(STEPS_HEADER + "0,0,1.5,1.5,0.1,1.0\n")
+    (short / "steps.csv").write_text(STEPS_HEADER + STEP_ROW)
     assert manifest.run_state(short) == "damaged"
     assert "damaged" in manifest.TODO_STATES
 

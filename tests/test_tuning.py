@@ -142,6 +142,7 @@ def _fake_run(
             "train_loss": [1.0] * n,
             "lr": [lr] * n,
             "grad_norm": [1.0] * n,
+            "time_s": [0.1 * (i + 1) for i in range(n)],
         }
     )
     rows: dict[str, list] = {"epoch": [], "split": [], "loss": [], "accuracy": []}
@@ -226,6 +227,7 @@ def _write_run(out: Path, cfg: dict, loss: np.ndarray, val: list[float], test: l
             "train_loss": list(loss),
             "lr": [cfg["hparams"]["lr"]] * n,
             "grad_norm": [1.0] * n,
+            "time_s": [0.1 * (i + 1) for i in range(n)],
         }
     )
     rows: dict[str, list] = {"epoch": [], "split": [], "loss": [], "accuracy": []}

@@ -66,7 +66,12 @@ LEFT_OUT_COLUMNS = ("path", "status", "file", "reason")
 FINISHED = ("completed", "diverged")  # results: a relaunch does not train them again
 EPOCH_COLUMNS = schema.EPOCH_COLUMNS
 SPLITS = ("val", "test")  # epochs.csv's split names, as the store writes them
-STEP_HEADERS = (schema.STEP_COLUMNS, (*schema.STEP_COLUMNS, "distance"))  # steps.csv's, with the distance
+# steps.csv's headers: with time_s or without (runs begun before the clock), each with the distance
+STEP_HEADERS = tuple(
+    (*cols, *extra)
+    for cols in (schema.STEP_COLUMNS, schema.UNTIMED_STEP_COLUMNS)
+    for extra in ((), ("distance",))
+)
 
 
 def task_label(task: str) -> str:
@@ -146,6 +151,7 @@ class RunRecord:
     base_loss: np.ndarray
     epoch_log: dict[str, list[Any]] = field(default_factory=dict)  # epochs.csv by column
     distance: np.ndarray | None = None
+    time_s: np.ndarray | None = None  # elapsed training seconds per step (None: logged before the clock)
     protocol: str = ""
     config_hash: str = ""
     config: dict[str, Any] = field(default_factory=dict)
@@ -318,9 +324,10 @@ def _floats(cells: Iterable[str], name: str, column: str) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def _steps(path: Path, info: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+def _steps(path: Path, info: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """steps.csv of a completed run, checked against run.json: one row per step the run says it took,
-    consecutive, every loss a finite number. Returns base_loss and distance (None when not logged)."""
+    consecutive, every loss a finite number. Returns base_loss, distance (None when not logged) and time_s
+    (None in a log begun before the training clock)."""
     header, rows = _read_log(path, "steps.csv")
     if tuple(header) not in STEP_HEADERS:
         raise SchemaError("steps.csv", f"has the header {','.join(header)[:60]!r}, not one the store writes")
@@ -352,7 +359,8 @@ def _steps(path: Path, info: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray 
     if "distance" in col:
         d = _floats((r[col["distance"]] for r in rows), "steps.csv", "distance")
         dist = d if np.isfinite(d).any() else None
-    return base, dist
+    times = _floats((r[col["time_s"]] for r in rows), "steps.csv", "time_s") if "time_s" in col else None
+    return base, dist, times
 
 
 def _epochs(path: Path, strict: bool = True) -> dict[str, list[Any]]:
@@ -475,7 +483,7 @@ def read_run(path: Path | str) -> StoredRun:
             raise SchemaError(
                 "run.json", "says completed but records no steps (not written by a finished run)"
             )
-        base, dist = _steps(path, info)
+        base, dist, times = _steps(path, info)
         epochs = _epochs(path)
         want = info.get("eval_rows")  # recorded at finish (runs written before it: not checked)
         if isinstance(want, int) and len(epochs["split"]) != want:
@@ -501,6 +509,7 @@ def read_run(path: Path | str) -> StoredRun:
         base_loss=base,
         epoch_log=epochs,
         distance=dist,
+        time_s=times,
         protocol=protocol_id(cfg) if cfg else "",
         config_hash=str(info.get("config_hash") or (schema.config_hash(cfg) if cfg else "")),
         config=dict(cfg),

@@ -38,8 +38,10 @@ UNHASHED_KEYS = (
     "preset",
 )
 # A run directory's name: seed<seed>-<the first 8 hex digits of its config hash>.
-# The logs' columns as the store writes them (steps.csv adds ``distance`` when it is logged).
-STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm")
+# The logs' columns as the store writes them (steps.csv adds ``distance`` when it is logged). ``time_s``: the
+# elapsed training seconds at the end of the step (overshoot.train.engine.StepClock says what is timed).
+STEP_COLUMNS = ("step", "epoch", "base_loss", "train_loss", "lr", "grad_norm", "time_s")
+UNTIMED_STEP_COLUMNS = STEP_COLUMNS[:-1]  # steps.csv of a run begun before the training clock
 EPOCH_COLUMNS = ("epoch", "split", "loss", "accuracy")
 RUN_DIR_NAME = re.compile(r"^seed(-?\d+)-([0-9a-f]{8})$")
 

@@ -80,6 +80,30 @@ def _format_rows(columns: Sequence[str], rows: Mapping[str, Sequence[Any]]) -> s
     return "".join(",".join(map(str, cells)) + "\n" for cells in zip(*cols, strict=True))
 
 
+def _resumed_columns(path: Path, columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns a resumed run goes on writing to its steps.csv at ``path``: ``columns``, or ``columns``
+    without ``time_s`` when the log was begun before the training clock (its steps stay untimed: the time
+    of the steps before the checkpoint is unknown)."""
+    untimed = tuple(c for c in columns if c != "time_s")
+    try:
+        with open(path, errors="replace") as f:
+            header = f.readline()
+    except OSError:
+        return columns
+    return untimed if header == ",".join(untimed) + "\n" else columns
+
+
+def without_time(text: str) -> str:
+    """A log's text without its ``time_s`` column (unchanged when it has none): what a resumed or repeated
+    run reproduces byte for byte, as the training clock's readings differ from run to run."""
+    lines = text.split("\n")
+    header = lines[0].split(",")
+    if "time_s" not in header:
+        return text
+    j = header.index("time_s")
+    return "\n".join(",".join(c for i, c in enumerate(x.split(",")) if i != j) if x else x for x in lines)
+
+
 def run_identity(run: RunConfig) -> dict[str, Any]:
     """Whose state a single run's checkpoint is: its config hash, seed and method (saved in it, checked when
     it is loaded)."""
@@ -304,9 +328,12 @@ class RunWriter:
         self, config: Mapping[str, Any] | RunConfig, info: Mapping[str, Any], *, resume_rows: tuple[int, int]
     ) -> None:
         """Write the config and a ``running`` run.json; cut the logs to ``resume_rows`` (steps, epochs),
-        dropping a partial last line. Raises LogMismatch when a log holds fewer whole rows than that."""
+        dropping a partial last line (a steps.csv begun before the ``time_s`` column goes on without it).
+        Raises LogMismatch when a log holds fewer whole rows than that."""
         self.prepare()
         self.write_config(config)
+        if resume_rows[0]:
+            self.step_columns = _resumed_columns(self.steps_file, self.step_columns)
         self._truncate(self.steps_file, self.step_columns, resume_rows[0], indexed=True)
         self._truncate(self.epochs_file, EPOCH_COLUMNS, resume_rows[1])
         self._info = {**self.read_info(), **info, "status": "running"}
