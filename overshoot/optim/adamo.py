@@ -145,6 +145,8 @@ class AdamO(OvershootOptimizer):
 
     def _check_group(self, group: dict[str, Any]) -> None:
         _check_group(group)
+        if group.get("capturable", False):
+            _check_capturable(group["params"], (group["lr"],), error=ValueError)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -279,42 +281,12 @@ class AdamO(OvershootOptimizer):
                         st[key] = torch.tensor(float(st[key]), dtype=F64, device=p.device)
                 else:
                     st.pop(GAMMA_MAX_KEY, None)
-        self._check_group_devices()
-        self._refresh_any_offset()
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group after checking its values (and, capturable, its devices)."""
-        super().add_param_group(param_group)
-        _check_devices(self.param_groups[-1])
-
-    def _check_group_devices(self) -> None:
         for group in self.param_groups:
-            _check_group(group)
-            _check_devices(group)
+            self._check_group(group)
+        self._refresh_any_offset()
 
 
 _HOST_SCALARS = ("last_lr", "last_gamma")
-
-
-def _check_devices(group: dict[str, Any]) -> None:
-    """Capturable groups: parameters on a capturable device, a tensor lr on the parameters' device."""
-    if not group.get("capturable", False):
-        return
-    supported = capturable_devices()
-    devices = {p.device for p in group["params"]}
-    bad = sorted(str(d) for d in devices if d.type not in supported)
-    if bad:
-        raise RuntimeError(
-            f"AdamO(capturable=True) needs parameters on one of {supported} (got {', '.join(bad)}): "
-            "pass capturable=False"
-        )
-    lr = group["lr"]
-    if isinstance(lr, Tensor) and devices and devices != {lr.device}:
-        raise ValueError(
-            f"AdamO(capturable=True) needs a tensor lr on the parameters' device (lr on {lr.device}, "
-            f"parameters on {', '.join(sorted(map(str, devices)))}): create it there, e.g. "
-            "torch.tensor(1e-3, device=...)"
-        )
 
 
 def _check_group(group: dict[str, Any]) -> None:
@@ -331,23 +303,18 @@ def _check_group(group: dict[str, Any]) -> None:
         lr = float(lr)
     if not lr >= 0.0:
         raise ValueError(f"Invalid learning rate: {lr} (allowed range: lr >= 0)")
-    eps = group["eps"]
-    if not eps > 0.0:
+    if not (eps := group["eps"]) > 0.0:
         raise ValueError(f"Invalid epsilon value: {eps} (allowed range: eps > 0)")
-    betas = group["betas"]
-    if len(betas) != 2:
+    if len(betas := group["betas"]) != 2:
         raise ValueError(f"Invalid betas: {betas} (expected a pair (beta1, beta2), each in [0, 1))")
     for i, b in enumerate(betas):
         if not 0.0 <= b < 1.0:
             raise ValueError(f"Invalid beta parameter at index {i}: {b} (allowed range: 0 <= betas[{i}] < 1)")
-    wd = group["weight_decay"]
-    if not wd >= 0.0:
+    if not (wd := group["weight_decay"]) >= 0.0:
         raise ValueError(f"Invalid weight_decay value: {wd} (allowed range: weight_decay >= 0)")
-    gamma = group["gamma"]
-    if not gamma >= 0.0:
+    if not (gamma := group["gamma"]) >= 0.0:
         raise ValueError(f"Invalid gamma value: {gamma} (allowed range: gamma >= 0)")
-    delay = group["delay"]
-    if delay is not None and not delay >= 0:
+    if (delay := group["delay"]) is not None and not delay >= 0:
         raise ValueError(f"Invalid delay value: {delay} (allowed range: delay >= 0, or None for no ramp)")
     if gamma > 0 and betas[0] == 0 and not group["exact"]:
         raise ValueError(
@@ -427,7 +394,7 @@ def adamo(
                 "adamo(fused=True) is not capturable: pass capturable=False, or fused=False (the foreach and "
                 "single-tensor paths are capturable)"
             )
-        _check_capturable(params, state_steps, coefs)
+        _check_capturable(params, coefs, state_steps)
         scalars = all(_scalar_like(x) for x in coefs)
         if foreach and not scalars:
             raise ValueError(
@@ -436,12 +403,8 @@ def adamo(
             )
         fused, foreach = False, scalars if foreach is None else foreach
     else:
-        lists = [x for x in coefs if isinstance(x, (list, tuple))]
-        if (
-            any(isinstance(v, Tensor) for x in lists for v in x)
-            or out_lr is not None
-            or out_gamma is not None
-        ):
+        lists = [v for x in coefs if isinstance(x, (list, tuple)) for v in x]
+        if any(isinstance(v, Tensor) for v in lists) or out_lr is not None or out_gamma is not None:
             raise ValueError(
                 "per-parameter lists of lr/gamma/prev_lr/prev_gamma and out_lr/out_gamma need capturable=True"
             )
@@ -743,24 +706,28 @@ def _scalar_like(x: Coef | None) -> bool:
 
 
 def _check_capturable(
-    params: list[Tensor], state_steps: list[Tensor], coefs: tuple[Coef | None, ...]
-) -> None:
+    params: list[Tensor], coefs: tuple[Coef | None, ...], steps: list[Tensor] | None = None,
+    error: type[Exception] = RuntimeError,
+) -> None:  # fmt: skip
+    """Capturable: parameters on ``capturable_devices()``, their step counts and tensor lr/gamma/prev_lr/
+    prev_gamma (one per parameter, or one for all) on the parameters' device."""
     supported = capturable_devices()
-    for p, s in zip(params, state_steps, strict=True):
+    for p, s in zip(params, params if steps is None else steps, strict=True):
         if p.device.type not in supported or s.device != p.device:
+            step = "" if s.device == p.device else f", its step count on {s.device}"
             raise RuntimeError(
-                f"If capturable=True, params and state_steps must be on supported devices: {supported} "
-                f"(got a parameter on {p.device} with its step on {s.device})"
+                f"AdamO(capturable=True) needs parameters on supported devices: {supported}, each with its "
+                f"step count (got {p.device}{step}): pass capturable=False"
             )
     devices = {p.device for p in params}
     for x in coefs:
         pairs = zip(x, params, strict=True) if isinstance(x, (list, tuple)) else [(x, p) for p in params[:1]]
         for v, p in pairs:
             if isinstance(v, Tensor) and {v.device} != ({p.device} if x is not v else devices):
-                raise RuntimeError(
+                raise error(
                     f"capturable AdamO needs tensor lr/gamma/prev_lr/prev_gamma on the parameters' device "
-                    f"(got one on {v.device}, parameters on {', '.join(sorted(map(str, devices)))}): a CUDA "
-                    "graph would freeze its value"
+                    f"(got one on {v.device}, parameters on {', '.join(sorted(map(str, devices)))}): create "
+                    "it there, e.g. torch.tensor(1e-3, device=...); a CUDA graph would freeze its value"
                 )
 
 
@@ -780,19 +747,10 @@ def _gather(x: Coef | None, idx: list[int]) -> Scalar | None:
 
 
 def adamo_base_offset(
-    params: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    lr: Coef,
-    gamma: Coef,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    inplace: bool = False,
+    params: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor], state_steps: list[Tensor], *,
+    lr: Coef, gamma: Coef, beta1: float, beta2: float, eps: float, inplace: bool = False,
     foreach: bool | None = None,
-) -> list[Tensor]:
+) -> list[Tensor]:  # fmt: skip
     r"""AdamO's base weights from the overshoot weights ``params``:
     ``theta = theta' + lr*gamma*m/(bc1_t*d_t)``, ``bc1_t = 1-beta1^t``,
     ``d_t = sqrt(v)/sqrt(1-beta2^t) + eps``. Where lr or gamma holds a tensor, with tensor ops only (no host
@@ -822,11 +780,8 @@ def adamo_base_offset(
     out = list(params)
     if not params:
         return out
-    grouped = Optimizer._group_tensors_by_device_and_dtype(
-        [params, exp_avgs, exp_avg_sqs, state_steps],  # type: ignore[list-item]
-        with_indices=True,
-    )
-    for (_, dtype), (dev_lists, indices) in grouped.items():
+    lists = [params, exp_avgs, exp_avg_sqs, state_steps]
+    for (_, dtype), (dev_lists, indices) in Optimizer._group_tensors_by_device_and_dtype(lists, True).items():  # type: ignore[arg-type]
         dev_p, dev_m, dev_v, dev_s = (cast(list[Tensor], x) for x in dev_lists)
         rows = _coefficient_rows(
             _offset_coefficients, dev_s, indices, dtype, capturable=not host, coefs=(lr, gamma), beta1=beta1,
@@ -837,12 +792,8 @@ def adamo_base_offset(
             denom = torch._foreach_sqrt(dev_v)
             torch._foreach_div_(denom, bc2s)
             torch._foreach_add_(denom, eps)
-            # Python-float coefficients as torch's scalar list, tensors folded into the numerators
-            num, scal = (dev_m, coefs) if host else (torch._foreach_mul(dev_m, coefs), [1.0] * len(dev_p))
-            scal = cast(list[float], scal)
-            if inplace:
-                torch._foreach_addcdiv_(dev_p, num, denom, scal)
-            res = dev_p if inplace else torch._foreach_addcdiv(dev_p, num, denom, scal)
+            res = dev_p if inplace else [p.clone() for p in dev_p]
+            _foreach_addcdiv(res, dev_m, denom, coefs)
         else:
             res = [
                 (p.addcdiv_ if inplace else p.addcdiv)(m * c, (v.sqrt() / b).add_(eps))
