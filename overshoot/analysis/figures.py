@@ -1,5 +1,8 @@
 """The paper's figures (arXiv 2501.09556) from a report, as PNG and PDF with matplotlib (Agg).
 
+* :func:`threshold_panels` -- per task section and family, the seed-mean smoothed training loss zoomed
+  around the 95% threshold with the crossings k_B and k_O marked and labelled, beside a strip of the
+  per-seed steps to threshold (one dot per seed, mean and 95% interval per method);
 * :func:`loss_grid` -- per task section and family, the smoothed base-weight training loss per step with
   the 95% threshold and each method's first crossing, and the test loss per epoch;
 * :func:`saving_vs_gamma` -- step saving vs gamma per task section, CM/NAG and Adam/NAdam marked;
@@ -8,8 +11,10 @@
 * :func:`distance_vs_gamma` -- mean weighted distance (the ``distance`` column of steps.csv) vs gamma.
 
 Sizes follow a two-column paper: one column is :data:`COLUMN_IN` wide, the full text width :data:`TEXT_IN`;
-fonts are embedded as TrueType (Type 42), legends sit outside the axes in at most three columns, and the
-families differ in line style and marker fill as well as colour.
+fonts are embedded as TrueType (Type 42), legends sit outside the axes in at most three columns, log axes
+are labelled in plain decimals (0.3, not 3x10^-1), step counts carry thousands separators, and the families
+differ in line style and marker fill as well as colour. Every crossing and step count drawn comes from the
+savings path (:func:`overshoot.analysis.savings.saving_summary` and ``savings``, held by the report).
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -32,14 +37,16 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
 from overshoot.analysis import metrics as M
-from overshoot.analysis.report.model import Section
-from overshoot.analysis.report.style import family_label
-from overshoot.analysis.report.tables import Report
 from overshoot.analysis.results import RunRecord, family_rank, is_second_baseline, method_order, task_label
 from overshoot.common.files import atomic_write
 from overshoot.config import methods
+
+if TYPE_CHECKING:  # the report package draws with these figures (report.interactive): no import cycle
+    from overshoot.analysis.report.model import Section
+    from overshoot.analysis.report.tables import Report
 
 FIGURE_FORMATS = ("png", "pdf")
 COLUMN_IN, TEXT_IN = 3.3, 6.9
@@ -49,7 +56,18 @@ OPTIMUM_A, OPTIMUM_B = 5.568e-9, 21.914
 FAMILY_COLORS = {"sgd": "#08519c", "adam": "#a63603", "lion": "#006d2c", "radam": "#54278f"}
 FAMILY_LINESTYLE = {"sgd": "-", "adam": "--", "lion": "-", "radam": "--"}
 FAMILY_FILLED = {"sgd": True, "adam": False, "lion": True, "radam": False}
-FAMILY_CMAP = {"sgd": "Blues", "adam": "Oranges", "lion": "Greens", "radam": "Purples"}  # a family's gammas
+FAMILY_CMAP = {
+    "sgd": "Blues",
+    "adam": "Oranges",
+    "lion": "Greens",
+    "radam": "Purples",
+}  # beyond the list below
+# A family's overshoot gammas, smallest first: hues far enough apart to tell three gammas apart in one panel
+# (Okabe-Ito picks, colour-blind safe), never the baselines' black or purple.
+GAMMA_COLORS = {
+    "sgd": ("#56b4e9", "#0072b2", "#009e73"),
+    "adam": ("#e69f00", "#d55e00", "#8c510a"),
+}
 MOMENTUM_SYMBOL = {"sgd": "μ", "adam": "β1"}  # the momentum a family's second baseline sits at on the γ axis
 # Per family, the style of its baseline (CM, Adam) and of its second baseline (NAG, NAdam).
 BASELINE_STYLE: dict[str, dict[str, dict[str, Any]]] = {
@@ -127,7 +145,8 @@ def method_style(
 ) -> dict[str, Any]:
     """Colour, line style, marker and marker fill of a method: the SGD family solid with filled markers,
     the Adam family dashed with open ones, baselines dotted/dash-dotted in black/purple; overshoot gammas
-    darker the larger they are, each with its own marker (greyscale-safe: marker and dash tell them apart).
+    in hues of their own (:data:`GAMMA_COLORS`, a ramp beyond three gammas), each with its own marker
+    (greyscale-safe: marker and dash tell them apart).
     A user's method (of ``family``) gets a colour, marker and dash of its own: the same for the same name,
     distinct among the ``customs`` names plotted together (up to six)."""
     m = methods.METHODS.get(optimizer)
@@ -151,8 +170,11 @@ def method_style(
         gs = sorted(set(gammas)) or [gamma]
         pos = gs.index(gamma) / max(1, len(gs) - 1) if gamma in gs else 0.5
         idx = gs.index(gamma) if gamma in gs else 0
+        listed = GAMMA_COLORS.get(family, ())
+        positive = [g for g in gs if g > 0]  # gamma 0 (a baseline) takes no listed colour
+        own = gamma in positive and len(positive) <= len(listed)
         style = {
-            "color": cmap(0.5 + 0.45 * pos),
+            "color": listed[positive.index(gamma)] if own else cmap(0.35 + 0.6 * pos),
             "linestyle": FAMILY_LINESTYLE.get(family, "-"),
             "marker": OS_MARKERS[idx % len(OS_MARKERS)],
         }
@@ -242,6 +264,8 @@ def _band(
 
 
 def _family_label(family: str) -> str:
+    from overshoot.analysis.report.style import family_label
+
     return family_label(family) + " family"
 
 
@@ -260,6 +284,311 @@ def _overshoot_name(family: str) -> str:
     return methods.METHODS[f.overshoot].display if f is not None else family
 
 
+# ------------------------------------------------------------------------------------------------ ticks
+def plain_number(v: float) -> str:
+    """A tick value as a plain decimal with thousands separators: 0.3, 0.04, 2.5, 1,200 (never 3x10^-1)."""
+    if not math.isfinite(v):
+        return ""
+    if v == 0:
+        return "0"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return str(np.format_float_positional(float(f"{v:.3g}"), trim="-"))
+
+
+def plain_ticks(ax: Any, axis: str = "y") -> None:
+    """Label ``axis`` of ``ax`` in plain decimals: every major tick (on a log axis the decades, or the ticks
+    set), and on a log axis the minor ticks 2, 3, 4, 5, 6, 8 times a decade when the axis spans at most one
+    decade (0.3 0.4 0.6), 2 and 5 times up to two decades, none beyond; no offset, no exponent. Call it
+    after the axis scale is set (setting a scale resets the labels)."""
+    a = ax.yaxis if axis == "y" else ax.xaxis
+
+    def label(v: float, _pos: Any = None) -> str:  # a minor tick of a log axis
+        if v <= 0:
+            return ""
+        lo, hi = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
+        decades = math.log10(hi / lo) if lo > 0 else math.inf
+        m = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
+        keep = {1.0}
+        if decades <= 1.0:
+            keep |= {2.0, 3.0, 4.0, 5.0, 6.0, 8.0}
+        elif decades <= 2.0:
+            keep |= {2.0, 5.0}
+        return plain_number(v) if m in keep else ""
+
+    a.set_major_formatter(
+        FuncFormatter(lambda v, _pos: plain_number(v) if v > 0 or a.get_scale() != "log" else "")
+    )
+    if a.get_scale() == "log":
+        a.set_minor_formatter(FuncFormatter(label))
+
+
+def _steps_axis(ax: Any, axis: str = "x") -> None:
+    """Step counts on ``axis``: integers with thousands separators."""
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    a.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
+
+
+# ------------------------------------------------------------------------------------- threshold panels
+def _section_savings(report: Report, sec: Section, family: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The savings path's rows of one section and family: the summary (one per method) and per seed."""
+    s, p = report.savings, report.seed_savings
+    return (
+        s[(s["section"] == sec.key) & (s["family"] == family)],
+        p[(p["section"] == sec.key) & (p["family"] == family)],
+    )
+
+
+def _step(k: Any, window: int) -> int | None:
+    """A smoothed-array index of the savings path (``paper_k_*``) as a real step: the window's end."""
+    return None if k is None or pd.isna(k) else int(k) + int(window)
+
+
+def crossings(report: Report, sec: Section, family: str) -> tuple[float, dict[str, int | None]]:
+    """The threshold of the seed-mean curves and each method's first crossing in real steps (None: not
+    reached), the baseline first, as the savings path computed them (``paper_threshold``, ``paper_k_*``
+    of :func:`overshoot.analysis.savings.saving_summary`)."""
+    summary, _ = _section_savings(report, sec, family)
+    if summary.empty:
+        return math.nan, {}
+    first = summary.iloc[0]
+    out: dict[str, int | None] = {str(first["baseline"]): _step(first["paper_k_baseline"], first["window"])}
+    for _, row in summary.iterrows():
+        out[str(row["method"])] = _step(row["paper_k_method"], row["window"])
+    return float(first["paper_threshold"]), out
+
+
+def seed_steps(report: Report, sec: Section, family: str) -> dict[str, dict[int, int | None]]:
+    """Per method (the baseline first), each seed's steps to its own baseline seed's threshold (None: not
+    reached), from the savings path's per-seed rows (``k_baseline``, ``k_method``)."""
+    _, per_seed = _section_savings(report, sec, family)
+    if per_seed.empty:
+        return {}
+    out: dict[str, dict[int, int | None]] = {}
+    base = per_seed.drop_duplicates("seed")
+    out[str(per_seed["baseline"].iloc[0])] = {
+        int(s): None if pd.isna(k) else int(k) for s, k in zip(base["seed"], base["k_baseline"], strict=True)
+    }
+    for method, g in per_seed.groupby("method", sort=False):
+        out[str(method)] = {
+            int(s): None if pd.isna(k) else int(k) for s, k in zip(g["seed"], g["k_method"], strict=True)
+        }
+    return out
+
+
+def _label_rows(ax: Any, xs: Sequence[float], texts: Sequence[str], fontsize: float) -> list[int]:
+    """The row (0 = nearest the axes) of each label centred at data x ``xs`` so that no two labels of a
+    row overlap: greedy left to right, widths estimated from the font size."""
+    x0, x1 = ax.get_xlim()
+    width_in = ax.get_position().width * ax.figure.get_figwidth()
+    ends: list[float] = []
+    rows = [0] * len(xs)
+    for i in sorted(range(len(xs)), key=lambda i: xs[i]):
+        half = 0.5 * len(texts[i]) * 0.55 * fontsize / 72 / width_in * (x1 - x0)
+        left = xs[i] - half
+        row = next((r for r, end in enumerate(ends) if left > end), len(ends))
+        if row == len(ends):
+            ends.append(0.0)
+        ends[row] = xs[i] + half + 0.01 * (x1 - x0)
+        rows[i] = row
+    return rows
+
+
+def threshold_panels(report: Report, stem: Path) -> list[Path]:
+    """Per task section and family, a row of two panels. Left: the seed-mean trailing-mean training loss
+    of each method zoomed to the steps where they cross the 95% threshold of the baseline's seed-mean
+    curve, each first crossing (k_B for the baseline, k_O for overshoot) ringed, dropped to the axis and
+    labelled with its step above the panel. Right: per method, each seed's steps to its own baseline
+    seed's threshold (a dot per seed), their mean and 95% t-interval. Nothing is written (empty list)
+    when no section has a saving."""
+    rows = [
+        (s, f)
+        for s in report.sections
+        for f in sorted(s.protocols, key=lambda f: (family_rank(f), f))
+        if not _section_savings(report, s, f)[0].empty
+    ]
+    if not rows:
+        return []
+    fig, axes = plt.subplots(
+        len(rows),
+        2,
+        figsize=(TEXT_IN, 2.5 * len(rows)),
+        squeeze=False,
+        layout="constrained",
+        gridspec_kw={"width_ratios": [1.35, 1.0]},
+    )
+    handles: dict[str, Any] = {}
+    customs = _customs(report.records)
+    for (sec, family), (zoom, strip) in zip(rows, axes, strict=True):
+        _threshold_row(zoom, strip, report, sec, family, handles, customs)
+    handles[f"{report.reduction * 100:g}% threshold (seed-mean baseline)"] = Line2D(
+        [], [], color="#555555", lw=0.8, ls=(0, (5, 2))
+    )
+    handles["first crossing"] = Line2D([], [], color="#444444", marker="o", mfc="none", ms=6, ls="none")
+    handles["seed (own baseline seed's threshold)"] = Line2D(
+        [], [], color="#444444", marker="o", ms=3, ls="none", alpha=0.6
+    )
+    handles["mean, 95% t-interval"] = Line2D([], [], color="k", marker="|", ms=9, mew=1.6, lw=1.2)
+    _legend(fig, handles, TEXT_IN)
+    return save(fig, stem)
+
+
+def _threshold_row(
+    zoom: Any,
+    strip: Any,
+    report: Report,
+    sec: Section,
+    family: str,
+    handles: dict[str, Any],
+    customs: Sequence[str],
+) -> None:
+    recs = [r for r in sec.records if r.family == family]
+    groups = _by_method(recs)
+    gammas = {o: [g for (o2, g) in groups if o2 == o] for o, _ in groups}
+    thr, ks = crossings(report, sec, family)
+    summary, _ = _section_savings(report, sec, family)
+    w = int(summary["window"].iloc[0])
+    curves: dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any], str]] = {}
+    optimizer: dict[str, str] = {}
+    gammas_of: dict[str, float] = {}
+    for (opt, gamma), runs in groups.items():
+        method = runs[0].method
+        if method not in ks:
+            continue
+        optimizer[method], gammas_of[method] = opt, gamma
+        smoothed = M.trailing_mean(M.seed_mean_curve([r.base_loss for r in runs]), w)
+        style = method_style(opt, gamma, gammas[opt], family, customs)
+        curves[method] = (np.arange(smoothed.size) + w, smoothed, style, methods.display_label(opt, gamma))
+    reached = {m: k for m, k in ks.items() if k is not None and m in curves}
+    n = max((x.size for x, _, _, _ in curves.values()), default=0) + w
+    if reached:
+        lo, hi = min(reached.values()), max(reached.values())
+        pad = max(0.6 * (hi - lo), 0.02 * n, 3.0)
+        x_lo, x_hi = max(w, lo - pad), hi + pad
+    else:
+        x_lo, x_hi = w, n
+    ys = [y[(x >= x_lo) & (x <= x_hi)] for m, (x, y, _, _) in curves.items() if m in reached or not reached]
+    vals = np.concatenate([v[np.isfinite(v)] for v in ys]) if ys else np.array([])
+    if vals.size:
+        y_lo, y_hi = float(vals.min()), float(vals.max())
+        if math.isfinite(thr):
+            y_lo, y_hi = min(y_lo, thr), max(y_hi, thr)
+        m = 0.06 * (y_hi - y_lo) or 0.01 * abs(y_hi) or 1.0
+        zoom.set_ylim(y_lo - m, y_hi + m)
+    zoom.set_xlim(x_lo, x_hi)
+    for x, y, style, label in curves.values():
+        keep = (x >= x_lo - 1) & (x <= x_hi + 1)
+        line = {**style, "marker": None}
+        zoom.plot(x[keep], y[keep], **line, zorder=2)
+        handles.setdefault(label, Line2D([], [], **line))
+    if math.isfinite(thr):
+        zoom.axhline(thr, color="#555555", lw=0.8, ls=(0, (5, 2)), zorder=1)
+    # the crossings: a hollow ring (the curve stays visible through it), a line up to the label
+    base = next(iter(ks))
+    texts = []
+    for method, k in reached.items():
+        opt, label = optimizer[method], curves[method][3]
+        if method == base:
+            texts.append(f"k_B {label} {k:,}")
+        elif methods.is_overshoot(opt) and opt in methods.METHODS:  # the family is in the title
+            texts.append(f"k_O γ={gammas_of[method]:g} {k:,}")
+        else:
+            texts.append(f"{label} {k:,}")
+    fs = 6.5
+    rows = _label_rows(zoom, list(reached.values()), texts, fs)
+    y1 = zoom.get_ylim()[1]
+    for (method, k), text, row in zip(reached.items(), texts, rows, strict=True):
+        c = curves[method][2]["color"]
+        zoom.plot([k, k], [thr, y1], color=c, lw=0.7, ls=":", zorder=1, gid=f"crossing-line:{method}")
+        zoom.plot(
+            [k],
+            [thr],
+            marker="o",
+            ms=7,
+            mfc="none",
+            mec=c,
+            mew=1.2,
+            ls="none",
+            zorder=5,
+            gid=f"crossing:{method}",
+        )
+        zoom.annotate(
+            text,
+            (k, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 2 + 9 * row),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=fs,
+            color=c,
+        )
+    not_reached = [curves[m][3] for m in curves if m not in reached]
+    if not_reached:
+        zoom.text(
+            0.99,
+            0.02,
+            "not reached: " + ", ".join(not_reached),
+            transform=zoom.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=6.5,
+            color="#444444",
+        )
+    zoom.set_title(f"{sec.label}, {_family_label(family)}: seed mean", pad=6 + 9 * (max(rows, default=0) + 1))
+    zoom.set_xlabel("step (end of the trailing window)")
+    zoom.set_ylabel(f"training loss\n({w:,}-step trailing mean)")
+    _steps_axis(zoom)
+    plain_ticks(zoom, "y")
+    zoom.grid(True, alpha=0.3)
+    # the strip: per method, one dot per seed, the mean and its 95% t-interval
+    per_seed = seed_steps(report, sec, family)
+    names = [m for m in per_seed if m in curves]
+    for i, method in enumerate(names):
+        _, _, style, label = curves[method]
+        seeds = per_seed[method]
+        vals_s = [k for k in seeds.values() if k is not None]
+        jitter = np.linspace(-0.18, 0.18, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+        xs = [k for k in seeds.values()]
+        pts = [(k, i + j) for k, j in zip(xs, jitter, strict=True) if k is not None]
+        if pts:
+            strip.plot(
+                *zip(*pts, strict=True),
+                ls="none",
+                marker="o",
+                ms=3,
+                color=style["color"],
+                alpha=0.6,
+                gid=f"seeds:{method}",
+                zorder=3,
+            )
+        ci = M.mean_ci(vals_s)
+        if ci.n:
+            hw = ci.half_width if math.isfinite(ci.half_width) else 0.0
+            strip.errorbar(
+                [ci.mean], [i], xerr=[hw], color="k", marker="|", ms=11, mew=1.6, lw=1.2, capsize=0, zorder=4
+            )
+        missed = len(seeds) - len(vals_s)
+        if missed:
+            strip.text(
+                1.0,
+                i,
+                f" {missed} NR",
+                transform=strip.get_yaxis_transform(),
+                va="center",
+                fontsize=6.5,
+                color="#444444",
+            )
+    strip.set_yticks(range(len(names)), [curves[m][3] for m in names])
+    for tick, name in zip(strip.get_yticklabels(), names, strict=True):
+        tick.set_color(curves[name][2]["color"])
+    strip.set_ylim(len(names) - 0.5, -0.5)
+    strip.set_title(f"per seed: steps to {report.reduction * 100:g}% threshold")
+    strip.set_xlabel("steps (end of the trailing window)")
+    _steps_axis(strip)
+    strip.grid(True, axis="x", alpha=0.3)
+
+
 def loss_grid(report: Report, stem: Path) -> list[Path]:
     """Figure 1: per task section, one row per family: the seed-mean trailing mean of the base-weight
     training loss (left) with the seed min-max band, the 95% threshold from the baseline and each method's
@@ -275,12 +604,12 @@ def loss_grid(report: Report, stem: Path) -> list[Path]:
     customs = _customs(report.records)  # one style per user's method across the figure
     for i, (sec, family) in enumerate(rows):
         top, bottom = axes.ravel()[2 * i], axes.ravel()[2 * i + 1]
-        _loss_panels(top, bottom, sec, family, report.reduction, handles, customs)
+        _loss_panels(top, bottom, sec, family, report, handles, customs)
     handles["seed min–max"] = Patch(facecolor="#888888", alpha=0.3, lw=0)
     handles[f"{report.reduction * 100:g}% reduction threshold"] = Line2D(
         [], [], color="#555555", lw=0.8, ls=(0, (5, 2))
     )
-    handles["first crossing (k_B, k_O)"] = Line2D([], [], color="k", marker="|", ms=8, ls="none", mew=1.2)
+    handles["first crossing (k_B, k_O)"] = Line2D([], [], color="k", marker="o", mfc="none", ms=6, ls="none")
     _legend(fig, handles, TEXT_IN)
     return save(fig, stem)
 
@@ -290,7 +619,7 @@ def _loss_panels(
     bottom: Any,
     sec: Section,
     family: str,
-    reduction: float,
+    report: Report,
     handles: dict[str, Any],
     customs: Sequence[str] = (),
 ) -> None:
@@ -298,12 +627,7 @@ def _loss_panels(
     groups = _by_method(recs)
     gammas = {o: [g for (o2, g) in groups if o2 == o] for o, _ in groups}
     w = sec.windows[family]
-    base = sec.baseline(family)
-    thr = math.nan
-    if base is not None:
-        base_runs = [r for r in recs if r.method == base]
-        sb = M.trailing_mean(M.seed_mean_curve([r.base_loss for r in base_runs]), w)
-        thr = M.reduction_threshold(sb, reduction)
+    thr, ks = crossings(report, sec, family)  # the savings path's threshold and first crossings
     split = "test"
     for j, ((opt, gamma), runs) in enumerate(groups.items()):
         style = method_style(opt, gamma, gammas[opt], family, customs)
@@ -315,9 +639,20 @@ def _loss_panels(
             keep = slice(None, None, -(-smoothed.shape[1] // MAX_POINTS))
             x = np.arange(smoothed.shape[1]) + w
             _band(top, x[keep], smoothed[:, keep], style, label, slot)
-            k = M.first_crossing(M.trailing_mean(M.seed_mean_curve([r.base_loss for r in runs]), w), thr)
-            if k is not None:
-                top.plot([k + w], [thr], marker="|", ms=9, mew=1.4, color=style["color"], ls="none", zorder=4)
+            k = ks.get(runs[0].method)
+            if k is not None:  # a hollow ring: the crossing stays visible through it
+                top.plot(
+                    [k],
+                    [thr],
+                    marker="o",
+                    ms=6,
+                    mfc="none",
+                    mec=style["color"],
+                    mew=1.2,
+                    ls="none",
+                    zorder=5,
+                    gid=f"crossing:{runs[0].method}",
+                )
         test = _test_curves(runs)
         if test is not None:
             ex, ys, split = test
@@ -325,39 +660,18 @@ def _loss_panels(
         handles.setdefault(label, Line2D([], [], **style))
     if math.isfinite(thr):
         top.axhline(thr, color="#555555", lw=0.8, ls=(0, (5, 2)), zorder=1)
-    top.axvspan(0, w, color="#eeeeee", lw=0, zorder=0)
     n_max = max(r.base_loss.size for r in recs)
-    if w >= 0.08 * n_max:  # the shaded first window is wide enough to hold its label
-        top.text(
-            w / 2,
-            0.97,
-            f"{w}-step\nwindow",
-            transform=top.get_xaxis_transform(),
-            ha="center",
-            va="top",
-            fontsize=6,
-            color="#666666",
-        )
-    else:
-        top.text(
-            0.98,
-            0.97,
-            f"trailing mean over {w} steps",
-            transform=top.transAxes,
-            ha="right",
-            va="top",
-            fontsize=6,
-            color="#666666",
-        )
-    top.set_xlim(0, None)
+    top.set_xlim(w, n_max)  # the first smoothed value sits at the end of the first window
     top.set_title(f"{sec.label}, {_family_label(family)}: training loss")
     bottom.set_title(f"{sec.label}, {_family_label(family)}: {split} loss")
-    top.set_xlabel("step (at the end of the trailing window)")
+    top.set_xlabel("step (end of the trailing window)")
     bottom.set_xlabel("epoch")
-    top.set_ylabel("training loss (base weights)")
+    top.set_ylabel(f"training loss\n({w:,}-step trailing mean)")
     bottom.set_ylabel(f"{split} loss")
+    _steps_axis(top)
     for ax in (top, bottom):
         _log_if_positive(ax)
+        plain_ticks(ax, "y")
         ax.grid(True, which="major", alpha=0.3)
 
 
@@ -498,6 +812,13 @@ def best_gammas(report: Report) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["section", "label", "family", "momentum", "tried", "best_gamma"])
 
 
+def _data_range(values: Sequence[float], margin: float, lo: float, hi: float) -> tuple[float, float]:
+    """[min - m, max + m] of ``values`` (m: ``margin`` or a sixth of their spread), clipped to [lo, hi]."""
+    v0, v1 = min(values), max(values)
+    m = max(margin, (v1 - v0) / 6)
+    return max(lo, v0 - m), min(hi, v1 + m)
+
+
 def gamma_mu_plane(
     stem: Path,
     report: Report | None = None,
@@ -505,63 +826,90 @@ def gamma_mu_plane(
     gamma_max: float = 20.0,
 ) -> list[Path]:
     """Figure: the gamma-mu plane of SGDO: CM (gamma 0), NAG (gamma = mu), plain SGD (gamma = mu/(1-mu)),
-    the negative-momentum region above it and the empirical optimum gamma*; with a report, the (mu, gamma)
-    points its runs tried and the measured best gamma of each task section (AdamO's at b1)."""
-    mu = np.linspace(*mu_range, 400)
-    sgd = mu / (1 - mu)
-    fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.7), layout="constrained")
-    ax.fill_between(mu, np.minimum(sgd, gamma_max), gamma_max, color="#fdd0a2", alpha=0.5, lw=0)
+    the negative-momentum region above it and the empirical optimum gamma*. With a report, each axis is
+    limited to the runs' momenta and gammas (plus a margin), the gammas tried are rings and the measured
+    best gamma of each task section a star inside its ring; AdamO gets a panel of its own against b1
+    (Adam at gamma 0, NAdam at gamma = b1; the SGD plane's curves do not apply to it)."""
+    best = best_gammas(report) if report is not None else pd.DataFrame()
+    if not best.empty:
+        best = best[best["momentum"].map(lambda m: math.isfinite(float(m)))]
+    families = sorted(set(best["family"]), key=lambda f: (family_rank(f), f)) if not best.empty else []
+    panels = families or ["sgd"]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(COLUMN_IN, 2.3 * len(panels)), squeeze=False, layout="constrained"
+    )
     handles: dict[str, Any] = {}
-    handles["CM (γ = 0)"] = ax.plot(mu, np.zeros_like(mu), color="#000000", lw=1.4, ls=":")[0]
-    handles["NAG (γ = μ)"] = ax.plot(mu, mu, color="#6a51a3", lw=1.4, ls="-.")[0]
-    handles["SGD (γ = μ/(1−μ))"] = ax.plot(mu, sgd, color="#d94801", lw=1.4, ls="--")[0]
-    handles["paper's optimum γ*"] = ax.plot(mu, optimum_gamma(mu), color="#2171b5", lw=1.6)[0]
-    ax.text(mu_range[0] + 0.02, gamma_max * 0.88, "negative momentum", fontsize=7, color="#8c2d04")
-    if report is not None:
-        best = best_gammas(report)
-        for _, row in best.iterrows():
-            if not math.isfinite(row["momentum"]):
-                continue
-            fam = row["family"]
-            c = FAMILY_COLORS.get(fam, "#238b45")
-            filled = FAMILY_FILLED.get(fam, True)
-            name = _overshoot_name(fam)
-            dx = _dodge(fam, mu_range[1] - mu_range[0]) / 3
+    for ax, fam in zip(axes[:, 0], panels, strict=True):
+        rows = best[best["family"] == fam] if families else best
+        if not rows.empty:
+            moms = [float(m) for m in rows["momentum"]]
+            gs = [g for t in rows["tried"] for g in t] + [g for g in rows["best_gamma"] if math.isfinite(g)]
+            x0, x1 = _data_range(moms, 0.04, 0.0, 0.999)
+            top = 1.25 * max([*gs, *moms, 1.0])
+        else:
+            (x0, x1), top = mu_range, gamma_max
+        mu = np.linspace(x0, x1, 400)
+        sym = MOMENTUM_SYMBOL.get(fam, "μ")
+        if fam == "sgd" or not families:
+            sgd = mu / (1 - mu)
+            ax.fill_between(mu, np.minimum(sgd, top), top, color="#fdd0a2", alpha=0.5, lw=0)
+            handles["CM (γ = 0)"] = ax.plot(mu, np.zeros_like(mu), color="#000000", lw=1.4, ls=":")[0]
+            handles["NAG (γ = μ)"] = ax.plot(mu, mu, color="#6a51a3", lw=1.4, ls="-.")[0]
+            handles["SGD (γ = μ/(1−μ)); above: negative momentum"] = ax.plot(
+                mu, sgd, color="#d94801", lw=1.4, ls="--"
+            )[0]
+            handles["paper's optimum γ* (SGD)"] = ax.plot(mu, optimum_gamma(mu), color="#2171b5", lw=1.6)[0]
+        else:
+            f = methods.FAMILIES.get(fam)
+            base = methods.METHODS[f.baseline].display if f is not None else "baseline"
+            handles[f"{base} (γ = 0)"] = ax.plot(
+                mu, np.zeros_like(mu), color="#000000", lw=1.4, ls=(0, (1, 1.5))
+            )[0]
+            if f is not None and f.second:
+                second = methods.METHODS[f.second].display
+                handles[f"{second} (γ = {sym})"] = ax.plot(
+                    mu, mu, color="#6a51a3", lw=1.4, ls=(0, (4, 1.5, 1, 1.5))
+                )[0]
+        c = FAMILY_COLORS.get(fam, "#238b45")
+        filled = FAMILY_FILLED.get(fam, True)
+        name = _overshoot_name(fam)
+        for i, (_, row) in enumerate(rows.iterrows()):
+            dx = (i - (len(rows) - 1) / 2) * 0.04 * (x1 - x0)  # sections at one momentum side by side
+            x = float(row["momentum"]) + dx
             if row["tried"]:
                 h = ax.plot(
-                    [row["momentum"] + dx] * len(row["tried"]),
+                    [x] * len(row["tried"]),
                     row["tried"],
                     ls="none",
-                    marker=".",
-                    ms=4,
-                    color="#777777",
+                    marker="o",
+                    ms=9,
+                    mfc="none",
+                    mec="#777777",
+                    mew=0.9,
+                    zorder=5,
                 )
-                handles.setdefault("γ tried", h[0])
+                handles.setdefault("γ tried (ring)", h[0])
             if math.isfinite(row["best_gamma"]):
-                h = ax.plot(
-                    [row["momentum"] + dx],
-                    [row["best_gamma"]],
-                    **_point_style("*", 9, c, filled),
-                    mew=1.0,
-                    zorder=4,
-                )
-                sym = MOMENTUM_SYMBOL.get(fam, "μ")
+                h = ax.plot([x], [row["best_gamma"]], **_point_style("*", 7, c, filled), mew=0.8, zorder=4)
                 handles.setdefault(f"{name} best γ (at {sym})", h[0])
-                first = family_rank(fam) == 0
                 ax.annotate(
                     row["label"],
-                    (row["momentum"] + dx, row["best_gamma"]),
+                    (x, row["best_gamma"]),
                     textcoords="offset points",
-                    xytext=(-4 if first else 4, 5),
-                    ha="right" if first else "left",
-                    fontsize=6,
+                    xytext=(7, 0),
+                    ha="left",
+                    va="center",
+                    fontsize=6.5,
                     color=c,
                 )
-    ax.set_xlim(*mu_range)
-    ax.set_ylim(-0.5, gamma_max)
-    ax.set_xlabel("momentum μ (β1 for AdamO)")
-    ax.set_ylabel("overshoot γ")
-    ax.grid(True, alpha=0.3)
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(-0.04 * top, top)
+        ax.set_xlabel("momentum μ" if fam == "sgd" or not families else f"{sym} ({name})")
+        ax.set_ylabel(f"overshoot γ ({name})" if families else "overshoot γ")
+        ax.set_title(f"{name}: γ against {sym}" if families else "SGD with overshoot: the γ-μ plane")
+        plain_ticks(ax, "x")
+        plain_ticks(ax, "y")
+        ax.grid(True, alpha=0.3)
     _legend(fig, handles, COLUMN_IN)
     return save(fig, stem)
 
@@ -632,9 +980,10 @@ def distance_vs_gamma(
         ax.set_ylabel("average weighted distance")
         ax.grid(True, alpha=0.3)
     if sc is not None:
-        fig.colorbar(
+        cb = fig.colorbar(
             sc, ax=[a for a in axes.ravel() if a.get_visible()], label="mean training loss", shrink=0.9
         )
+        plain_ticks(cb.ax, "y")
     _legend(fig, handles, width)
     return save(fig, stem)
 
@@ -699,11 +1048,81 @@ def two_point_gap(report: Report, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
+# ------------------------------------------------------------------------------------- tuning sensitivity
+def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: Path) -> list[Path]:
+    """A tuning study's sensitivity to the learning rate: the mean best validation metric over the tuning
+    seeds (error = 1 - accuracy for accuracy tasks) vs lr, both axes log with plain-decimal ticks, one line
+    per method in a colour, marker and dash of its own, one panel per family, text width. Each method's
+    selected lr is its own marker, enlarged with a black edge, and named in the legend; settings ruled out
+    (a tuning seed diverged) are crosses at the top, the untuned lr a dashed grey line; the legend sits
+    below the panels. ``table`` holds one row per setting (family, optimizer, gamma, lr, the other tuned
+    axes, score), ``selection`` the study's selection.json."""
+    families = sorted(set(table["family"].astype(str)), key=lambda f: (family_rank(f), f))
+    fig, axes = plt.subplots(1, len(families), figsize=(TEXT_IN, 2.7), squeeze=False, layout="constrained")
+    metric = selection["metric"]
+    other = [k for k in selection["axes"] if k != "lr"]
+    handles: dict[str, Any] = {}
+    for ax, family in zip(axes[0], families, strict=True):
+        fam = table[table["family"] == family]
+        customs = sorted({str(o) for o in fam["optimizer"] if str(o) not in methods.METHODS})
+        for (opt, gamma), g in sorted(
+            fam.groupby(["optimizer", "gamma"]),
+            key=lambda kv: method_order(str(kv[0][0]), float(kv[0][1]), family),
+        ):
+            method = methods.label(str(opt), float(gamma))
+            sel = selection["methods"][method]
+            if other:  # the lr curve through the selected values of the other axes
+                g = g[np.logical_and.reduce([g[k] == sel["selected"][k] for k in other])]
+            g = g.sort_values("lr")
+            gammas = sorted(set(fam.loc[fam["optimizer"] == opt, "gamma"]))
+            style = method_style(str(opt), float(gamma), gammas, family, customs)
+            y = 1.0 - g["score"] if metric == "accuracy" else g["score"]  # error rates on a log axis
+            ok = y.notna()
+            ax.plot(g["lr"][ok], y[ok], **style, zorder=2)
+            out = g["lr"][~ok]
+            ax.plot(
+                out, np.full(len(out), 0.97), "x", color=style["color"], transform=ax.get_xaxis_transform()
+            )
+            lr = sel["selected"]["lr"]
+            pick = g[g["lr"] == lr]
+            y_pick = 1.0 - pick["score"] if metric == "accuracy" else pick["score"]
+            picked = {
+                **style,
+                "linestyle": "none",
+                "markersize": 8,
+                "markeredgecolor": "k",
+                "markeredgewidth": 1.1,
+            }
+            picked["markerfacecolor"] = style["color"]
+            ax.plot(pick["lr"], y_pick, **picked, zorder=4, gid=f"selected:{method}")
+            label = f"{methods.display_label(str(opt), float(gamma))}: selected lr {plain_number(float(lr))}"
+            handles[label] = (Line2D([], [], **style), Line2D([], [], **picked))
+        for lr in selection.get("untuned_lr", {}).get(family, []):
+            ax.axvline(lr, color="#999999", linestyle="--", linewidth=1.0, zorder=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        grid = sorted(set(fam["lr"]))
+        ax.set_xticks(grid[:: max(1, -(-len(grid) // 5))])
+        plain_ticks(ax, "x")
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+        plain_ticks(ax, "y")
+        ax.set_xlabel("learning rate")
+        what = "error (1 − accuracy)" if metric == "accuracy" else metric
+        ax.set_ylabel(f"best validation {what}\n(mean over tuning seeds)")
+        ax.set_title(f"{task_label(selection['task'])}: {_family_label(family)}")
+        ax.grid(True, which="major", alpha=0.3)
+    handles["ruled out (a tuning seed diverged)"] = Line2D([], [], color="#444444", marker="x", ls="none")
+    handles["untuned lr"] = Line2D([], [], color="#999999", ls="--", lw=1.0)
+    _legend(fig, handles, TEXT_IN)
+    return save(fig, stem)
+
+
 def write_all(report: Report, out: Path) -> list[Path]:
-    """Every figure of ``report`` into ``out``: loss_grid, saving_vs_gamma (when there are savings),
-    gamma_mu_plane, distance_vs_gamma (when a run logged the distance) and two_point_gap (when a
-    run evaluates away from its gradient point); the written paths."""
-    paths = loss_grid(report, out / "loss_grid")
+    """Every figure of ``report`` into ``out``: threshold_panels (when there are savings), loss_grid,
+    saving_vs_gamma (when there are savings), gamma_mu_plane, distance_vs_gamma (when a run logged the
+    distance) and two_point_gap (when a run evaluates away from its gradient point); the written paths."""
+    paths = threshold_panels(report, out / "threshold_panels")
+    paths += loss_grid(report, out / "loss_grid")
     if not report.savings.empty:
         paths += saving_vs_gamma(report, out / "saving_vs_gamma")
     paths += gamma_mu_plane(out / "gamma_mu_plane", report)
@@ -721,11 +1140,20 @@ def captions(report: Report) -> dict[str, str]:
     )
     pct = f"{report.reduction * 100:g}%"
     return {
+        "threshold_panels": (
+            f"Where the saving happens. Left: the seed mean of each method's {win} trailing-mean training "
+            f"loss (at the base weights, plotted at the window's last step), zoomed to the steps where it "
+            f"crosses the {pct} reduction threshold of the family baseline's seed-mean curve (dashed); "
+            "rings: the first crossings, labelled with their step (k_B: baseline, k_O: overshoot; the "
+            "paper's computation). Right: per method, each seed's steps to the threshold of the same "
+            "seed's baseline run (dots; the per-seed savings), their mean and 95% t-interval (bar); NR: "
+            "seeds that never reached it."
+        ),
         "loss_grid": (
             f"Training loss at the base weights, seed mean of the {win} trailing mean (plotted at the "
-            f"window's last step; the first window is shaded), band = seed min–max; dashed: the {pct} "
-            "reduction threshold from the family baseline, ticks: each method's first crossing (k_B, k_O). "
-            "Right: test loss per epoch, seed mean and min–max."
+            f"window's last step, so the axis starts there), band = seed min–max; dashed: the {pct} "
+            "reduction threshold from the family baseline, rings: each method's first crossing (k_B, k_O), "
+            "zoomed in the threshold panels. Right: test loss per epoch, seed mean and min–max."
         ),
         "saving_vs_gamma": (
             f"Steps saved to {pct} loss reduction vs γ ({win} window): per-seed mean ± 95% t-interval "
@@ -733,9 +1161,10 @@ def captions(report: Report) -> dict[str, str]:
             "NAG at γ = μ, NAdam at γ = β1; the two families are offset sideways."
         ),
         "gamma_mu_plane": (
-            "The γ-μ plane of SGD with overshoot: CM, NAG, plain SGD and the negative-momentum region, the "
-            "paper's empirical optimum γ*, the γ the runs tried and the measured best γ per task section "
-            "(largest per-seed mean saving)."
+            "The γ-μ plane of SGD with overshoot, limited to the runs' momenta and γ: CM, NAG, plain SGD and "
+            "the negative-momentum region (shaded), the paper's empirical optimum γ*, the γ the runs tried "
+            "(rings) and the measured best γ per task section (stars: largest per-seed mean saving). AdamO "
+            "in a panel of its own against β1, with Adam (γ = 0) and NAdam (γ = β1)."
         ),
         "distance_vs_gamma": "Average weighted distance vs γ per run, coloured by its mean training loss.",
         "two_point_gap": (
