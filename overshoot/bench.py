@@ -27,6 +27,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from overshoot.analysis import results
+from overshoot.analysis import savings as step_savings
 from overshoot.config import methods
 from overshoot.config.compose import ConfigError, compose, drop_sweep_gamma, resolve
 from overshoot.config.run import RunConfig
@@ -110,10 +111,10 @@ def _read(run: RunConfig, code: int | None) -> Result:
 
 def savings(runs: Sequence[Result], reduction: float = 0.95, window: int = 400) -> pd.DataFrame:
     """The step savings of the methods among ``runs`` against their family baselines among them: one row
-    per comparison from :func:`overshoot.analysis.results.saving_summary` (mean, t-interval, within-noise
+    per comparison from :func:`overshoot.analysis.savings.saving_summary` (mean, t-interval, within-noise
     flag, per-seed list, window), the same numbers as the CLI's summary lines and the report."""
     records = [rec for rec in (results.read_run(r.path).record for r in runs) if rec is not None]
-    return results.saving_summary(records, reduction, window)
+    return step_savings.saving_summary(records, reduction, window)
 
 
 def _train(cfg: DictConfig | RunConfig) -> int:

@@ -115,7 +115,7 @@ def test_both_evaluation_points_are_logged(tmp_path: Path, overrides: list[str])
 
 
 def test_a_family_default_is_not_a_tuned_axis() -> None:
-    from overshoot.cli import tune as tuning
+    from overshoot.analysis import tuning
 
     rows = []
     for method, beta2 in (("adam", 0.999), ("lion", 0.99)):  # Lion's own b2: constant within the method

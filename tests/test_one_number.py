@@ -21,9 +21,9 @@ import pytest
 
 from overshoot import bench
 from overshoot.analysis import report as R
-from overshoot.analysis import results
+from overshoot.analysis import results, savings, tuning
 from overshoot.analysis.report.style import interval_cell
-from overshoot.cli import tune as tuning
+from overshoot.cli import tune as tune_cli
 from overshoot.store.writer import RunWriter, run_path
 
 BENCH = [sys.executable, "-c", "from overshoot.cli.main import main; main()"]
@@ -73,8 +73,8 @@ def closing_numbers(stdout: str) -> tuple[float, float, int, int]:
 def results_numbers(out: Path) -> tuple[pd.DataFrame, pd.Series]:
     """The per-seed rows and the summary row of SGDO gamma 3 vs CM from results."""
     sc = results.scan([out])
-    per_seed = results.savings(sc, 0.95, 100)
-    summary = results.saving_summary(sc, 0.95, 100)
+    per_seed = savings.savings(sc, 0.95, 100)
+    summary = savings.saving_summary(sc, 0.95, 100)
     return per_seed[per_seed["method"] == "sgd_os-g3"].reset_index(drop=True), summary.set_index(
         "method"
     ).loc["sgd_os-g3"]
@@ -136,7 +136,7 @@ def tuning_numbers(out: Path, tmp: Path) -> tuple[pd.DataFrame, str]:
     assert {m: v["selected"]["lr"] for m, v in sel["methods"].items()} == lrs
     (study / "heldout.json").write_text(json.dumps({"seeds": [0, 1], "runs": rows}))
     dest = tmp / "tuning-report"
-    assert tuning.main(["report", str(study), "--out", str(dest)]) == 0
+    assert tune_cli.main(["report", str(study), "--out", str(dest)]) == 0
     sav = pd.read_csv(dest / "savings.csv")
     sav = sav[(sav["method"] == "sgd_os-g3") & (sav["reduction"] == 0.95)].reset_index(drop=True)
     return sav, (dest / "report.md").read_text()
@@ -309,7 +309,7 @@ def test_the_cli_trains_a_damaged_run_again_and_says_why(store: tuple[Path, str]
 def test_the_per_run_reader_imports_neither_torch_nor_pandas(store: tuple[Path, str]) -> None:
     (run,) = (store[0] / "digits" / "sgd_os-g3").glob("seed0-*")
     code = (
-        "import sys; from overshoot import results; r = results.read_run(sys.argv[1]); "
+        "import sys; from overshoot.analysis import results; r = results.read_run(sys.argv[1]); "
         "print(r.usable, r.finished, 'torch' in sys.modules, 'pandas' in sys.modules)"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120)
@@ -317,6 +317,6 @@ def test_the_per_run_reader_imports_neither_torch_nor_pandas(store: tuple[Path, 
 
 
 def test_summary_flags_an_interval_that_includes_zero(store: tuple[Path, str]) -> None:
-    s = results.saving_summary(results.scan([store[0]]), 0.95, 100).set_index("method").loc["sgd_os-g3"]
+    s = savings.saving_summary(results.scan([store[0]]), 0.95, 100).set_index("method").loc["sgd_os-g3"]
     assert s["within_noise"] == (s["low"] <= 0 <= s["high"] or not math.isfinite(s["half_width"]))
     assert s["per_seed"].count(":") == 2 and s["n_pairs"] == 2

@@ -22,7 +22,7 @@ from scipy import stats
 
 from overshoot.analysis import metrics as M
 from overshoot.analysis import report as R
-from overshoot.analysis import results
+from overshoot.analysis import results, savings
 from overshoot.config import methods
 from overshoot.config.schema import STEP_COLUMNS, config_hash
 from overshoot.store.writer import RunWriter, run_path
@@ -408,7 +408,7 @@ def test_cut_log_and_garbage_run_json_are_listed_and_the_rest_reported(
 def test_the_report_csv_gives_the_savings_of_results_and_other_families_change_none(
     store: Path, tmp_path: Path
 ) -> None:
-    """One number per question: the report's savings CSVs are results.savings / saving_summary of the same
+    """One number per question: the report's savings CSVs are savings.savings / saving_summary of the same
     runs; a short run of the other family, added beside them, changes no number of the first family."""
     s = tmp_path / "runs"
     for p in results.run_dirs([store]):
@@ -419,10 +419,10 @@ def test_the_report_csv_gives_the_savings_of_results_and_other_families_change_n
         R.main([str(s), "--out", str(out), "--window", str(WINDOW), "--no-figures", "--format", "csv"]) == 0
     )
     seeds = pd.read_csv(out / "savings_seeds.csv").set_index(["method", "seed"])
-    want = results.savings(results.scan([s]), 0.95, WINDOW).set_index(["method", "seed"])
+    want = savings.savings(results.scan([s]), 0.95, WINDOW).set_index(["method", "seed"])
     assert len(seeds) == len(SEEDS) and (seeds["saving"] == want["saving"]).all()
     assert (seeds["k_method"] == want["k_method"]).all() and (seeds["window"] == WINDOW).all()
-    summary = results.saving_summary(results.scan([s]), 0.95, WINDOW).iloc[0]
+    summary = savings.saving_summary(results.scan([s]), 0.95, WINDOW).iloc[0]
     row = pd.read_csv(out / "savings_per_seed.csv").iloc[0]
     assert (row["mean"], row["low"], row["high"]) == (summary["mean"], summary["low"], summary["high"])
     # an unrelated 150-step AdamO run (and its AdamW baseline) of the same task setting

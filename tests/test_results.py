@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from report_store import cli_store, copy_store
 
-from overshoot.analysis import results
+from overshoot.analysis import results, savings
 from overshoot.store.claim import DEAD
 
 
@@ -169,8 +169,8 @@ def test_savings_are_the_per_seed_savings_with_the_protocols_window(store: Path)
     from overshoot.analysis import metrics as M
 
     sc = results.scan([store])
-    per_seed = results.savings(sc, 0.95, 400)
-    summary = results.saving_summary(sc, 0.95, 400).set_index(["protocol", "method"])
+    per_seed = savings.savings(sc, 0.95, 400)
+    summary = savings.saving_summary(sc, 0.95, 400).set_index(["protocol", "method"])
     # 300-step runs shrink a 400-step window to 60, the 150-step protocol to 30: each by its own length.
     assert set(zip(per_seed["method"], per_seed["window"], strict=True)) == {
         ("sgd_os-g3", 60),
@@ -191,7 +191,7 @@ def test_savings_are_the_per_seed_savings_with_the_protocols_window(store: Path)
     # A comparison's numbers do not depend on the other runs read with it.
     alone = [r for r in sc.records if r.family == "sgd"]
     pd.testing.assert_frame_equal(
-        results.savings(alone, 0.95, 400).reset_index(drop=True),
+        savings.savings(alone, 0.95, 400).reset_index(drop=True),
         per_seed[per_seed["family"] == "sgd"].reset_index(drop=True),
     )
 

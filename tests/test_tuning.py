@@ -17,9 +17,9 @@ from overshoot_tasks import build_task
 from overshoot_tasks.base import steps_per_epoch
 
 from overshoot.analysis import metrics as M
-from overshoot.analysis import results
+from overshoot.analysis import results, tuning
 from overshoot.cli import manifest
-from overshoot.cli import tune as tuning
+from overshoot.cli import tune as tune_cli
 from overshoot.config.compose import compose, resolve
 from overshoot.store.writer import RunWriter, run_path
 from overshoot.train.lifecycle import run_one, run_population
@@ -85,7 +85,7 @@ def test_drop_last_false_trains_single_runs_and_populations_alike(root: Path, tm
     assert run_population(runs) == [0, 0]
     for r in runs:
         single = r.replace(out=str(tmp_path / "single"))
-        cfg = compose(tuning.overrides_for(single.to_dict()))
+        cfg = compose(tune_cli.overrides_for(single.to_dict()))
         assert run_one(cfg) == 0
         p, s = (
             results.read_run(run_path(r.out, r)).steps(),
@@ -209,8 +209,8 @@ def _lr_of(steps_csv: Path) -> str:
 def test_held_out_seeds_must_not_have_been_used_for_tuning(tmp_path: Path) -> None:
     sel = {"tuning_seeds": [1, 10], "methods": {}, "axes": {"lr": [0.1]}}
     with pytest.raises(tuning.TuningError, match=r"held-out seeds \[10\] were used for tuning"):
-        tuning.heldout_configs(sel, tmp_path)
-    assert tuning.main(["select", str(tmp_path / "nowhere")]) == 2
+        tune_cli.heldout_configs(sel, tmp_path)
+    assert tune_cli.main(["select", str(tmp_path / "nowhere")]) == 2
 
 
 def _write_run(out: Path, cfg: dict, loss: np.ndarray, val: list[float], test: list[float]) -> Path:
@@ -261,10 +261,10 @@ def test_a_custom_optimizer_is_selected_rerun_and_reported_like_a_built_in_one(t
     assert list(sel["methods"]) == ["adam", "adamax"]  # the user's method after the built-in ones
     m = sel["methods"]["adamax"]
     assert (m["optimizer"], m["family"], m["selected"]) == ("adamax", "adam", {"lr": 0.01})
-    o = tuning.overrides_for({**m["config"], "seed": 10})
+    o = tune_cli.overrides_for({**m["config"], "seed": 10})
     assert {"optimizer=custom", "optimizer.target='torch.optim.Adamax'", "optimizer.family=adam"} <= set(o)
     assert not any(x.startswith(("gamma=", "optimizer=adamax")) for x in o)
-    assert "optimizer.kwargs={betas:[0.9,0.99]}" in tuning.overrides_for(
+    assert "optimizer.kwargs={betas:[0.9,0.99]}" in tune_cli.overrides_for(
         {**m["config"], "seed": 10, "optimizer_kwargs": {"betas": [0.9, 0.99]}}
     )
     # The held-out runs (as rerun trains them): the custom method saves steps against Adam in both arms.
@@ -329,7 +329,7 @@ def test_tune_select_rerun_report_on_a_small_digits_study(tmp_path: Path) -> Non
     assert run_sweep(cfgs) == [0] * 8  # composed outside Hydra's runtime, trained as populations
     sel = tuning.select_study(study)
     assert set(sel["methods"]) == {"sgd", "sgd_os-g3"} and sel["same_budget"]
-    assert tuning.main(["rerun", str(study), "--seeds", "10,20", "--set", "threads=1"]) == 0
+    assert tune_cli.main(["rerun", str(study), "--seeds", "10,20", "--set", "threads=1"]) == 0
     held = json.loads((study / "heldout.json").read_text())["runs"]
     assert {(r["arm"], r["method"], r["seed"]) for r in held} == {
         (a, m, s) for a in ("tuned", "untuned") for m in ("sgd", "sgd_os-g3") for s in (10, 20)
@@ -341,9 +341,9 @@ def test_tune_select_rerun_report_on_a_small_digits_study(tmp_path: Path) -> Non
         want = sel["methods"][r["method"]]["selected"]["lr"] if r["arm"] == "tuned" else 0.03  # digits preset
         assert run.config["hparams"]["lr"] == want
     # Resumable: a second rerun trains nothing.
-    assert tuning.main(["rerun", str(study), "--seeds", "10,20"]) == 0
+    assert tune_cli.main(["rerun", str(study), "--seeds", "10,20"]) == 0
     out = tmp_path / "report"
-    assert tuning.main(["report", str(study), "--out", str(out), "--command", "echo demo"]) == 0
+    assert tune_cli.main(["report", str(study), "--out", str(out), "--command", "echo demo"]) == 0
     text = (out / "report.md").read_text()
     for part in ("Tuning budget", "trials per method | 4", "held-out seeds | 10, 20", "Selected settings"):
         assert part in text
@@ -423,11 +423,11 @@ def test_selection_over_two_axes_picks_the_best_pair_and_flags_the_grid_edge() -
 
 
 def test_tune_cli_names_its_commands_and_helps_every_argument(capsys: pytest.CaptureFixture) -> None:
-    assert tuning.main([]) == 2  # a bare call: the usage with the commands, not "required: cmd"
+    assert tune_cli.main([]) == 2  # a bare call: the usage with the commands, not "required: cmd"
     err = capsys.readouterr().err
     assert "select" in err and "rerun" in err and "report" in err and "required" not in err
     for cmd in ("select", "rerun", "report"):
         with pytest.raises(SystemExit):
-            tuning.main([cmd, "--help"])
+            tune_cli.main([cmd, "--help"])
         out = capsys.readouterr().out
         assert "the study directory" in out and "--help" in out

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from overshoot.analysis import metrics, results
+from overshoot.analysis import metrics, results, savings
 from overshoot.common.files import StoreError, atomic_write_text, makedirs, store_error
 from overshoot.common.provenance import device_name, git_rev, versions
 from overshoot.config import methods
@@ -351,7 +351,7 @@ def _final_metrics(
 def saving_line(run: RunConfig, path: Path) -> str | None:
     """The completed run at ``path`` against its family baseline's run of the same task, seed and
     protocol: 'saving vs sgd: 5.3% (steps to the sgd run's 95% threshold: 612 vs 646, window 400)' from
-    :func:`overshoot.analysis.results.savings`; a hint when that run is missing, None for a baseline."""
+    :func:`overshoot.analysis.savings.savings`; a hint when that run is missing, None for a baseline."""
     if methods.get(run.optimizer, run.family).is_baseline:
         return None
     base = baseline_of(run)
@@ -366,10 +366,10 @@ def saving_line(run: RunConfig, path: Path) -> str | None:
         return f"no saving vs {base.optimizer}: {base_path / b.file} {b.reason}"
     if b.record is None or own.record is None:
         return None
-    rows = results.savings([b.record, own.record], 0.95, run.log.window)
+    rows = savings.savings([b.record, own.record], 0.95, run.log.window)
     if rows.empty:
         return None
-    import pandas as pd  # results.savings has imported it
+    import pandas as pd  # savings.savings has imported it
 
     r = rows.iloc[0]
     kb, ko = (("not reached" if pd.isna(k) else str(int(k))) for k in (r["k_baseline"], r["k_method"]))

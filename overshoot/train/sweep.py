@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from overshoot.analysis import results
+from overshoot.analysis import results, savings
 from overshoot.config.compose import ConfigError, baseline_of, drop_sweep_gamma, resolve
 from overshoot.config.outcomes import Outcomes, bad_input, run_label
 from overshoot.config.run import RunConfig
@@ -205,7 +205,7 @@ def run_sweep(
 def sweep_summary(runs: list[RunConfig]) -> list[str]:
     """The closing lines of a sweep: per method with a baseline in the store, its step saving paired by seed
     over the usable runs of ``runs`` and their baselines' (mean, 95% t-interval and window, from
-    :func:`overshoot.analysis.results.saving_summary`), then the report command to run."""
+    :func:`overshoot.analysis.savings.saving_summary`), then the report command to run."""
     from overshoot.config import methods
 
     if not runs:
@@ -220,12 +220,12 @@ def sweep_summary(runs: list[RunConfig]) -> list[str]:
         pair = [results.read_run(run_path(x.out, x)) for x in (base, r)]
         if all(p.usable for p in pair):
             records.update({p.path: p.record for p in pair if p.record is not None})
-    summary = results.saving_summary(list(records.values()), 0.95, window)
+    summary = savings.saving_summary(list(records.values()), 0.95, window)
     several = summary.groupby(["task", "method"])["protocol"].transform("nunique") > 1
     for (_, row), multi in zip(summary.iterrows(), several, strict=True):
         where = f" [protocol {row['protocol']}]" if multi else ""
         lines.append(
-            f"{row['task']} {row['method']} vs {row['baseline']}{where}: {results.summary_text(row)}"
+            f"{row['task']} {row['method']} vs {row['baseline']}{where}: {savings.summary_text(row)}"
         )
     stores = sorted({str(Path(r.out) / r.task) for r in runs})
     lines.append(f"report: overshoot-bench-report {' '.join(stores)}")

@@ -5,8 +5,8 @@ Usage: ``overshoot-bench-report [RUNS...] [--out DIR] [--format md,csv,tex,html]
 
 Runs are read with :func:`overshoot.analysis.results.scan`; runs that are not completed, whose logs are cut or
 do not parse, and older true duplicates (same config hash) are listed with the reason and left out. Every
-saving comes from :func:`overshoot.analysis.results.saving_summary` and
-:func:`overshoot.analysis.results.savings`, compared only within one protocol
+saving comes from :func:`overshoot.analysis.savings.saving_summary` and
+:func:`overshoot.analysis.savings.savings`, compared only within one protocol
 (:func:`overshoot.analysis.results.protocol_id`) against the family baseline (CM or AdamW, else SGDO/AdamO at
 gamma 0). Each task setting gets one section (the families' protocols side by side).
 

@@ -1,5 +1,5 @@
 """The report's model over the run table: task sections (what is compared with what), the savings of each
-section from :func:`overshoot.analysis.results.saving_summary` and :func:`overshoot.analysis.results.savings`
+section from :func:`overshoot.analysis.savings.saving_summary` and :func:`overshoot.analysis.savings.savings`
 (the one computation of every step saving), Table 1 statistics and the headline frames."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from overshoot.analysis import metrics as M
-from overshoot.analysis import results
+from overshoot.analysis import results, savings
 from overshoot.analysis.report.style import paper_label
 from overshoot.analysis.results import PAPER_LABEL, RunRecord, family_rank, method_order, task_label
 from overshoot.config import methods
@@ -85,7 +85,7 @@ class Section:
 
     def baseline(self, family: str) -> str | None:
         """The method name of the family baseline: CM/AdamW, else SGDO/AdamO at gamma 0; None without."""
-        return results.family_baseline(family, {r.method for r in self.family_records(family)})
+        return savings.family_baseline(family, {r.method for r in self.family_records(family)})
 
     def baselines(self, family: str) -> tuple[str, ...]:
         """The methods that count as baselines of the family in Table 1 (baseline, then NAG or NAdam)."""
@@ -147,12 +147,12 @@ def section_of_protocol(sections: Sequence[Section]) -> dict[tuple[str, str], Se
 def savings_frames(
     sections: Sequence[Section], reduction: float, window: int, confidence: float = 0.95
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The savings of the sections' runs from :func:`overshoot.analysis.results.saving_summary` (one row per
-    comparison) and :func:`overshoot.analysis.results.savings` (one row per seed), each with the section's key
+    """The savings of the sections' runs from :func:`overshoot.analysis.savings.saving_summary` (one row per
+    comparison) and :func:`overshoot.analysis.savings.savings` (one row per seed), each with the section's key
     and label; rows in the sections' order, then the methods'."""
     recs = [r for s in sections for r in s.records]
-    summary = results.saving_summary(recs, reduction, window, confidence)
-    per_seed = results.savings(recs, reduction, window)
+    summary = savings.saving_summary(recs, reduction, window, confidence)
+    per_seed = savings.savings(recs, reduction, window)
     where = section_of_protocol(sections)
     rank = {s.key: i for i, s in enumerate(sections)}
     frames = []
@@ -210,7 +210,7 @@ def best_among_eligible(
             sec = next(s for s in sections if s.key == g["section"].iloc[0])
             has_base = sec.baseline(family) is not None
         else:
-            has_base = results.family_baseline(family, set(g["method"])) is not None
+            has_base = savings.family_baseline(family, set(g["method"])) is not None
         ok = g[(g["n"] >= 2) & g["mean"].map(math.isfinite)]
         if not has_base or ok.empty:
             continue

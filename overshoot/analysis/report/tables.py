@@ -567,8 +567,8 @@ class Report:
 
     sections: list[Section]
     records: list[RunRecord]
-    savings: pd.DataFrame  # one row per comparison (results.saving_summary + section, label)
-    seed_savings: pd.DataFrame  # one row per comparison and seed (results.savings + section, label)
+    savings: pd.DataFrame  # one row per comparison (savings.saving_summary + section, label)
+    seed_savings: pd.DataFrame  # one row per comparison and seed (savings.savings + section, label)
     left_out: pd.DataFrame
     scan: Scan
     provenance: str
