@@ -1,4 +1,5 @@
-"""Shared machinery of the overshoot optimizers: argument checks, base/overshoot mode, state_dict."""
+"""Shared machinery of the overshoot optimizers: argument checks, the delay ramp, base/overshoot mode,
+state_dict."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+F64 = torch.float64
+Scalar = float | Tensor
 Mode = Literal["overshoot", "base"]
 MODE_KEY = "overshoot_mode"
 SAVED_KEY = "overshoot_weights"
@@ -55,6 +58,29 @@ def resolve_gamma(gamma: float | None, overshoot: float | None, default: float) 
         raise ValueError(f"gamma={gamma} and overshoot={overshoot} disagree: pass only one of them")
     value = gamma if gamma is not None else overshoot
     return float(default if value is None else value)
+
+
+def ramp(gamma: Scalar, step: float | Tensor, delay: int | None) -> Scalar:
+    """Effective overshoot factor after ``step`` steps: ``clip(step - delay, 0, gamma)`` (paper's delay ramp).
+
+    ``delay=None`` disables the ramp (``gamma`` from the first step on). Step 0 always gives 0. A tensor
+    ``step`` gives a float64 tensor (broadcast against a tensor ``gamma``) computed without a host sync.
+    """
+    if isinstance(step, Tensor):
+        t = step.to(F64)
+        g = gamma.to(F64) if isinstance(gamma, Tensor) else gamma
+        if delay is None:
+            return (t >= 1).to(F64) * g
+        cap_t = (t - delay).clamp(min=0.0)  # 0 at t = 0 for any delay >= 0
+        return torch.minimum(g, cap_t) if isinstance(g, Tensor) else cap_t.clamp(max=g)
+    if step < 1:
+        return 0.0
+    if delay is None:
+        return gamma
+    cap = max(step - delay, 0.0)
+    if isinstance(gamma, Tensor):
+        return torch.clamp(gamma, max=cap)
+    return max(min(cap, gamma), 0.0)
 
 
 def is_zero(value: float | Tensor) -> bool:

@@ -11,22 +11,23 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import _get_capturable_supported_devices
 
 from overshoot.optim._base import (
+    F64,
     GAMMA_MAX_KEY,
     OvershootOptimizer,
+    Scalar,
     default_to_fused,
     fused_kernels,
     is_zero,
     may_offset,
+    ramp,
     resolve_gamma,
 )
 
 __all__ = ["AdamO", "adamo", "adamo_base_offset", "capturable_devices", "ramp"]
 
-Scalar = float | Tensor
 # lr / gamma / prev_lr / prev_gamma of the functional: one value for all parameters, or a list with one value
 # per parameter (floats; tensors with capturable)
 Coef = float | Tensor | Sequence[float] | Sequence[Tensor]
-F64 = torch.float64
 
 # Largest drift of the default (paper) form from two-model Adam with the same ramp, as a fraction of the
 # largest change of a base weight, that tests/test_optim_adamo.py::test_default_close_to_two_model_adam
@@ -39,29 +40,6 @@ def capturable_devices() -> list[str]:
     """Device types on which ``capturable=True`` runs: torch's capturable devices plus the CPU (AdamO's
     capturable math is plain tensor arithmetic, so it also runs, without host syncs, on the CPU)."""
     return ["cpu", *_get_capturable_supported_devices()]
-
-
-def ramp(gamma: Scalar, step: float | Tensor, delay: int | None) -> Scalar:
-    """Effective overshoot factor after ``step`` steps: ``clip(step - delay, 0, gamma)`` (paper's delay ramp).
-
-    ``delay=None`` disables the ramp (``gamma`` from the first step on). Step 0 always gives 0. A tensor
-    ``step`` gives a float64 tensor (broadcast against a tensor ``gamma``) computed without a host sync.
-    """
-    if isinstance(step, Tensor):
-        t = step.to(F64)
-        g = gamma.to(F64) if isinstance(gamma, Tensor) else gamma
-        if delay is None:
-            return (t >= 1).to(F64) * g
-        cap_t = (t - delay).clamp(min=0.0)  # 0 at t = 0 for any delay >= 0
-        return torch.minimum(g, cap_t) if isinstance(g, Tensor) else cap_t.clamp(max=g)
-    if step < 1:
-        return 0.0
-    if delay is None:
-        return gamma
-    cap = max(step - delay, 0.0)
-    if isinstance(gamma, Tensor):
-        return torch.clamp(gamma, max=cap)
-    return max(min(cap, gamma), 0.0)
 
 
 class AdamO(OvershootOptimizer):

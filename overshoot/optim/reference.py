@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from overshoot.optim.adamo import ramp
+from overshoot.optim._base import ramp
 
 __all__ = ["TwoModel", "TwoModelAdam", "TwoModelSGD"]
 

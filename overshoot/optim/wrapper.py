@@ -17,8 +17,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from overshoot.optim._base import MODE_KEY, Mode, OvershootOptimizer, WeightsMode, resolve_gamma
-from overshoot.optim.adamo import ramp
+from overshoot.optim._base import MODE_KEY, Mode, OvershootOptimizer, WeightsMode, ramp, resolve_gamma
 
 __all__ = ["Overshoot", "ScheduleFreeEval"]
 
