@@ -172,6 +172,8 @@ def test_loss_grid_starts_at_the_first_window_and_marks_the_savings_crossings(
     legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
     assert "seed min–max" in legend and any("threshold" in t for t in legend)
     assert all(leg._ncols <= F.MAX_LEGEND_COLUMNS for leg in fig.legends)
+    for ax in DRAWN["two_point_gap"].axes:  # the same curves of another quantity: no empty window either
+        assert ax.get_xlim()[0] == w and f"{w:,}-step" in ax.get_ylabel()
 
 
 def test_threshold_panel_zooms_on_the_savings_paths_crossings_and_strips_its_seeds(
@@ -239,6 +241,7 @@ def test_plain_ticks_label_a_short_log_axis_between_the_decades() -> None:
     shown = {t.get_text() for t in ax.yaxis.get_ticklabels(which="both")} - {""}
     assert {"0.3", "0.4", "0.6"} <= shown and not any("10" in t or "×" in t for t in shown)
     assert F.plain_number(1200.0) == "1,200" and F.plain_number(0.0005) == "0.0005"
+    assert F.plain_number(-0.025) == "−0.025"
     plt.close(fig)
 
 

@@ -286,14 +286,14 @@ def _overshoot_name(family: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ ticks
 def plain_number(v: float) -> str:
-    """A tick value as a plain decimal with thousands separators: 0.3, 0.04, 2.5, 1,200 (never 3x10^-1)."""
+    """A tick value as a plain decimal with thousands separators: 0.3, 0.04, −2.5, 1,200 (never 3x10^-1)."""
     if not math.isfinite(v):
         return ""
     if v == 0:
         return "0"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return str(np.format_float_positional(float(f"{v:.3g}"), trim="-"))
+    big = abs(v) >= 1000
+    text = f"{v:,.0f}" if big else str(np.format_float_positional(float(f"{v:.3g}"), trim="-"))
+    return text.replace("-", "−")  # the minus sign, as matplotlib sets it
 
 
 def plain_ticks(ax: Any, axis: str = "y") -> None:
@@ -1038,10 +1038,12 @@ def two_point_gap(report: Report, stem: Path) -> list[Path]:
                 _band(ax, x[keep], smoothed[:, keep], style, label, (j + 0.5) / len(groups))
             handles.setdefault(label, Line2D([], [], **style))
         ax.axhline(0.0, color="#555555", lw=0.8, zorder=1)
-        ax.set_xlim(0, None)
+        ax.set_xlim(w, max(gap.size for pairs in groups.values() for _, gap in pairs))
         ax.set_title(f"{sec.label}, {_family_label(family)}")
-        ax.set_xlabel("step (at the end of the trailing window)")
-        ax.set_ylabel("gradient-point − base loss")
+        ax.set_xlabel("step (end of the trailing window)")
+        ax.set_ylabel(f"gradient-point − base loss\n({w:,}-step trailing mean)")
+        _steps_axis(ax)
+        plain_ticks(ax, "y")
         ax.grid(True, which="major", alpha=0.3)
     handles["seed min–max"] = Patch(facecolor="#888888", alpha=0.3, lw=0)
     _legend(fig, handles, COLUMN_IN * 1.6)
