@@ -411,20 +411,40 @@ def read_logs(path: Path | str) -> tuple[np.ndarray, dict[str, list[Any]]]:
     return base, epochs
 
 
-def step_log(path: Path | str) -> pd.DataFrame:
-    """A run's steps.csv as a DataFrame, as written (an empty frame when there is none)."""
+LOG_SUFFIXES = (".csv", ".parquet")  # the store writes CSV; an export or a converted log is parquet
+
+
+def _log_file(path: Path | str, name: str) -> Path | None:
+    """The log ``name`` ('steps', 'epochs') of a run folder: ``name.csv``, else ``name.parquet``; or
+    ``path`` itself when it names a .csv or .parquet file; None when there is none."""
+    p = Path(path)
+    if p.suffix in LOG_SUFFIXES and p.is_file():
+        return p
+    return next((f for f in (p / f"{name}{s}" for s in LOG_SUFFIXES) if f.is_file()), None)
+
+
+def _read_frame(f: Path) -> pd.DataFrame:
     import pandas as pd
 
-    f = Path(path) / "steps.csv"
-    return pd.read_csv(f) if f.exists() else pd.DataFrame(columns=["step", "epoch", "base_loss"])
+    return pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f)
+
+
+def step_log(path: Path | str) -> pd.DataFrame:
+    """A run's steps log as a DataFrame, as written: steps.csv, or steps.parquet (a converted log), or the
+    .csv/.parquet file ``path`` names (an empty frame when there is none)."""
+    import pandas as pd
+
+    f = _log_file(path, "steps")
+    return _read_frame(f) if f is not None else pd.DataFrame(columns=["step", "epoch", "base_loss"])
 
 
 def epoch_log(path: Path | str) -> pd.DataFrame:
-    """A run's epochs.csv as a DataFrame, as written (an empty frame when there is none)."""
+    """A run's epochs log as a DataFrame, as written: epochs.csv, or epochs.parquet, or the .csv/.parquet
+    file ``path`` names (an empty frame when there is none)."""
     import pandas as pd
 
-    f = Path(path) / "epochs.csv"
-    return pd.read_csv(f) if f.exists() else pd.DataFrame(columns=list(EPOCH_COLUMNS))
+    f = _log_file(path, "epochs")
+    return _read_frame(f) if f is not None else pd.DataFrame(columns=list(EPOCH_COLUMNS))
 
 
 def _infer_metric(epochs: Mapping[str, list[Any]]) -> str:
@@ -655,14 +675,30 @@ def load(paths: Iterable[Path | str]) -> pd.DataFrame:
     return scan(paths).table
 
 
-def curves(paths: Iterable[Path | str] | Scan) -> pd.DataFrame:
+def _export_steps(path: Path) -> Path | None:
+    """The steps.parquet of a parquet export (:func:`overshoot.analysis.exports.export_parquet`) that
+    ``path`` names (the file, or the export's folder, which holds no run.json), else None."""
+    f = path if path.suffix == ".parquet" else path / "steps.parquet"
+    return f if f.is_file() and not (path / "run.json").exists() else None
+
+
+def curves(paths: Iterable[Path | str] | Scan | Path | str) -> pd.DataFrame:
     """The step records of the usable runs in long form: one row per (run, step) with task, method,
-    optimizer, family, gamma, seed, protocol, config_hash, path and steps.csv's columns."""
+    optimizer, family, gamma, seed, protocol, config_hash, path and steps.csv's columns. ``paths`` are run
+    stores, or parquet exports of them (their steps.parquet, or its folder), read back as written."""
     import pandas as pd
 
     frames = []
-    for r in (paths if isinstance(paths, Scan) else scan(paths)).records:
-        steps = pd.read_csv(r.path / "steps.csv")
+    if isinstance(paths, Scan):
+        records = paths.records
+    else:
+        given = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+        exported = {p: _export_steps(p) for p in given}
+        frames = [pd.read_parquet(f) for f in exported.values() if f is not None]
+        stores = [p for p, f in exported.items() if f is None]
+        records = scan(stores).records if stores else []
+    for r in records:
+        steps = step_log(r.path)
         meta = {
             "task": r.task,
             "method": r.method,
