@@ -4,13 +4,12 @@ them (and the benchmarks in scripts/bench/ write beside their results)."""
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import overshoot
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +42,7 @@ def versions() -> dict[str, str]:
 
     out = {
         "python": platform.python_version(),
-        "overshoot": overshoot.__version__,
+        "overshoot": _own_version(),
         "torch": torch.__version__,
     }
     for mod in ("numpy", "hydra", "transformers", "peft"):
@@ -51,6 +50,14 @@ def versions() -> dict[str, str]:
         if m is not None:
             out[mod] = getattr(m, "__version__", "?")
     return out
+
+
+def _own_version() -> str:
+    """The installed distribution's version (pyproject.toml's); ``?`` for a checkout that is not installed."""
+    try:
+        return importlib.metadata.version("overshoot-bench")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
 
 def device_name(device: torch.device) -> str:
