@@ -83,6 +83,14 @@ def ramp(gamma: Scalar, step: float | Tensor, delay: int | None) -> Scalar:
     return max(min(cap, gamma), 0.0)
 
 
+def check_nonnegative(**values: float) -> None:
+    """Raise ValueError, in torch's wording, for the first value that is not >= 0 (NaN included)."""
+    for key, value in values.items():
+        if not value >= 0.0:
+            label = "learning rate" if key == "lr" else f"{key} value"
+            raise ValueError(f"Invalid {label}: {value} (allowed range: {key} >= 0)")
+
+
 def is_zero(value: float | Tensor) -> bool:
     """True when a Python number is 0 (tensors are never treated as zero: no host sync)."""
     return not isinstance(value, Tensor) and value == 0

@@ -15,6 +15,7 @@ from overshoot.optim._base import (
     GAMMA_MAX_KEY,
     OvershootOptimizer,
     Scalar,
+    check_nonnegative,
     default_to_fused,
     fused_kernels,
     is_zero,
@@ -278,20 +279,15 @@ def _check_group(group: dict[str, Any]) -> None:
             raise ValueError(
                 f"Tensor lr must be a 0-dim floating tensor (got shape {tuple(lr.shape)}, {lr.dtype})"
             )
-        lr = float(lr)
-    if not lr >= 0.0:
-        raise ValueError(f"Invalid learning rate: {lr} (allowed range: lr >= 0)")
+    gamma, betas = group["gamma"], group["betas"]
+    check_nonnegative(lr=float(lr), weight_decay=group["weight_decay"], gamma=gamma)
     if not (eps := group["eps"]) > 0.0:
         raise ValueError(f"Invalid epsilon value: {eps} (allowed range: eps > 0)")
-    if len(betas := group["betas"]) != 2:
+    if len(betas) != 2:
         raise ValueError(f"Invalid betas: {betas} (expected a pair (beta1, beta2), each in [0, 1))")
     for i, b in enumerate(betas):
         if not 0.0 <= b < 1.0:
             raise ValueError(f"Invalid beta parameter at index {i}: {b} (allowed range: 0 <= betas[{i}] < 1)")
-    if not (wd := group["weight_decay"]) >= 0.0:
-        raise ValueError(f"Invalid weight_decay value: {wd} (allowed range: weight_decay >= 0)")
-    if not (gamma := group["gamma"]) >= 0.0:
-        raise ValueError(f"Invalid gamma value: {gamma} (allowed range: gamma >= 0)")
     if (delay := group["delay"]) is not None and not delay >= 0:
         raise ValueError(f"Invalid delay value: {delay} (allowed range: delay >= 0, or None for no ramp)")
     if gamma > 0 and betas[0] == 0 and not group["exact"]:

@@ -9,11 +9,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from overshoot.optim._base import OvershootOptimizer, default_to_fused, fused_kernels, is_zero, resolve_gamma
+from overshoot.optim._base import (
+    OvershootOptimizer,
+    Scalar,
+    check_nonnegative,
+    default_to_fused,
+    fused_kernels,
+    is_zero,
+    resolve_gamma,
+)
 
 __all__ = ["SGDO", "sgdo"]
-
-Scalar = float | Tensor
 
 
 class SGDO(OvershootOptimizer):
@@ -157,22 +163,14 @@ def _check_group(group: dict[str, Any]) -> None:
     lr = group["lr"]
     if isinstance(lr, Tensor):
         raise ValueError("SGDO takes lr as a float (tensor lr: use the functional overshoot.optim.sgdo.sgdo)")
-    if not lr >= 0.0:
-        raise ValueError(f"Invalid learning rate: {lr} (allowed range: lr >= 0)")
     gamma, momentum, dampening = group["gamma"], group["momentum"], group["dampening"]
-    if not gamma >= 0.0:
-        raise ValueError(f"Invalid gamma value: {gamma} (allowed range: gamma >= 0)")
-    if not momentum >= 0.0:
-        raise ValueError(f"Invalid momentum value: {momentum} (allowed range: momentum >= 0)")
+    check_nonnegative(lr=lr, gamma=gamma, momentum=momentum, weight_decay=group["weight_decay"])
     if gamma > 0 and not momentum > 0:
         raise ValueError(f"Invalid momentum value: {momentum} (allowed range: momentum > 0 when gamma > 0)")
     if gamma > 0 and dampening != 0:
         raise ValueError(f"Invalid dampening value: {dampening} (allowed: dampening = 0 when gamma > 0)")
     if not 0.0 <= dampening <= 1.0:
         raise ValueError(f"Invalid dampening value: {dampening} (allowed range: 0 <= dampening <= 1)")
-    wd = group["weight_decay"]
-    if not wd >= 0.0:
-        raise ValueError(f"Invalid weight_decay value: {wd} (allowed range: weight_decay >= 0)")
 
 
 def sgdo(
