@@ -1,6 +1,6 @@
 """``overshoot-bench``: train one benchmark run (or a Hydra multirun of them) into the run store.
 
-    overshoot-bench                                   # the default: digits, AdamO gamma 5
+    overshoot-bench                                   # the default: digits, AdamO at the default gamma
     overshoot-bench task=cifar optimizer=adam_os gamma=5 seed=10
     overshoot-bench -m optimizer=sgd,sgd_os seed=10,20
 
