@@ -39,6 +39,9 @@ SAVINGS_COLUMNS = (
     "k_baseline",
     "k_method",
     "saving",
+    "seconds_baseline",
+    "seconds_method",
+    "seconds_saving",
 )
 SUMMARY_COLUMNS = (
     "task",
@@ -63,6 +66,11 @@ SUMMARY_COLUMNS = (
     "baseline_not_reached",
     "k_baseline_mean",
     "k_method_mean",
+    "seconds_baseline_mean",
+    "seconds_method_mean",
+    "seconds_n",
+    "seconds_mean",
+    "seconds_half_width",
     "per_seed",
     "paper_threshold",
     "paper_k_baseline",
@@ -142,6 +150,29 @@ def _compare(c: Comparison, reduction: float, confidence: float = 0.95) -> M.See
     )
 
 
+def _seconds_at(run: RunRecord, k: int | None) -> float:
+    """The elapsed training seconds of ``run`` after ``k`` steps: its time_s at step k - 1 (NaN when not
+    reached, or for a run logged before the training clock)."""
+    t = run.time_s
+    if k is None or t is None or not 0 < k <= len(t):
+        return math.nan
+    return float(t[k - 1])
+
+
+def _seconds(c: Comparison, ss: M.SeedSavings) -> tuple[list[float], list[float], list[float]]:
+    """Per seed of ``ss``: the seconds the baseline and the method took to reach the threshold (at the step
+    counts of ``ss``: same seeds, pairing and window), and the saving 100 (s_B - s_O) / s_B (NaN when either
+    is unknown)."""
+    base = {r.seed: r for r in c.base}
+    runs = {r.seed: r for r in c.runs}
+    sb = [_seconds_at(base[s], k) for s, k in zip(ss.seeds, ss.k_baseline, strict=True)]
+    so = [_seconds_at(runs[s], k) for s, k in zip(ss.seeds, ss.k_method, strict=True)]
+    saved = [
+        100.0 * (b - o) / b if b > 0 and math.isfinite(o) else math.nan for b, o in zip(sb, so, strict=True)
+    ]
+    return sb, so, saved
+
+
 def _meta(c: Comparison, reduction: float) -> dict[str, Any]:
     r = c.runs[0]
     return {
@@ -162,14 +193,17 @@ def savings(runs: Scan | Iterable[RunRecord], reduction: float = 0.95, window: i
     """The step saving of every method against its family baseline, one row per seed present for both
     (columns ``SAVINGS_COLUMNS``): the threshold from that seed's baseline run (its smoothed loss reduced
     by ``reduction``), the steps each run needs to reach it (real steps: the end of the window, ``None``
-    when not reached), the saving 100 (k_baseline - k_method) / k_baseline (NaN when not reached) and the
-    ``window`` of the comparison (see :func:`comparisons` for the rule)."""
+    when not reached), the saving 100 (k_baseline - k_method) / k_baseline (NaN when not reached), the
+    ``window`` of the comparison (see :func:`comparisons` for the rule), and in seconds: the elapsed
+    training seconds at those steps (steps.csv's time_s; NaN for runs logged without it) and the saving
+    100 (seconds_baseline - seconds_method) / seconds_baseline."""
     import pandas as pd
 
     rows: list[dict[str, Any]] = []
     for c in comparisons(runs, window):
         ss = _compare(c, reduction)
         meta = _meta(c, reduction)
+        sb, so, saved = _seconds(c, ss)
         for i, seed in enumerate(ss.seeds):
             s = ss.savings[i]
             rows.append(
@@ -180,6 +214,9 @@ def savings(runs: Scan | Iterable[RunRecord], reduction: float = 0.95, window: i
                     "k_baseline": ss.k_baseline[i],
                     "k_method": ss.k_method[i],
                     "saving": math.nan if s is None else s,
+                    "seconds_baseline": sb[i],
+                    "seconds_method": so[i],
+                    "seconds_saving": saved[i],
                 }
             )
     df = pd.DataFrame(rows, columns=list(SAVINGS_COLUMNS))
@@ -193,13 +230,20 @@ def _mean_steps(ks: Sequence[int | None]) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
+def _mean_finite(values: Sequence[float]) -> float:
+    vals = [v for v in values if math.isfinite(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
 def saving_summary(
     runs: Scan | Iterable[RunRecord], reduction: float = 0.95, window: int = 400, confidence: float = 0.95
 ) -> pd.DataFrame:
     """One row per comparison (columns ``SUMMARY_COLUMNS``) from the same per-seed savings as
     :func:`savings`: their mean, ``confidence`` t-interval (half width, low, high; NaN under 2 seeds),
     ``within_noise`` (the interval contains 0 or is undefined), the counts of seeds not reached, the mean
-    step counts, the per-seed list ``seed:saving;...`` (``NR``: not reached), and beside them the paper's
+    step counts, the seconds at those step counts and the seconds saving (mean and t-interval half width
+    over the ``seconds_n`` seeds where both are known), the per-seed list ``seed:saving;...`` (``NR``: not
+    reached), and beside them the paper's
     own computation (:func:`metrics.paper_saving`: seed-mean curves, counts as smoothed-array indices) with
     the same window."""
     import pandas as pd
@@ -209,6 +253,8 @@ def saving_summary(
         ss = _compare(c, reduction, confidence)
         ps = M.paper_saving([r.base_loss for r in c.base], [r.base_loss for r in c.runs], reduction, c.window)
         ci = ss.summary
+        sb, so, saved = _seconds(c, ss)
+        sci = M.mean_ci(saved, confidence)
         rows.append(
             {
                 **_meta(c, reduction),
@@ -224,6 +270,11 @@ def saving_summary(
                 "baseline_not_reached": ss.n_baseline_not_reached,
                 "k_baseline_mean": _mean_steps(ss.k_baseline),
                 "k_method_mean": _mean_steps(ss.k_method),
+                "seconds_baseline_mean": _mean_finite(sb),
+                "seconds_method_mean": _mean_finite(so),
+                "seconds_n": sci.n,
+                "seconds_mean": sci.mean,
+                "seconds_half_width": sci.half_width,
                 "per_seed": ";".join(
                     f"{s}:{'NR' if v is None else f'{v:.2f}'}"
                     for s, v in zip(ss.seeds, ss.savings, strict=True)
