@@ -229,3 +229,52 @@ def test_a_run_begun_before_the_clock_resumes_untimed(
     steps = results.read_run(folder).steps()
     assert list(steps.columns) == list(UNTIMED_STEP_COLUMNS) and len(steps) == 45
     assert steps["step"].tolist() == list(range(45))
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_step_clock_arithmetic(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clock's sums from its marks, with CUDA's marks as events (a stand-in that reads the host clock
+    where no GPU is): excluded spans and the gaps between blocks are left out, the optimizer samples are
+    read at the flush, and a run of blocks reuses its events."""
+    from overshoot.train.engine import StepClock
+
+    created: list[object] = []
+
+    class Event:
+        def __init__(self, enable_timing: bool = False) -> None:
+            assert enable_timing
+            created.append(self)
+
+        def record(self, stream: object = None) -> None:
+            self.t = time.perf_counter()
+
+        def elapsed_time(self, end: Event) -> float:
+            return (end.t - self.t) * 1000.0
+
+        def synchronize(self) -> None:
+            pass
+
+    if device == "cuda":
+        monkeypatch.setattr(torch.cuda, "Event", Event)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    clock = StepClock(torch.device(device), start_s=10.0)
+    ends = []
+    for _ in range(3):
+        clock.begin()
+        for i in range(2):
+            with clock.excluded():
+                time.sleep(0.05)  # measured only
+            time.sleep(0.01)  # trained
+            with clock.optimizer(sample=i == 1):
+                time.sleep(0.005)
+            clock.step_done()
+        ends += clock.flush()
+        time.sleep(0.05)  # evaluation, checkpoints: between blocks
+    steps = np.diff([10.0, *ends])
+    assert len(ends) == 6 and (steps >= 0.015).all() and (steps < 0.045).all(), steps
+    assert clock.elapsed == ends[-1] and len(clock.optimizer_s) == 3
+    assert all(0.005 <= s < 0.03 for s in clock.optimizer_s)
+    if device == "cuda":
+        assert (
+            len(created) == 9
+        )  # one block's: its start, per step 2 around the excluded part and its end, 2 sampled

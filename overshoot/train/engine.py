@@ -103,6 +103,7 @@ class StepClock:
 
     def __init__(self, device: torch.device, start_s: float = 0.0) -> None:
         self.cuda = device.type == "cuda"
+        self.device = device
         self.elapsed = float(start_s)  # seconds up to the end of the last flushed step
         self.block_start: Any = None
         self.steps: list[tuple[Any, list[tuple[Any, Any]]]] = []  # per step: end mark, excluded spans
@@ -115,7 +116,7 @@ class StepClock:
         if not self.cuda:
             return time.perf_counter()
         ev = self.free.pop() if self.free else torch.cuda.Event(enable_timing=True)
-        ev.record()
+        ev.record(torch.cuda.current_stream(self.device))
         return ev
 
     def _seconds(self, a: Any, b: Any) -> float:
