@@ -1,7 +1,8 @@
 """The report's interactive HTML: plotly loss curves per task section and family (hover, legend toggles, zoom)
-and a run browser (a sortable table of the methods run, whose row shows each seed's curve), drawn from
-:func:`overshoot.analysis.results.curves`. plotly's JavaScript is copied once beside the report
-(:data:`JS_REL`), so the page opens offline and every figure holds only its data."""
+and a run browser (a sortable table of the methods run, whose row shows each seed's curve), drawn from the
+run records of :func:`overshoot.analysis.results.scan` (the store's one reader). plotly's JavaScript is
+copied once beside the report (:data:`JS_REL`), so the page opens offline and every figure holds only its
+data."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from overshoot.analysis.report.model import Section
 from overshoot.analysis.report.render import Part, slug
 from overshoot.analysis.report.style import family_label, metric_factor, metric_header, num
 from overshoot.analysis.report.tables import Report
-from overshoot.analysis.results import RunRecord, curves, method_order
+from overshoot.analysis.results import RunRecord, method_order
 from overshoot.common.files import atomic_write_text
 
 JS_REL = "report_files/plotly.min.js"  # plotly's bundle, relative to report.html
@@ -70,14 +71,10 @@ def _style(r: RunRecord, gammas: Sequence[float]) -> dict[str, Any]:
 
 
 def base_losses(report: Report) -> dict[str, np.ndarray]:
-    """Each used run's base-weight training loss per step, by run path, from :func:`results.curves`."""
-    used = {str(r.path) for r in report.records}
-    cv = curves(report.scan)
-    cv = cv[cv["path"].astype(str).isin(used)]
-    return {
-        str(p): g.sort_values("step")["base_loss"].to_numpy(dtype=float)
-        for p, g in cv.groupby("path", observed=True)
-    }
+    """Each used run's base-weight training loss per step, by run path: the array the store reader
+    (:func:`overshoot.analysis.results.scan`) loaded, which the savings and Figure 1 use too, so a crossing
+    drawn here is the step the tables count (re-reading the logs would cost a second pass over them)."""
+    return {str(r.path): r.base_loss for r in report.records}
 
 
 def _groups(recs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
@@ -268,7 +265,7 @@ _BROWSER_JS = """
     table.querySelectorAll('tbody tr').forEach(function(r){
       r.classList.toggle('selected', r.getAttribute('data-run')===String(i));});
     var traces=d.curves.map(function(c){
-      return {x:c.x,y:c.y,mode:'lines',name:'seed '+c.seed,line:{width:1.3},
+      return {x:c.x||d.x,y:c.y,mode:'lines',name:'seed '+c.seed,line:{width:1.3},
         hovertemplate:'seed '+c.seed+'<br>step %{x:,}<br>loss %{y:.4g}<br>'+c.path+'<extra></extra>'};});
     Plotly.react('run-plot',traces,{template:'plotly_white',height:380,
       margin:{l:60,r:20,t:40,b:40},hovermode:'closest',
@@ -285,6 +282,14 @@ _BROWSER_JS = """
   if(data.length){show(0);}
 })();
 """
+
+
+def _shared_x(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The seeds' curves with their step axis stated once when every seed shares it (``x`` beside them)."""
+    xs = [c["x"] for c in seeds]
+    if xs and all(x == xs[0] for x in xs):
+        return {"x": xs[0], "curves": [{k: v for k, v in c.items() if k != "x"} for c in seeds]}
+    return {"curves": seeds}
 
 
 def browser_part(report: Report, loss: dict[str, np.ndarray]) -> Part | None:
@@ -318,7 +323,7 @@ def browser_part(report: Report, loss: dict[str, np.ndarray]) -> Part | None:
                 "title": f"{row['Task']}, {row['Method']} (protocol {row['Protocol']}): each seed",
                 "window": int(row["window"]),
                 "log": bool(ys) and min(ys) > 0,
-                "curves": row["curves"],
+                **_shared_x(row["curves"]),
             }
         )
     data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
