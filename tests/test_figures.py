@@ -20,9 +20,9 @@ from PIL import Image
 from report_store import require_tool
 from test_report import METHODS, write_run
 
+from overshoot.analysis import figstyle, results, threshold_panels, tuning
 from overshoot.analysis import figures as F
 from overshoot.analysis import report as R
-from overshoot.analysis import results
 from overshoot.config import methods
 
 DPI = 200  # savefig.dpi of overshoot.analysis.figures
@@ -49,10 +49,11 @@ def figs(tmp_path_factory: pytest.TempPathFactory) -> tuple[R.Report, Path]:
         return paths
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(F, "save", keep)
+    for module in (F, figstyle, threshold_panels):  # each module's own name of the writer
+        mp.setattr(module, "save", keep)
     try:
         F.write_all(rep, out)
-        F.sensitivity_figure(*_study(), out / "sensitivity")
+        tuning.sensitivity_figure(*_study(), out / "sensitivity")
     finally:
         mp.undo()
     return rep, out
@@ -310,6 +311,6 @@ def test_sensitivity_figure_is_text_width_with_distinct_colours_and_selected_lrs
 
 def test_baseline_markers_never_coincide(figs: tuple[R.Report, Path]) -> None:
     rep, _ = figs
-    assert F._dodge("sgd", 7.0) < 0 < F._dodge("adam", 7.0)
+    assert F.dodge("sgd", 7.0) < 0 < F.dodge("adam", 7.0)
     best = F.best_gammas(rep)
     assert set(best["family"]) == {"sgd", "adam"} and best["best_gamma"].notna().all()

@@ -403,28 +403,36 @@ def time_to_target_frame(held: pd.DataFrame) -> pd.DataFrame:
 
 
 def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: Path) -> list[Path]:
-    """Mean best validation metric (error = 1 - accuracy for accuracy tasks) vs lr, both axes log, one line
-    per method, one panel per family; the selected lr of each method marked with a filled circle, settings
-    ruled out (a tuning seed diverged) with a cross at the top, the untuned lr with a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """A tuning study's sensitivity to the learning rate: the mean best validation metric over the tuning
+    seeds (error = 1 - accuracy for accuracy tasks) vs lr, both axes log with plain-decimal ticks, one line
+    per method in a colour, marker and dash of its own, one panel per family, text width. Each method's
+    selected lr is its own marker, enlarged with a black edge, and named in the legend; settings ruled out
+    (a tuning seed diverged) are crosses at the top, the untuned lr a dashed grey line; the legend sits
+    below the panels. ``table`` holds one row per setting (family, optimizer, gamma, lr, the other tuned
+    axes, score), ``selection`` the study's selection.json."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter
 
-    from overshoot.analysis.figures import method_style, save
+    from overshoot.analysis.figstyle import (
+        TEXT_IN,
+        family_title,
+        legend_below,
+        method_style,
+        plain_number,
+        plain_ticks,
+        save,
+    )
 
-    plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42})
     if "lr" not in table:
         raise TuningError("the sensitivity figure needs lr among the tuned axes (the tune sweep's lr grid)")
     families = sorted(set(table["family"].astype(str)), key=lambda f: (family_rank(f), f))
-    fig, axes = plt.subplots(1, len(families), figsize=(4.6 * len(families), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(families), figsize=(TEXT_IN, 2.7), squeeze=False, layout="constrained")
     metric = selection["metric"]
     other = [k for k in selection["axes"] if k != "lr"]
+    handles: dict[str, Any] = {}
     for ax, family in zip(axes[0], families, strict=True):
         fam = table[table["family"] == family]
-        gammas = sorted(set(fam["gamma"]))
         customs = sorted({str(o) for o in fam["optimizer"] if str(o) not in methods.METHODS})
         for (opt, gamma), g in sorted(
             fam.groupby(["optimizer", "gamma"]),
@@ -435,40 +443,46 @@ def sensitivity_figure(table: pd.DataFrame, selection: Mapping[str, Any], stem: 
             if other:  # the lr curve through the selected values of the other axes
                 g = g[np.logical_and.reduce([g[k] == sel["selected"][k] for k in other])]
             g = g.sort_values("lr")
+            gammas = sorted(set(fam.loc[fam["optimizer"] == opt, "gamma"]))
             style = method_style(str(opt), float(gamma), gammas, family, customs)
             y = 1.0 - g["score"] if metric == "accuracy" else g["score"]  # error rates on a log axis
             ok = y.notna()
-            ax.plot(g["lr"][ok], y[ok], label=methods.display_label(str(opt), float(gamma)), **style)
+            ax.plot(g["lr"][ok], y[ok], **style, zorder=2)
             out = g["lr"][~ok]
             ax.plot(
                 out, np.full(len(out), 0.97), "x", color=style["color"], transform=ax.get_xaxis_transform()
             )
-            pick = g[g["lr"] == sel["selected"]["lr"]]
+            lr = sel["selected"]["lr"]
+            pick = g[g["lr"] == lr]
             y_pick = 1.0 - pick["score"] if metric == "accuracy" else pick["score"]
-            ax.plot(pick["lr"], y_pick, "o", color=style["color"], markersize=7, zorder=3)
+            picked = {
+                **style,
+                "linestyle": "none",
+                "markersize": 8,
+                "markeredgecolor": "k",
+                "markeredgewidth": 1.1,
+            }
+            picked["markerfacecolor"] = style["color"]
+            ax.plot(pick["lr"], y_pick, **picked, zorder=4, gid=f"selected:{method}")
+            label = f"{methods.display_label(str(opt), float(gamma))}: selected lr {plain_number(float(lr))}"
+            handles[label] = (Line2D([], [], **style), Line2D([], [], **picked))
         for lr in selection.get("untuned_lr", {}).get(family, []):
-            ax.axvline(lr, color="#999999", linestyle="--", linewidth=1.0)
-        handles, _ = ax.get_legend_handles_labels()
-        handles += [
-            Line2D([], [], color="#444444", marker="o", linestyle="none", markersize=7, label="selected lr"),
-            Line2D([], [], color="#444444", marker="x", linestyle="none", label="ruled out (diverged)"),
-            Line2D([], [], color="#999999", linestyle="--", linewidth=1.0, label="untuned lr"),
-        ]
+            ax.axvline(lr, color="#999999", linestyle="--", linewidth=1.0, zorder=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
         grid = sorted(set(fam["lr"]))
-        ax.xaxis.set_major_locator(FixedLocator(grid[:: max(1, len(grid) // 5)]))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
-        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_xticks(grid[:: max(1, -(-len(grid) // 5))])
+        plain_ticks(ax, "x")
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+        plain_ticks(ax, "y")
         ax.set_xlabel("learning rate")
-        what = "error (1 - accuracy)" if metric == "accuracy" else metric
+        what = "error (1 − accuracy)" if metric == "accuracy" else metric
         ax.set_ylabel(f"best validation {what}\n(mean over tuning seeds)")
-        ax.set_title(f"{task_label(selection['task'])}: {family_label(family)} family")
-        ax.legend(handles=handles, frameon=False, fontsize=7)
-    fig.tight_layout()
+        ax.set_title(f"{task_label(selection['task'])}: {family_title(family)}")
+        ax.grid(True, which="major", alpha=0.3)
+    handles["ruled out (a tuning seed diverged)"] = Line2D([], [], color="#444444", marker="x", ls="none")
+    handles["untuned lr"] = Line2D([], [], color="#999999", ls="--", lw=1.0)
+    legend_below(fig, handles, TEXT_IN)
     return save(fig, stem)
 
 
@@ -534,7 +548,8 @@ def report_study(study: Path, out: Path, command: str = "", protocol_note: str =
             png,
             png.name,
             f"Sensitivity: best validation {selection['metric']} (mean over the tuning seeds) against lr, "
-            "one line per method; filled circles mark the selected lr, the dashed line the untuned lr.",
+            "one line per method; each method's selected lr is its marker enlarged with a black edge (the lr "
+            "named in the legend), crosses the settings ruled out, the dashed line the untuned lr.",
         )
     )
     written = write_document(doc, out, ("md", "csv", "tex", "html"), [*figs, trials, out / "selection.json"])
