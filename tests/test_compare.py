@@ -65,6 +65,9 @@ def test_matched_rows_and_their_difference(compared: tuple[Path, Path, Path]) ->
     assert cm["steps_diff"] == 0 and cm["best_diff"] == 0 and math.isnan(cm["saving_a"])
     assert (cm["steps_a"], cm["best_a"]) == (cm["steps_b"], cm["best_b"])
     assert np.isfinite(cm["steps_low"]) and cm["steps_low"] < 0 < cm["steps_high"]
+    # seconds to the same target: the synthetic clock ticks 0.01 s a step
+    assert cm["seconds_a"] == pytest.approx(0.01 * cm["steps_a"]) and cm["seconds_diff"] == 0
+    assert os_["seconds_diff"] == pytest.approx(0.01 * os_["steps_diff"])
 
 
 def test_protocol_mismatch_is_named_and_one_store_runs_listed(compared: tuple[Path, Path, Path]) -> None:

@@ -48,6 +48,7 @@ class Side:
     seeds: dict[Key, list[int]] = field(default_factory=dict)
     saving: dict[Key, list[float]] = field(default_factory=dict)
     steps: dict[Key, list[float]] = field(default_factory=dict)
+    seconds: dict[Key, list[float]] = field(default_factory=dict)  # training seconds to the same target
     best: dict[Key, list[float]] = field(default_factory=dict)
     metric: dict[str, str] = field(default_factory=dict)  # task -> its best-metric header
     config: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (task, protocol) -> config
@@ -73,15 +74,20 @@ def side(name: str, root: Path, reduction: float, window: int, protocols: Sequen
         s.metric.setdefault(r.task, metric_header(r.metric, r.metric_scale, r.task))
         s.config.setdefault((r.task, r.protocol), r.config)
     _, per_seed = savings_frames(sections_of(recs, window), reduction, window)
-    base_steps: dict[Key, dict[int, float]] = {}
+    base_steps: dict[Key, dict[int, tuple[float, float]]] = {}
     for _, row in per_seed.iterrows():
         k = (str(row["task"]), str(row["protocol"]), str(row["family"]), str(row["method"]))
         s.saving.setdefault(k, []).append(row["saving"])
         s.steps.setdefault(k, []).append(row["k_method"])
+        s.seconds.setdefault(k, []).append(row.get("seconds_method", math.nan))
         kb = (k[0], k[1], k[2], str(row["baseline"]))
-        base_steps.setdefault(kb, {})[int(row["seed"])] = row["k_baseline"]
+        base_steps.setdefault(kb, {})[int(row["seed"])] = (
+            row["k_baseline"],
+            row.get("seconds_baseline", math.nan),
+        )
     for kb, by_seed in base_steps.items():
-        s.steps.setdefault(kb, [by_seed[sd] for sd in sorted(by_seed)])
+        s.steps.setdefault(kb, [by_seed[sd][0] for sd in sorted(by_seed)])
+        s.seconds.setdefault(kb, [by_seed[sd][1] for sd in sorted(by_seed)])
     return s
 
 
@@ -141,6 +147,7 @@ def matched_table(a: Side, b: Side, reduction: float, confidence: float) -> Tabl
         for what, vals_a, vals_b, digits in (
             ("saving", a.saving.get(k, []), b.saving.get(k, []), 1),
             ("steps", a.steps.get(k, []), b.steps.get(k, []), 0),
+            ("seconds", a.seconds.get(k, []), b.seconds.get(k, []), 2),
             ("best", a.best[k], b.best[k], 2),
         ):
             ma, mb = _mean(vals_a), _mean(vals_b)
@@ -149,7 +156,7 @@ def matched_table(a: Side, b: Side, reduction: float, confidence: float) -> Tabl
                 {f"{what}_a": ma, f"{what}_b": mb, f"{what}_diff": d, f"{what}_low": lo, f"{what}_high": hi}
             )
             row[f"{what}_n_a"], row[f"{what}_n_b"] = len(_finite(vals_a)), len(_finite(vals_b))
-            label = {"saving": "Saving %", "steps": "Steps", "best": "Best"}[what]
+            label = {"saving": "Saving %", "steps": "Steps", "seconds": "Seconds", "best": "Best"}[what]
             cells[f"{label} A"] = num(ma, digits)
             cells[f"{label} B"] = num(mb, digits)
             cells[f"Δ {label.split()[0].lower()} [{pct}]"] = interval_cell(d, lo, hi, digits)
@@ -162,6 +169,7 @@ def matched_table(a: Side, b: Side, reduction: float, confidence: float) -> Tabl
         f"Saving % = step saving to {reduction * 100:g}% loss reduction against the family baseline (mean "
         "over the seeds where both reached it; – for the baseline itself); Steps = steps to that threshold "
         "(mean over the seeds that reached it; – where the family has no comparison in that store); "
+        "Seconds = the training seconds at that step (steps.csv's time_s; – for runs logged without it); "
         "Best = best test metric over the epochs (the task's Table 1 metric: accuracy in %, a loss scaled "
         f"as in Table 1), seed mean. Δ = B − A with its {pct} Welch "
         "t-interval over the per-seed values (no interval under 2 values a side); seeds need not pair"
