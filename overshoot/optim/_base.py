@@ -42,14 +42,18 @@ def default_to_fused(params: list[Tensor], grads: list[Tensor]) -> bool:
     )
 
 
+# the code of the wrapper torch._disable_dynamo puts around a function (creating one imports nothing)
+_DISABLE_DYNAMO_CODE = getattr(torch._disable_dynamo(lambda: None), "__code__", None)
+
+
 def _eager(method: Callable[..., Any]) -> Callable[..., Any]:
     """A ``torch.optim.Optimizer`` method that torch wraps in ``torch._disable_dynamo``, unwrapped while
     ``torch._dynamo`` is not imported. The wrapper only keeps dynamo from tracing the method, and imports
     ``torch._dynamo`` (seconds) on its first call; before that module is imported nothing can be compiling,
-    so the plain method is the same call."""
-    if "torch._dynamo" in sys.modules:
+    so the plain method is the same call. Any other method is returned as it is."""
+    if "torch._dynamo" in sys.modules or getattr(method, "__code__", None) is not _DISABLE_DYNAMO_CODE:
         return method
-    return getattr(method, "__wrapped__", method)
+    return method.__wrapped__  # type: ignore[attr-defined,no-any-return]
 
 
 def resolve_gamma(gamma: float | None, overshoot: float | None, default: float) -> float:
