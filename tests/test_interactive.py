@@ -25,7 +25,8 @@ METHODS = [("sgd", 0.0, 200.0), ("sgd_os", 3.0, 160.0), ("adam", 0.0, 150.0), ("
 
 # Appended to a copy of report.html beside the original (so report_files/ resolves): after load, it reads
 # the figures' traces, clicks the first legend entry of the first figure (plotly's mousedown/mouseup; the
-# click lands after plotly's double-click delay), clicks the run browser's last row, then writes what it saw
+# click lands after plotly's double-click delay), sorts the run browser by method and clicks its top row,
+# then writes what it saw
 # into an attribute of <body> for --dump-dom.
 CHECK = """<script>
 window.addEventListener('load', function () {
@@ -44,7 +45,11 @@ window.addEventListener('load', function () {
   var rows = document.querySelectorAll('#run-table tbody tr');
   out.rows = rows.length;
   out.titleBefore = document.getElementById('run-plot').layout.title.text;
-  rows[rows.length - 1].click();
+  var th = document.querySelectorAll('#run-table thead th')[2];  // Method: sort descending, click the top row
+  th.click(); th.click();
+  var top = document.querySelector('#run-table tbody tr');
+  out.sortedFirst = top.cells[2].textContent;
+  top.click();
   setTimeout(function () {
     out.visibleAfter = gd.data[0].visible;
     out.linesAfter = gd.querySelectorAll('.scatterlayer .trace').length;
@@ -116,7 +121,8 @@ def test_interactive_html_in_chromium(report_dir: Path, tmp_path: Path) -> None:
     assert got["name"] == "CM" and got["visibleBefore"] is True
     assert got["visibleAfter"] == "legendonly", got
     assert got["linesAfter"] < got["lines"][0] and got["hiddenLegend"] >= 1
-    # the run browser: one row per method; the last row's click draws AdamO's three seeds
+    # the run browser: one row per method; after sorting, the top row's click draws that method's three seeds
     assert got["rows"] == len(METHODS) and got["selected"] == 1
-    assert "CM" in got["titleBefore"] and "AdamO" in got["titleAfter"]
+    assert "CM" in got["titleBefore"] and got["sortedFirst"] == "SGDO γ=3"
+    assert got["titleAfter"].startswith("digits, SGDO γ=3 (protocol")
     assert got["seedTraces"] == [f"seed {s}" for s in SEEDS]
