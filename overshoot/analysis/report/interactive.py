@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.colors import to_hex
 
 from overshoot.analysis import metrics as M
-from overshoot.analysis.figures import method_style
+from overshoot.analysis.figstyle import method_style
 from overshoot.analysis.report.model import Section
 from overshoot.analysis.report.render import Part, slug
 from overshoot.analysis.report.style import family_label, metric_factor, metric_header, num
