@@ -1,16 +1,23 @@
 """The fixed costs of overshoot-bench against lean counterparts, measured in one call (issue 23).
 
-Populations of wall times (each a fresh process, as a user runs it):
+Populations of wall times (each a fresh process, as a user runs it), the cases in turn within each repeat:
 
-- ``help``: ``overshoot-bench --help`` against ``python -c "import torch"`` (the yardstick);
-- ``skip``: relaunching a completed run against the same yardstick;
+- ``no torch``: ``overshoot-bench --help``, ``--cfg job``, a bad setting, the other console scripts'
+  ``--help``, and relaunching a completed run (the skip path), each against ``python -c "import torch"``
+  (the yardstick);
 - ``default``: ``overshoot-bench threads=1 progress=none`` (digits, AdamO, 2,640 steps; ``--max-steps``
   shortens it) against a plain PyTorch loop doing the same import, data, training, base-loss forward and
   CSV row per step (``lean`` below);
 - ``sweep``: ``overshoot-bench -m`` of ``--jobs`` 3-step runs against one lean process training the same
-  3-step runs: the per-job overhead is the difference divided by the number of jobs.
+  number of 3-step runs: the per-job overhead is the difference divided by the number of jobs;
+- ``population``: the paper's 100-run grid of digits (``+sweep=paper``: 10 methods x 10 seeds, trained as
+  populations) at 3 steps against one lean process training 100 3-step runs.
 
-    python scripts/bench/bench_overhead.py --repeats 3 --out results/overhead
+Then the start-up phases of one run of digits and of housing, in process: each with an empty data cache
+(``cold``: the source parsed) and with the cache the cold build left (``warm``), and ``python -X importtime``
+of the same start-up (the imports costing most beyond torch's own).
+
+    python scripts/bench/bench_overhead.py --repeats 2 --out results/overhead
 
 writes ``overhead.md`` and ``overhead.csv`` (every measurement) with the device, versions and load average.
 """
@@ -39,11 +46,19 @@ mark("import torch")
 from pathlib import Path
 from overshoot.config import methods
 from overshoot.config.compose import compose, resolve
+from overshoot.config.schema import STEP_COLUMNS
+from overshoot.store.claim import claim_run
+from overshoot.store.writer import RunWriter, run_path
 from overshoot.train.lifecycle import run_one
 from overshoot_tasks import build_task
 mark("import overshoot (the rest)")
-run = resolve(compose(["threads=1", f"task={sys.argv[1]}"]))
+run = resolve(compose(["threads=1", f"task={sys.argv[1]}", f"out={sys.argv[2]}"]))
 mark("Hydra composition and resolve")
+writer = RunWriter(run_path(run.out, run), step_columns=STEP_COLUMNS)
+writer.claim = claim_run(writer.path, announce=False)
+writer.prepare()
+writer.write_config(run)
+mark("claim and first write (config.yaml)")
 torch.set_num_threads(1)
 task = build_task(run.task_options, Path(run.data_root), torch.device("cpu"), torch.float32)
 mark("build the task (data load)")
@@ -51,9 +66,10 @@ model = task.build_model()
 mark("build the model")
 method = methods.get(run.optimizer, run.family)
 opt = methods.build_optimizer(method, model.parameters(), run.hparams, run.gamma)
-mark("build the optimizer (first: imports torch._dynamo)")
+mark("build the optimizer")
+writer.claim.release()
 for (_, a), (name, b) in zip(t, t[1:]):
-    print(f"{name}	{b - a:.3f}")
+    print(f"{name}\t{b - a:.3f}")
 """
 
 LEAN = r"""
@@ -98,11 +114,51 @@ for run in range(runs):
 """
 
 
-def wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
-    """Seconds from starting ``cmd`` to its exit (it must exit 0)."""
+def wall(cmd: list[str], env: dict[str, str], code: int = 0) -> float:
+    """Seconds from starting ``cmd`` to its exit (with status ``code``)."""
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
-    return time.perf_counter() - t
+    res = subprocess.run(cmd, capture_output=True, env=env)
+    sec = time.perf_counter() - t
+    if res.returncode != code:
+        raise SystemExit(
+            f"{' '.join(cmd)} exited {res.returncode}, not {code}: {res.stderr.decode()[-2000:]}"
+        )
+    return sec
+
+
+GRID = "overshoot-bench -m +sweep=paper task=digits, 100 runs of 3 steps as populations"
+
+
+def importtime(cmd: list[str], env: dict[str, str]) -> list[tuple[str, float]]:
+    """(top-level module, cumulative import seconds) from ``python -X importtime``, largest first."""
+    res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    top: dict[str, float] = {}
+    for line in res.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _, cumulative, name = line[len("import time:") :].split("|")
+        if not name.startswith(" ") or name.startswith("  "):  # only modules imported at the top level
+            continue
+        root = name.strip().split(".")[0]
+        top[root] = top.get(root, 0.0) + int(cumulative) / 1e6
+    return sorted(top.items(), key=lambda kv: -kv[1])
+
+
+def revision() -> str:
+    """The checked-out commit, marked when the working tree has uncommitted changes."""
+    git = ["git", "-C", str(Path(__file__).resolve().parent)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
+    return f"{head or 'unknown'}{' (with uncommitted changes)' if dirty.stdout.strip() else ''}"
+
+
+def load() -> str:
+    """The 1-, 5- and 15-minute load averages."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -113,22 +169,34 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("results/overhead"))
     a = p.parse_args()
     bench = [shutil.which("overshoot-bench") or "overshoot-bench"]
+    script = {s: shutil.which(s) or s for s in ("overshoot-bench-report", "overshoot-bench-tune")}
     py = sys.executable
     rows: list[dict[str, object]] = []
+    loads = [("start", load())]
+    measured = revision()  # the code measured: read before the cases run
     work = Path(tempfile.mkdtemp(prefix="overhead-"))
+    env = {**os.environ, "OVERSHOOT_CACHE": str(work / "cache")}  # the warm runs share one data cache
     lean = work / "lean.py"
     lean.write_text(LEAN)
     steps = f"max_steps={a.max_steps}"
     base = ["threads=1", "progress=none"]
-    # the completed run that the skip case relaunches
-    subprocess.run([*bench, *base, "max_steps=3", f"out={work / 'skip'}"], check=True, capture_output=True)
+    torch_line = "python -c 'import torch'"
+    # the completed run that the skip case relaunches (it also fills the data cache)
+    wall([*bench, *base, "max_steps=3", f"out={work / 'skip'}"], env)
+    cases: dict[tuple[str, str], list[str]] = {}
     for r in range(a.repeats):
         out = work / f"r{r}"
         (out / "lean").mkdir(parents=True)
         cases = {
-            ("help", "overshoot-bench --help"): [*bench, "--help"],
-            ("help", "python -c 'import torch'"): [py, "-c", "import torch"],
-            ("skip", "relaunch of a completed run"): [*bench, *base, "max_steps=3", f"out={work / 'skip'}"],
+            ("no torch", torch_line): [py, "-c", "import torch"],
+            ("no torch", "overshoot-bench --help"): [*bench, "--help"],
+            ("no torch", "overshoot-bench --cfg job"): [*bench, "--cfg", "job"],
+            ("no torch", "overshoot-bench lr=-1 (bad input, exit 2)"): [*bench, "lr=-1"],
+            ("no torch", "overshoot-bench-report --help"): [script["overshoot-bench-report"], "--help"],
+            ("no torch", "overshoot-bench-tune --help"): [script["overshoot-bench-tune"], "--help"],
+            ("no torch", "relaunch of a completed run (skip)"): [
+                *bench, *base, "max_steps=3", f"out={work / 'skip'}",
+            ],
             ("default", f"overshoot-bench {steps}"): [*bench, *base, steps, f"out={out / 'run'}"],
             ("default", "plain PyTorch loop"): [py, str(lean), str(a.max_steps), "1", str(out / "lean")],
             ("sweep", f"overshoot-bench -m, {a.jobs} jobs of 3 steps"): [
@@ -138,19 +206,34 @@ def main() -> None:
             ("sweep", f"plain PyTorch loop, {a.jobs} runs of 3 steps"): [
                 py, str(lean), "3", str(a.jobs), str(out / "lean"),
             ],
+            ("population", GRID): [
+                *bench, "-m", "+sweep=paper", "task=digits", *base, "max_steps=3",
+                f"out={out / 'grid'}", f"hydra.sweep.dir={out / 'multirun-grid'}",
+            ],
+            ("population", "plain PyTorch loop, 100 runs of 3 steps"): [
+                py, str(lean), "3", "100", str(out / "lean"),
+            ],
         }  # fmt: skip
         for (case, what), cmd in cases.items():
-            rows.append({"repeat": r, "case": case, "what": what, "wall_s": round(wall(cmd), 3)})
+            code = 2 if "bad input" in what else 0
+            rows.append({"repeat": r, "case": case, "what": what, "wall_s": round(wall(cmd, env, code), 3)})
             print(rows[-1], flush=True)
+        loads.append((f"after repeat {r + 1}", load()))
     phase_rows: list[tuple[str, str, float]] = []
     for task in ("digits", "housing"):
-        for _ in range(a.repeats):
-            res = subprocess.run([py, "-c", PHASES, task], check=True, capture_output=True, text=True)
-            for line in res.stdout.splitlines():
-                name, sec = line.split("\t")
-                phase_rows.append((task, name, float(sec)))
+        for r in range(a.repeats):
+            cache = {**os.environ, "OVERSHOOT_CACHE": str(work / f"phase-cache-{task}-{r}")}
+            for state in ("cold", "warm"):  # an empty data cache, then the one the cold build left
+                cmd = [py, "-c", PHASES, task, str(work / f"phase-{task}-{r}-{state}")]
+                res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=cache)
+                for line in res.stdout.splitlines():
+                    name, sec = line.split("\t")
+                    phase_rows.append((f"{task} {state}", name, float(sec)))
+    imports = importtime([py, "-X", "importtime", "-c", PHASES, "digits", str(work / "importtime")], env)
+    loads.append(("end", load()))
     shutil.rmtree(work, ignore_errors=True)
 
+    import sklearn
     import torch
 
     a.out.mkdir(parents=True, exist_ok=True)
@@ -161,64 +244,81 @@ def main() -> None:
     med: dict[str, float] = {}
     for what in dict.fromkeys(str(r["what"]) for r in rows):
         med[what] = statistics.median(float(r["wall_s"]) for r in rows if r["what"] == what)
-    torch_s = med["python -c 'import torch'"]
+    lean_of = {
+        "no torch": torch_line,
+        "default": "plain PyTorch loop",
+        "sweep": f"plain PyTorch loop, {a.jobs} runs of 3 steps",
+        "population": "plain PyTorch loop, 100 runs of 3 steps",
+    }
     lines = [
         "# Fixed costs of overshoot-bench (issue 23)",
         "",
         f"Command: `python scripts/bench/bench_overhead.py --repeats {a.repeats} --jobs {a.jobs} "
-        f"--max-steps {a.max_steps}`. Wall seconds, median of {a.repeats} fresh processes per line.",
-        f"Device: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; Python "
-        f"{platform.python_version()}, torch {torch.__version__}; load average before/after: "
-        f"{LOAD0} / {' '.join(f'{x:.2f}' for x in os.getloadavg())} (the machine was shared with other "
-        "work while this ran: absolute times are inflated, ratios within one call are the comparison).",
+        f"--max-steps {a.max_steps}`. Wall seconds, median of {a.repeats} fresh processes per line, the "
+        "cases run in turn within each repeat.",
+        f"Code: git {measured}. Device: {platform.processor() or platform.machine()}, {os.cpu_count()} "
+        "CPUs, no GPU; Python "
+        f"{platform.python_version()}, torch {torch.__version__}, scikit-learn {sklearn.__version__}.",
+        "Load average (1, 5, 15 min): " + "; ".join(f"{k} {v}" for k, v in loads) + ". The machine was "
+        "shared with other trainings while this ran: absolute times are inflated; the comparison is the "
+        "ratio of each line to its lean counterpart measured in the same repeat.",
         "",
-        "| case | command | median wall s | ratio |",
-        "|---|---|---|---|",
+        "| case | command | median wall s | lean counterpart | its median wall s | ratio |",
+        "|---|---|---|---|---|---|",
     ]
     for (case, what), _ in cases.items():
-        ref = {
-            "help": torch_s,
-            "skip": torch_s,
-            "default": med["plain PyTorch loop"],
-            "sweep": med[f"plain PyTorch loop, {a.jobs} runs of 3 steps"],
-        }[case]
-        lines.append(f"| {case} | {what} | {med[what]:.2f} | {med[what] / ref:.2f} |")
-    sweep = med[f"overshoot-bench -m, {a.jobs} jobs of 3 steps"]
-    lean_sweep = med[f"plain PyTorch loop, {a.jobs} runs of 3 steps"]
-    lines += [
-        "",
-        "Ratios: help and skip against `import torch`; the default run against the plain loop; the sweep "
-        "against the plain loop's runs.",
-        f"Sweep overhead per job: ({sweep:.2f} - {lean_sweep:.2f}) / {a.jobs} = "
-        f"{(sweep - lean_sweep) / a.jobs:.3f} s.",
-    ]
+        ref = lean_of[case]
+        if what != ref:
+            lines.append(
+                f"| {case} | {what} | {med[what]:.2f} | {ref} | {med[ref]:.2f} | {med[what] / med[ref]:.2f} |"
+            )
+    per_job = {
+        "sweep": (f"overshoot-bench -m, {a.jobs} jobs of 3 steps", a.jobs),
+        "population": (
+            GRID,
+            100,
+        ),
+    }
+    lines += ["", "Overhead per job beyond the lean loop's (both include one `import torch`):", ""]
+    for case, (what, n) in per_job.items():
+        ours, ref = med[what], med[lean_of[case]]
+        lines.append(f"- {case}: ({ours:.2f} - {ref:.2f}) / {n} = {(ours - ref) / n:.3f} s per job.")
     lines += [
         "",
         "## Start-up phases of one run, in process (median seconds of "
         f"{a.repeats} fresh processes; OVERSHOOT_DATA={os.environ.get('OVERSHOOT_DATA', 'unset')})",
         "",
-        "| phase | digits | housing |",
-        "|---|---|---|",
+        "cold: an empty data cache (the source parsed, scikit-learn imported); warm: the cache the cold "
+        "build left (tasks/cache.py).",
+        "",
+        "| phase | digits cold | digits warm | housing cold | housing warm |",
+        "|---|---|---|---|---|",
     ]
+    columns = ("digits cold", "digits warm", "housing cold", "housing warm")
     names = list(dict.fromkeys(n for _, n, _ in phase_rows))
+
+    def phase(col: str, name: str) -> float:
+        return statistics.median([x for c, n, x in phase_rows if c == col and n == name])
+
     for name in names:
-        cells = [
-            statistics.median([x for t, n, x in phase_rows if t == task and n == name])
-            for task in ("digits", "housing")
-        ]
-        lines.append(f"| {name} | {cells[0]:.2f} | {cells[1]:.2f} |")
-    for task in ("digits", "housing"):
-        beyond = sum(
-            statistics.median([x for t, n, x in phase_rows if t == task and n == name])
-            for name in names
-            if name != "import torch"
-        )
-        lines.append(f"\nStart-up beyond `import torch`, {task}: {beyond:.2f} s.")
+        lines.append(f"| {name} | " + " | ".join(f"{phase(c, name):.2f}" for c in columns) + " |")
+    beyond = [sum(phase(c, n) for n in names if n != "import torch") for c in columns]
+    lines.append(
+        "| **start-up beyond `import torch`** | " + " | ".join(f"**{b:.2f}**" for b in beyond) + " |"
+    )
+    lines += [
+        "",
+        "## `python -X importtime` of the same start-up (digits, warm cache)",
+        "",
+        "Top-level imports, cumulative seconds (one process; torch's own imports are inside its row).",
+        "",
+        "| module | cumulative s |",
+        "|---|---|",
+        *[f"| {m} | {sec:.2f} |" for m, sec in imports[:15]],
+    ]
     (a.out / "overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-
-LOAD0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 if __name__ == "__main__":
     main()
