@@ -69,10 +69,12 @@ FAMILY_CMAP = {
     "radam": "Purples",
 }  # beyond the list below
 # A family's overshoot gammas, smallest first: hues far enough apart to tell three gammas apart in one panel
-# (Okabe-Ito picks, colour-blind safe), never the baselines' black or purple.
+# (Okabe-Ito and ColorBrewer picks), never the baselines' black.
 GAMMA_COLORS = {
     "sgd": ("#56b4e9", "#0072b2", "#009e73"),
     "adam": ("#e69f00", "#d55e00", "#8c510a"),
+    "lion": ("#4daf4a", "#006d2c", "#b8860b"),
+    "radam": ("#8073ac", "#54278f", "#c51b7d"),
 }
 MOMENTUM_SYMBOL = {"sgd": "μ", "adam": "β1"}  # the momentum a family's second baseline sits at on the γ axis
 # Per family, the style of its baseline (CM, Adam) and of its second baseline (NAG, NAdam).
@@ -180,7 +182,7 @@ def method_style(
         positive = [g for g in gs if g > 0]  # gamma 0 (a baseline) takes no listed colour
         own = gamma in positive and len(positive) <= len(listed)
         style = {
-            "color": listed[positive.index(gamma)] if own else cmap(0.35 + 0.6 * pos),
+            "color": listed[positive.index(gamma)] if own else cmap(0.5 + 0.45 * pos),
             "linestyle": FAMILY_LINESTYLE.get(family, "-"),
             "marker": OS_MARKERS[idx % len(OS_MARKERS)],
         }
