@@ -105,6 +105,11 @@ def test_sweeper_composes_each_job_once_as_hydra_does(monkeypatch: pytest.Monkey
         got = [loader.load_sweep_config(master, job) for job in batch]
         assert all(cfg is checked[tuple(job)] for cfg, job in zip(got, batch, strict=True))
         assert not loader._checked and len(bases) == 2  # handed out once, nothing composed again
+        later = [["seed=3", "+method=adam", "task=housing", "lr=0.01"]]  # a second batch (max_batch_size)
+        sweeper.validate_batch_is_legal(later)
+        assert (
+            loader.load_sweep_config(master, later[0]) is not None and len(bases) == 2
+        )  # no batch pays again
         monkeypatch.setattr(hydra_loader, "load_configuration", compose_base)
         for cfg, job in zip(got, batch, strict=True):
             assert OmegaConf.to_container(cfg) == OmegaConf.to_container(
