@@ -314,3 +314,24 @@ def test_baseline_markers_never_coincide(figs: tuple[R.Report, Path]) -> None:
     assert F.dodge("sgd", 7.0) < 0 < F.dodge("adam", 7.0)
     best = F.best_gammas(rep)
     assert set(best["family"]) == {"sgd", "adam"} and best["best_gamma"].notna().all()
+
+
+def test_threshold_panel_names_what_never_crossed_off_the_data(tmp_path: Path) -> None:
+    store = tmp_path / "runs"
+    for opt, gamma, tau in [*METHODS[:3], ("sgd_os", 7.0, 5000.0)]:  # SGDO γ=7 decays too slowly to cross
+        for seed in (10, 20):
+            write_run(store, "digits", opt, gamma, 9000.0 if (opt, seed) == ("nesterov", 20) else tau, seed)
+    rep = R.build_report(results.scan([store]), 0.95, 100)
+    drawn: list[Figure] = []
+    mp = pytest.MonkeyPatch()
+    mp.setattr(threshold_panels, "save", lambda fig, stem: drawn.append(fig) or [])
+    try:
+        F.threshold_panels(rep, tmp_path / "panels")
+    finally:
+        mp.undo()
+    zoom, strip = drawn[0].axes
+    assert "not reached: NAG, SGDO γ=7" in zoom.get_xlabel()
+    assert not any("not reached" in t.get_text() for t in zoom.texts)  # nothing written over the curves
+    assert "sgd_os-g7" not in _crossing_steps(zoom)
+    nr = {t.get_text().strip() for t in strip.texts}
+    assert nr == {"1 NR", "2 NR"}  # NAG's slow seed; both of SGDO γ=7's
