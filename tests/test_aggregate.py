@@ -209,3 +209,41 @@ def test_holm_matches_a_hand_computation() -> None:
     assert math.isnan(got[2])
     assert A.holm([0.3, 0.6]) == pytest.approx([0.6, 0.6])  # capped at the running max, never above 1
     assert A.holm([0.7, 0.9]).tolist() == [1.0, 1.0]
+
+
+def test_table1_marks_follow_the_holm_adjusted_p() -> None:
+    from overshoot.analysis.report.model import holm_marks
+
+    t1 = pd.DataFrame(
+        {
+            "metric": ["accuracy", "accuracy", "loss", "loss"],
+            "mean_diff": [0.5, -0.5, 0.5, -0.5],
+            "p_value": [0.01, 0.04, 0.03, math.nan],
+        }
+    )
+    got = holm_marks(t1, alpha=0.05)
+    assert got["p_holm"].iloc[:3].tolist() == pytest.approx([0.03, 0.06, 0.06])  # 3 tests: 0.01 x 3, ...
+    assert got["star"].tolist() == [True, False, False, False]  # 0.04 and 0.03 pass alone, not after Holm
+    assert got["better"].tolist() == [True, False, False, False] and not got["worse"].any()
+    assert got["p_value"].iloc[1] == 0.04  # the test's own p is kept
+
+
+def test_the_report_of_two_tasks_has_the_cross_task_section(store: Path, tmp_path: Path) -> None:
+    from overshoot.analysis import report as R
+
+    out = tmp_path / "rep"
+    assert R.main([str(store), "--out", str(out), "--window", str(WINDOW), "--format", "md,csv"]) == 0
+    for name in ("profile_steps", "profile_seconds", "speedups", "task_times"):
+        assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").is_file()
+    md = (out / "report.md").read_text()
+    assert "## Across tasks" in md and "figures/profiles.png" in md
+    assert (out / "figures" / "profiles.png").is_file() and (out / "figures" / "profiles.pdf").is_file()
+    prof = pd.read_csv(out / "profile_steps.csv")
+    at_2 = prof[prof["tau"] == 2.0].set_index("method")["fraction"]
+    assert at_2.to_dict() == {"sgd": 1.0, "sgd_os-g3": 1.0, "sgd_os-g5": 0.5}
+    # the savings tables' p (Holm): each comparison's t-test p, Holm-adjusted across the report's tests
+    seeds = pd.read_csv(out / "savings_per_seed.csv")
+    p = seeds["p_value"].to_numpy()
+    assert np.isnan(p).sum() == 1  # digits SGDO gamma=5: one seed reached, no test
+    assert seeds["p_holm"].to_numpy() == pytest.approx(A.holm(p), nan_ok=True)
+    assert "Holm-corrected across the 3 tests" in (out / "savings_per_seed.md").read_text()

@@ -54,6 +54,10 @@ TABLES = (
     "headline",
     "provenance",
     "excluded_runs",
+    "profile_steps",  # the store holds two tasks: the cross-task section
+    "profile_seconds",
+    "speedups",
+    "task_times",
 )
 FORMATS = ("md", "csv", "tex")
 
@@ -185,7 +189,7 @@ def test_report_writes_every_table_figure_and_says_where(
     n_files = sum(1 for f in out.rglob("*") if f.is_file())
     assert f"Wrote {n_files} files to {out}/" in printed
     assert "SGDO vs CM" in printed and "Protocols:" in printed and "MLP-CA, SGD family, protocol " in printed
-    assert "O missed" not in printed and "k_B" not in printed  # not the per-section tables
+    assert "Missed O/B" not in printed and "k_B" not in printed  # not the per-section tables
     md = (out / "report.md").read_text()
     assert "status failed" in md and "status running" in md  # listed, left out
     assert "AdamO γ=7" not in (out / "table1.md").read_text()
@@ -319,7 +323,7 @@ def test_report_formats_subset_and_no_figures(store: Path, tmp_path: Path) -> No
     out = tmp_path / "csv-only"
     assert R.main([str(store), "--out", str(out), "--format", "csv", "--no-figures", "--window", "50"]) == 0
     names = {p.name for p in out.iterdir()}
-    assert names == {f"{t}.csv" for t in TABLES}
+    assert names == {f"{t}.csv" for t in TABLES} | {"runs.csv", "runs.parquet"}
 
 
 @pytest.mark.parametrize(

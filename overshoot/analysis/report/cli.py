@@ -12,9 +12,11 @@ from typing import NoReturn
 
 import pandas as pd
 
+from overshoot.analysis import exports
 from overshoot.analysis import figures as F
 from overshoot.analysis.metrics import WINDOW_FRACTION
 from overshoot.analysis.report.compare import compare_command
+from overshoot.analysis.report.crosstask import figure_caption, profile_figure
 from overshoot.analysis.report.interactive import JS_REL, interactive_parts
 from overshoot.analysis.report.model import ReportError
 from overshoot.analysis.report.render import FORMATS, Document, Figure, Part, to_markdown, write_document
@@ -63,6 +65,8 @@ def notes(report: Report) -> list[str]:
                 f"{task_label(str(task))} has {n} sections (task settings or protocols), compared only "
                 "within each (pick one with --protocol ID)."
             )
+    if report.cross_task is not None:
+        out += report.cross_task.notes
     if len(report.left_out):
         n = len(report.left_out)
         out.append(f"{n:,} run{'s' * (n != 1)} left out: listed with the reason under 'Runs left out'.")
@@ -117,6 +121,10 @@ def document(
             doc.parts.append(Part(f"{sec.label}: step savings (protocol {protos})", tables=ts))
     if report.vs_gamma:
         doc.parts.append(Part("Step savings vs γ", tables=report.vs_gamma))
+    profiles = [f for f in figures if f.png.stem == PROFILES]
+    figures = [f for f in figures if f.png.stem != PROFILES]
+    if report.cross_task is not None:
+        doc.parts.append(Part("Across tasks", tables=report.cross_tables, figures=profiles))
     if figures:
         doc.parts.append(Part("Figures", figures=list(figures)))
     doc.parts += interactive
@@ -129,13 +137,20 @@ def document(
     return doc
 
 
+PROFILES = "profiles"  # the cross-task figure's file name
+
+
 def write_report(report: Report, out: Path, formats: Sequence[str], figures: bool = True) -> list[Path]:
-    """Every output file of ``report`` under ``out``: the tables, the figures, report.md and report.html."""
-    written: list[Path] = []
+    """Every output file of ``report`` under ``out``: the tables, the figures, report.md and report.html,
+    and the run table as runs.csv and runs.parquet."""
+    written: list[Path] = exports.write_run_table(report.scan.table, out)
     figs: list[Figure] = []
     if figures:
-        written = F.write_all(report, out / "figures")
+        written += F.write_all(report, out / "figures")
         caps = F.captions(report)
+        if report.cross_task is not None:
+            written += profile_figure(report.cross_task, out / "figures" / PROFILES)
+            caps[PROFILES] = figure_caption(report.cross_task)
         figs = [
             Figure(p, p.relative_to(out).as_posix(), caps.get(p.stem, p.stem))
             for p in written
@@ -202,6 +217,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--protocol", default="", help="report only these protocol ids (comma-separated prefixes)")
     p.add_argument("--no-figures", action="store_true", help="write only the tables")
     p.add_argument(
+        "--parquet",
+        action="store_true",
+        help="also export the usable runs' logs as steps.parquet and epochs.parquet beside runs.parquet",
+    )
+    p.add_argument(
         "--compare",
         action="store_true",
         help="compare two stores A B: savings, steps and best metrics per task, protocol and method in both, "
@@ -245,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         out = a.out if a.out is not None else Path(a.runs[0]) / "report"
         written = write_report(report, out, a.formats, not a.no_figures)
+        if a.parquet:
+            written += [p for p in exports.export_parquet(sc, out) if p not in written]
     except (ReportError, OSError, ValueError) as e:
         # Unusable input (paths, arguments): one line on stderr, no traceback.
         print("overshoot-bench-report: " + " ".join(str(e).split()), file=sys.stderr)

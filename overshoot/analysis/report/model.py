@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from overshoot.analysis import aggregate, results, savings
 from overshoot.analysis import metrics as M
-from overshoot.analysis import results, savings
 from overshoot.analysis.report.style import paper_label
 from overshoot.analysis.results import PAPER_LABEL, RunRecord, family_rank, method_order, task_label
 from overshoot.config import methods
@@ -167,7 +167,23 @@ def savings_frames(
         ]
         df = df.iloc[sorted(range(len(df)), key=order.__getitem__)].reset_index(drop=True)
         frames.append(df[["section", "label", *(c for c in df.columns if c not in ("section", "label"))]])
-    return frames[0], frames[1]
+    return saving_tests(frames[0], frames[1]), frames[1]
+
+
+def saving_tests(summary: pd.DataFrame, per_seed: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with ``p_value``, the two-sided one-sample t-test of each comparison's per-seed savings
+    against 0 (:func:`overshoot.analysis.aggregate.saving_p_value`; NaN under 2 seeds), and ``p_holm``,
+    Holm-adjusted across every comparison of the frame that has a p-value."""
+    keys = ["task", "protocol", "family", "method"]
+    by = {
+        tuple(k): g["saving"].to_numpy(dtype=float)
+        for k, g in per_seed.groupby(keys, sort=False, observed=True)
+    }
+    p = [
+        aggregate.saving_p_value(by.get(tuple(k), []))
+        for k in summary[keys].itertuples(index=False, name=None)
+    ]
+    return summary.assign(p_value=p, p_holm=aggregate.holm(p))
 
 
 def table1_frame(sections: Sequence[Section], alpha: float = 0.05) -> pd.DataFrame:
@@ -194,7 +210,20 @@ def table1_frame(sections: Sequence[Section], alpha: float = 0.05) -> pd.DataFra
         frames.append(t.assign(section=sec.key, label=sec.label))
     if not frames:
         return pd.DataFrame(columns=[*M.TABLE1_COLUMNS, "section", "label"])
-    return best_among_eligible(pd.concat(frames, ignore_index=True), ["section", "family"], sections)
+    t1 = best_among_eligible(pd.concat(frames, ignore_index=True), ["section", "family"], sections)
+    return holm_marks(t1, alpha)
+
+
+def holm_marks(t1: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Table 1 with ``p_holm``, its paired t-tests' p-values Holm-adjusted across the whole table (every
+    task, family and method tested), and ``star``, ``better``, ``worse`` from ``p_holm < alpha``;
+    ``p_value`` stays the test's own."""
+    t1 = t1.copy()
+    t1["p_holm"] = aggregate.holm(t1["p_value"])
+    sig = (t1["p_holm"] < alpha).to_numpy(dtype=bool)
+    up = ((t1["mean_diff"] > 0) == (t1["metric"] == "accuracy")).to_numpy(dtype=bool)
+    t1["star"], t1["better"], t1["worse"] = sig, sig & up, sig & ~up
+    return t1
 
 
 def best_among_eligible(

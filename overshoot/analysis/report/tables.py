@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from overshoot.analysis import metrics as M
+from overshoot.analysis.report.crosstask import CrossTask, cross_task
 from overshoot.analysis.report.model import (
     N_PAPER_TASKS,
     ReportError,
@@ -155,10 +156,24 @@ def paper_mean_table(frame: pd.DataFrame) -> Table:
 # --------------------------------------------------------------------------------------------- savings
 
 
+def _p_cell(p: Any) -> str:
+    return f"{p:.2g}" if isinstance(p, float) and math.isfinite(p) else DASH
+
+
+def holm_note(n_tests: int, what: str) -> str:
+    """The caption's words for a Holm correction over the ``n_tests`` tests of ``what``."""
+    if n_tests == 0:
+        return "Holm correction: no test here"
+    if n_tests == 1:
+        return f"one test in {what}, nothing to correct (Holm)"
+    return f"Holm-corrected across the {n_tests} tests of {what}"
+
+
 def savings_tables(
-    summary: pd.DataFrame, per_seed: pd.DataFrame, reduction: float, section: str
+    summary: pd.DataFrame, per_seed: pd.DataFrame, reduction: float, section: str, n_tests: int = 0
 ) -> list[Table]:
-    """One section's paper-style, per-seed summary and per-seed listing tables."""
+    """One section's paper-style, per-seed summary and per-seed listing tables; ``n_tests``: the report's
+    savings comparisons with a p-value (the Holm correction's family)."""
     if summary.empty:
         return []
     pct = _pct(reduction)
@@ -181,14 +196,18 @@ def savings_tables(
             "Method": method,
             "Baseline": baseline,
             "Window": summary["window"].map(num),
-            "Pairs": summary["n_pairs"].map(num),
-            "Reached": summary["n"].map(num),
+            "Reached": [
+                f"{int(n)} of {int(p)}" for n, p in zip(summary["n"], summary["n_pairs"], strict=True)
+            ],
             "Steps B": summary["k_baseline_mean"].map(lambda x: num(x, 0)),
             "Steps O": summary["k_method_mean"].map(lambda x: num(x, 0)),
             "Saving % [95% CI]": [_saving_cell(r) for _, r in summary.iterrows()],
             "Within noise": ["yes" if w else "no" for w in summary["within_noise"]],
-            "O missed": summary["not_reached"].map(num),
-            "B missed": summary["baseline_not_reached"].map(num),
+            "p (Holm)": summary["p_holm"].map(_p_cell),
+            "Missed O/B": [
+                f"{int(o)}/{int(b)}"
+                for o, b in zip(summary["not_reached"], summary["baseline_not_reached"], strict=True)
+            ],
         }
     )
     paper_cols = ["section", "task", "protocol", "window", "family", "optimizer", "gamma", "method"]
@@ -210,8 +229,10 @@ def savings_tables(
             f"{task}: step saving to {pct} loss reduction per seed (this project's variant, not the "
             f"paper's): each seed's run against the same seed's baseline, {win}, steps counted at the "
             "window's end; mean [95% t-interval] over the seeds where both reached the baseline's "
-            "threshold (Reached, of Pairs); within noise: the interval contains 0; O missed / B missed: "
-            "seeds where the method / the baseline never reached it",
+            "threshold (Reached, of the seeds paired); within noise: the interval contains 0; p (Holm): "
+            "two-sided one-sample t-test of the per-seed savings against 0, "
+            + holm_note(n_tests, "this report's savings (every task, family and γ)")
+            + "; Missed O/B: seeds where the method / the baseline never reached it",
             summary[seed_cols].reset_index(drop=True),
             seed_disp,
             section=section,
@@ -322,13 +343,16 @@ def table1_table(t1: pd.DataFrame, sections: Sequence[Section], alpha: float) ->
             metric_header(r.metric, r.metric_scale, s.task) + ("" if same_n else f", n = {col_n[s.key]}")
         )
     seeds = f"{next(iter(col_n.values()))} seeds" if same_n else "n seeds per column"
+    n_tests = int(t1["p_value"].notna().sum())
     table = Table(
         "table1",
         "Best test metric over epochs (higher accuracy, lower loss is better; accuracy in %, MLP-CA's MSE "
         f"×100 as the paper), mean ± 95% t-interval over {seeds} (a cell with another count "
         "shows it); bold: best of its family among cells of at least 2 seeds with the family's baseline "
         f"present; {BETTER} / {WORSE}: significantly better / worse than the better of the family's two "
-        f"baselines (two-sided paired t-test by seed, α = {alpha:g})",
+        f"baselines (two-sided paired t-test by seed, "
+        f"{holm_note(n_tests, 'this table (every task, family and method)')}, α = {alpha:g} on the "
+        "Holm-adjusted p; table1.csv keeps both p_value and p_holm)",
         t1.reset_index(drop=True),
         pd.DataFrame(),
         subheader=sub,
@@ -583,12 +607,17 @@ class Report:
     key: str  # the report's tasks and a digest of its sections, for LaTeX labels
     window: int
     reduction: float
+    cross_task: CrossTask | None = None  # a store of at least 2 tasks: profiles, speedups, IQM
+
+    @property
+    def cross_tables(self) -> list[Table]:
+        return self.cross_task.tables if self.cross_task is not None else []
 
     @property
     def tables(self) -> list[Table]:
         out = [t for t in (self.headline, self.paper_mean, self.table1) if t is not None]
         out += [t for s in self.sections for t in self.section_tables.get(s.key, [])]
-        out += [*self.vs_gamma, self.protocol, self.provenance_table]
+        out += [*self.vs_gamma, *self.cross_tables, self.protocol, self.provenance_table]
         return out + ([self.excluded] if self.excluded is not None else [])
 
 
@@ -629,9 +658,14 @@ def build_report(
         + hashlib.sha256(" ".join(s.key for s in sections).encode()).hexdigest()[:6]
     )
     prov, prov_summary = provenance_table(sc, records)
+    n_tests = int(summary["p_value"].notna().sum())
     per_section = {
         s.key: savings_tables(
-            summary[summary["section"] == s.key], per_seed[per_seed["section"] == s.key], reduction, s.key
+            summary[summary["section"] == s.key],
+            per_seed[per_seed["section"] == s.key],
+            reduction,
+            s.key,
+            n_tests,
         )
         for s in sections
     }
@@ -655,4 +689,5 @@ def build_report(
         key=key,
         window=window,
         reduction=reduction,
+        cross_task=cross_task(per_seed, records, reduction),
     )
