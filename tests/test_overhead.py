@@ -4,6 +4,7 @@ fresh interpreter that checks ``sys.modules`` once the command has exited."""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -80,11 +81,12 @@ def test_sweeper_composes_each_job_once_as_hydra_does(monkeypatch: pytest.Monkey
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from hydra_plugins.overshoot_sweeper.overshoot_sweeper import ComposingLoader, OvershootSweeper
-
     configs = Path(__file__).resolve().parent.parent / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base=None):
         hydra_loader = GlobalHydra.instance().config_loader()
+        # imported after Hydra's plugin scan, which imports hydra_plugins' modules anew
+        from hydra_plugins.overshoot_sweeper.overshoot_sweeper import ComposingLoader, OvershootSweeper
+
         master = hydra_loader.load_configuration("config", [], RunMode.MULTIRUN)
         bases: list[list[str]] = []
         compose_base = hydra_loader.load_configuration
@@ -107,10 +109,16 @@ def test_sweeper_composes_each_job_once_as_hydra_does(monkeypatch: pytest.Monkey
         assert not loader._checked and len(bases) == 2  # handed out once, nothing composed again
         later = [["seed=3", "+method=adam", "task=housing", "lr=0.01"]]  # a second batch (max_batch_size)
         sweeper.validate_batch_is_legal(later)
-        assert (
-            loader.load_sweep_config(master, later[0]) is not None and len(bases) == 2
-        )  # no batch pays again
-        monkeypatch.setattr(hydra_loader, "load_configuration", compose_base)
+        loader.load_sweep_config(master, later[0])
+        assert len(bases) == 2  # no batch pays again
+        monkeypatch.undo()  # Hydra's own composition again
+        size = len(pickle.dumps(loader))
+        sweeper.validate_batch_is_legal(batch[:1])
+        sent = pickle.loads(pickle.dumps(loader))  # what the SLURM launcher sends with each job
+        assert loader._checked and not sent._checked and len(pickle.dumps(loader)) == size
+        assert OmegaConf.to_container(sent.load_sweep_config(master, batch[0])) == OmegaConf.to_container(
+            got[0]
+        )
         for cfg, job in zip(got, batch, strict=True):
             assert OmegaConf.to_container(cfg) == OmegaConf.to_container(
                 hydra_loader.load_sweep_config(master, job)

@@ -40,6 +40,11 @@ class ComposingLoader:
             raise AttributeError(name)  # while unpickled (a SLURM job), before __dict__ is restored
         return getattr(self._loader, name)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickled copy holds (the SLURM launcher sends one with every job): the group compositions,
+        not the checked jobs' configs (each job composes its own config from them, on its node)."""
+        return {**self.__dict__, "_checked": {}}
+
     def _is_group_choice(self, o: Override) -> bool:
         """Whether ``o`` picks a config group's option (Hydra's defaults list takes it), not a value."""
         repo = self._loader.repository  # type: ignore[attr-defined]
