@@ -257,7 +257,8 @@ def test_a_second_ctrl_c_while_exiting_prints_no_traceback(tmp_path: Path) -> No
     """The first Ctrl-C stops the sweep; a second one, while the process says how it ended, is ignored."""
     code = (
         "import os, signal\n"
-        "from overshoot import cli, sweep\n"
+        "from overshoot.cli import main as cli\n"
+        "from overshoot.train import sweep\n"
         "def job(self, cfg):\n"
         "    raise KeyboardInterrupt\n"
         "def summary(self):\n"
