@@ -230,14 +230,23 @@ def test_table1_marks_follow_the_holm_adjusted_p() -> None:
 
 def test_the_report_of_two_tasks_has_the_cross_task_section(store: Path, tmp_path: Path) -> None:
     from overshoot.analysis import report as R
+    from overshoot.analysis.report import cli, crosstask
+    from overshoot.analysis.report.render import Figure
 
     out = tmp_path / "rep"
-    assert R.main([str(store), "--out", str(out), "--window", str(WINDOW), "--format", "md,csv"]) == 0
+    rep = R.build_report(results.scan([store]), 0.95, WINDOW)
+    assert rep.cross_task is not None
+    cli.write_report(rep, out, ["md", "csv"], figures=False)
     for name in ("profile_steps", "profile_seconds", "speedups", "task_times"):
         assert (out / f"{name}.csv").is_file() and (out / f"{name}.md").is_file()
-    md = (out / "report.md").read_text()
-    assert "## Across tasks" in md and "figures/profiles.png" in md
-    assert (out / "figures" / "profiles.png").is_file() and (out / "figures" / "profiles.pdf").is_file()
+    assert "## Across tasks" in (out / "report.md").read_text()
+    # the profile figure, and the document places it in the section
+    png, pdf = crosstask.profile_figure(rep.cross_task, tmp_path / "figures" / "profiles")
+    assert png.stat().st_size > 0 and pdf.suffix == ".pdf"
+    doc = cli.document(rep, [Figure(png, "figures/profiles.png", "profiles")])
+    part = next(p for p in doc.parts if p.title == "Across tasks")
+    assert [f.rel for f in part.figures] == ["figures/profiles.png"]
+    assert [t.name for t in part.tables] == ["profile_steps", "profile_seconds", "speedups", "task_times"]
     prof = pd.read_csv(out / "profile_steps.csv")
     at_2 = prof[prof["tau"] == 2.0].set_index("method")["fraction"]
     assert at_2.to_dict() == {"sgd": 1.0, "sgd_os-g3": 1.0, "sgd_os-g5": 0.5}
