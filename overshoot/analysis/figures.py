@@ -90,7 +90,6 @@ __all__ = [
 ]
 # gamma* ~ A * exp(B * mu): the paper's empirical optimum in the gamma-mu plane (arXiv 2501.09556).
 OPTIMUM_A, OPTIMUM_B = 5.568e-9, 21.914
-_legend = legend_below  # the name report.crosstask draws its legend with
 
 
 def _test_curves(runs: Sequence[RunRecord]) -> tuple[np.ndarray, np.ndarray, str] | None:

@@ -217,7 +217,7 @@ def cross_task(
 def profile_figure(ct: CrossTask, stem: Path) -> list[Path]:
     """The performance profiles as ``stem``.png/.pdf: one panel per family (columns) and measure (rows),
     each method's fraction of tasks within τ of the best as a step curve; [] without a profile."""
-    from overshoot.analysis import figures as F
+    from overshoot.analysis import figstyle as F
 
     prof = ct.profiles
     families = sorted(prof["family"].unique(), key=lambda f: family_rank(str(f)))
@@ -262,7 +262,7 @@ def profile_figure(ct: CrossTask, stem: Path) -> list[Path]:
                 ax.set_ylabel("fraction of tasks")
             ax.set_yticks(np.linspace(0, 1, n + 1) if n <= 5 else np.linspace(0, 1, 5))
             ax.grid(alpha=0.3, linewidth=0.5)
-    F._legend(fig, handles, width)
+    F.legend_below(fig, handles, width)
     return F.save(fig, stem)
 
 
