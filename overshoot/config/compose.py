@@ -10,7 +10,7 @@ import importlib.resources
 import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from overshoot.common.extras import MissingExtra, require
 from overshoot.config import methods
 from overshoot.config.run import HParams, LogSettings, RunConfig
+from overshoot.optim import checks
 
 CONFIG_PACKAGE = "overshoot_configs"  # the top-level configs/ folder, installed as a package (pyproject.toml)
 CONFIG_SEARCH_PATH = f"pkg://{CONFIG_PACKAGE}"
@@ -94,6 +95,16 @@ def _int_in(key: str, value: Any, lo: int, hi: int = INT_MAX, why: str = "") -> 
         top = "2**63-1" if hi == INT_MAX else str(hi)
         raise ConfigError(f"{key}={_shown(value)} is invalid: it must be an integer from {lo} to {top}{why}")
     return out
+
+
+def _checked(key: str, value: Any, check: Callable[..., None], *args: Any, why_: str = "", **kw: Any) -> None:
+    """Run one of the optimizers' argument checks (``overshoot.optim.checks``); ConfigError naming the
+    setting ``key=value``, its allowed range and ``why_`` when it refuses its arguments."""
+    try:
+        check(*args, **kw)
+    except checks.ArgumentError as e:
+        shown = f"{value:g}" if isinstance(value, float) else _shown(value)
+        raise ConfigError(f"{key}={shown} is invalid: {key} must be {e.bound}{why_}") from None
 
 
 def _flag(key: str, value: Any) -> bool:
@@ -193,6 +204,12 @@ def _method(opt: dict[str, Any]) -> tuple[methods.Method, str | None, dict[str, 
     return methods.get(name, str(family)), str(target), kwargs
 
 
+BETAS = (
+    ("momentum", "mu (SGD family) or beta1 (Adam family)"),
+    ("beta2", "Adam's beta2"),
+)  # as torch's betas
+
+
 def _hparams(c: dict[str, Any], preset: dict[str, Any], task: str, family: str, custom_task: bool) -> HParams:
     """The preset's hyperparameters of (task, family), the command line's on top, each checked."""
     if custom_task:  # a task of the user's: the preset's common values and the task node's own
@@ -208,17 +225,18 @@ def _hparams(c: dict[str, Any], preset: dict[str, Any], task: str, family: str, 
         hp[k] = _int_in(k, hp[k], 1)
     for k in ("lr", "momentum", "beta2", "eps", "weight_decay"):
         hp[k] = _number(k, hp[k], float)
-    if hp["weight_decay"] < 0:
-        raise ConfigError(f"weight_decay={hp['weight_decay']:g} is invalid: weight_decay must be >= 0")
-    for k in ("momentum", "beta2"):
-        if not 0 <= hp[k] < 1:
-            what = "mu (SGD family) or beta1 (Adam family)" if k == "momentum" else "Adam's beta2"
-            raise ConfigError(f"{k}={hp[k]:g} is invalid: {what} must be in [0, 1)")
-    if not hp["eps"] > 0:
-        raise ConfigError(f"eps={hp['eps']:g} is invalid: eps must be > 0 (Adam's default is 1e-8)")
-    hp["delay"] = _int_in("delay", hp["delay"], 0, why=" (AdamO's overshoot ramp delay, in steps)")
-    if hp["lr"] < 0:
-        raise ConfigError(f"lr={hp['lr']} is invalid: lr must be >= 0")
+    # the optimizers' own checks; momentum is mu (SGD family) or beta1 (Adam family): both in [0, 1)
+    _checked("lr", hp["lr"], checks.check_nonnegative, lr=hp["lr"])
+    _checked("weight_decay", hp["weight_decay"], checks.check_nonnegative, weight_decay=hp["weight_decay"])
+    try:
+        checks.check_betas((hp["momentum"], hp["beta2"]))
+    except checks.ArgumentError as e:
+        k, what = BETAS[e.index or 0]
+        raise ConfigError(f"{k}={hp[k]:g} is invalid: {what} must be {e.bound}") from None
+    _checked("eps", hp["eps"], checks.check_eps, hp["eps"], why_=" (Adam's default is 1e-8)")
+    hp["delay"] = _int_in("delay", hp["delay"], -INT_MAX - 1)  # an int64; its range is the optimizers'
+    why = " (AdamO's overshoot ramp delay, in steps)"
+    _checked("delay", hp["delay"], checks.check_delay, hp["delay"], why_=why)
     if hp["schedule"] not in SCHEDULES:
         raise ConfigError(f"schedule={hp['schedule']} is unknown: choose one of {', '.join(SCHEDULES)}")
     unknown = sorted(set(hp) - set(HPARAMS))
@@ -254,8 +272,7 @@ def resolve(cfg: DictConfig) -> RunConfig:
         gamma = wrap
     if method.overshoot or wrap:
         gamma = methods.DEFAULT_GAMMA if gamma is None else _number("gamma", gamma, float)
-        if gamma < 0:
-            raise ConfigError(f"gamma={gamma:g} is invalid: gamma must be >= 0 (the paper uses 3, 5 or 7)")
+        _checked("gamma", gamma, checks.check_nonnegative, gamma=gamma, why_=" (the paper uses 3, 5 or 7)")
         if gamma == 0 and not method.custom:  # SGDO at gamma 0 is CM, AdamO AdamW: the family baseline's run
             name = method.baseline
     elif gamma is not None and _number("gamma", gamma, float) != 0:

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from overshoot.common.extras import require
 from overshoot.config.run import HParams
+from overshoot.optim.checks import DEFAULT_GAMMA as DEFAULT_GAMMA  # the optimizers' own (torch-free)
 
 if TYPE_CHECKING:  # torch and the optimizers are imported by the builders: help and errors need neither
     import torch
 
-DEFAULT_GAMMA = 5.0  # gamma when none is given: the public code's and SGDO's, AdamO's, Overshoot's default
 NADAM_CONSTANT_MOMENTUM = 1e12  # momentum_decay so large that NAdam's mu_t == beta1 from the first step
 
 Builder = Callable[[Iterable["torch.nn.Parameter"], HParams, float, bool], "torch.optim.Optimizer"]

@@ -23,11 +23,29 @@ copy of the parameters); ``ScheduleFreeEval`` evaluates a Schedule-Free optimize
 the same ``base_weights()``.
 """
 
-from overshoot.optim import adamo, reference, sgdo
-from overshoot.optim.adamo import AdamO
-from overshoot.optim.reference import TwoModel, TwoModelAdam, TwoModelSGD
-from overshoot.optim.sgdo import SGDO
-from overshoot.optim.wrapper import Overshoot, ScheduleFreeEval
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from overshoot.optim import adamo, reference, sgdo
+    from overshoot.optim.adamo import AdamO
+    from overshoot.optim.reference import TwoModel, TwoModelAdam, TwoModelSGD
+    from overshoot.optim.sgdo import SGDO
+    from overshoot.optim.wrapper import Overshoot, ScheduleFreeEval
+
+# each public name -> the module that defines it
+_HOMES = {
+    "SGDO": "sgdo",
+    "AdamO": "adamo",
+    "Overshoot": "wrapper",
+    "ScheduleFreeEval": "wrapper",
+    "TwoModel": "reference",
+    "TwoModelAdam": "reference",
+    "TwoModelSGD": "reference",
+}
+_MODULES = ("adamo", "reference", "sgdo")
 
 __all__ = [
     "SGDO",
@@ -41,3 +59,13 @@ __all__ = [
     "reference",
     "sgdo",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The optimizers and their modules, imported on first use: ``import overshoot.optim.checks`` (the
+    argument checks the run config reuses) does not load torch."""
+    if name in _MODULES:
+        return importlib.import_module(f"overshoot.optim.{name}")
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"overshoot.optim.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'overshoot.optim' has no attribute {name!r}")

@@ -1,5 +1,5 @@
-"""Shared machinery of the overshoot optimizers: argument checks, the delay ramp, base/overshoot mode,
-state_dict."""
+"""Shared machinery of the overshoot optimizers: the gamma alias, the delay ramp, base/overshoot mode,
+state_dict (their argument checks are in ``overshoot.optim.checks``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+from overshoot.optim.checks import DEFAULT_GAMMA
 
 F64 = torch.float64
 Scalar = float | Tensor
@@ -56,7 +58,7 @@ def _eager(method: Callable[..., Any]) -> Callable[..., Any]:
     return method.__wrapped__  # type: ignore[attr-defined,no-any-return]
 
 
-def resolve_gamma(gamma: float | None, overshoot: float | None, default: float) -> float:
+def resolve_gamma(gamma: float | None, overshoot: float | None, default: float = DEFAULT_GAMMA) -> float:
     """Return the overshoot factor given as ``gamma=`` or its alias ``overshoot=``."""
     if gamma is not None and overshoot is not None and gamma != overshoot:
         raise ValueError(f"gamma={gamma} and overshoot={overshoot} disagree: pass only one of them")
@@ -85,14 +87,6 @@ def ramp(gamma: Scalar, step: float | Tensor, delay: int | None) -> Scalar:
     if isinstance(gamma, Tensor):
         return torch.clamp(gamma, max=cap)
     return max(min(cap, gamma), 0.0)
-
-
-def check_nonnegative(**values: float) -> None:
-    """Raise ValueError, in torch's wording, for the first value that is not >= 0 (NaN included)."""
-    for key, value in values.items():
-        if not value >= 0.0:
-            label = "learning rate" if key == "lr" else f"{key} value"
-            raise ValueError(f"Invalid {label}: {value} (allowed range: {key} >= 0)")
 
 
 def is_zero(value: float | Tensor) -> bool:

@@ -15,7 +15,6 @@ from overshoot.optim._base import (
     GAMMA_MAX_KEY,
     OvershootOptimizer,
     Scalar,
-    check_nonnegative,
     default_to_fused,
     fused_kernels,
     is_zero,
@@ -23,6 +22,7 @@ from overshoot.optim._base import (
     ramp,
     resolve_gamma,
 )
+from overshoot.optim.checks import check_adamo
 
 __all__ = ["AdamO", "adamo", "adamo_base_offset", "capturable_devices", "ramp"]
 
@@ -68,7 +68,7 @@ class AdamO(OvershootOptimizer):
             (default: (0.9, 0.999)).
         eps: term added to the denominator, > 0 (default: 1e-8).
         weight_decay: decoupled weight decay, as AdamW (default: 1e-2).
-        gamma: overshoot factor, >= 0 (default: 5); ``overshoot=`` is accepted as an alias.
+        gamma: overshoot factor, >= 0 (default: ``checks.DEFAULT_GAMMA``); ``overshoot=`` is an alias.
         delay: steps without overshoot before the ramp, >= 0 or None for no ramp (default: 50).
         amsgrad: use the AMSGrad variant (default: False).
         maximize: maximize the objective instead of minimizing (default: False).
@@ -103,7 +103,7 @@ class AdamO(OvershootOptimizer):
         capturable: bool = False,
         overshoot: float | None = None,
     ) -> None:
-        gamma = resolve_gamma(gamma, overshoot, default=5.0)
+        gamma = resolve_gamma(gamma, overshoot)
         if fused and foreach:
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         if fused and capturable:
@@ -279,22 +279,10 @@ def _check_group(group: dict[str, Any]) -> None:
             raise ValueError(
                 f"Tensor lr must be a 0-dim floating tensor (got shape {tuple(lr.shape)}, {lr.dtype})"
             )
-    gamma, betas = group["gamma"], group["betas"]
-    check_nonnegative(lr=float(lr), weight_decay=group["weight_decay"], gamma=gamma)
-    if not (eps := group["eps"]) > 0.0:
-        raise ValueError(f"Invalid epsilon value: {eps} (allowed range: eps > 0)")
-    if len(betas) != 2:
-        raise ValueError(f"Invalid betas: {betas} (expected a pair (beta1, beta2), each in [0, 1))")
-    for i, b in enumerate(betas):
-        if not 0.0 <= b < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {i}: {b} (allowed range: 0 <= betas[{i}] < 1)")
-    if (delay := group["delay"]) is not None and not delay >= 0:
-        raise ValueError(f"Invalid delay value: {delay} (allowed range: delay >= 0, or None for no ramp)")
-    if gamma > 0 and betas[0] == 0 and not group["exact"]:
-        raise ValueError(
-            "Invalid beta parameter at index 0: 0.0 (allowed range with gamma > 0: 0 < betas[0] < 1; "
-            "or pass exact=True)"
-        )
+    check_adamo(
+        float(lr), group["betas"], group["eps"], group["weight_decay"], group["gamma"], group["delay"],
+        group["exact"],
+    )  # fmt: skip
 
 
 def adamo(

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from overshoot.optim._base import ramp
+from overshoot.optim.checks import DEFAULT_GAMMA
 
 __all__ = ["TwoModel", "TwoModelAdam", "TwoModelSGD"]
 
@@ -89,7 +90,7 @@ class TwoModelAdam(TwoModel):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-        gamma: float = 5.0,
+        gamma: float = DEFAULT_GAMMA,
         delay: int | None = 50,
         amsgrad: bool = False,
     ) -> None:

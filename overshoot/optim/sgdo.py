@@ -12,12 +12,12 @@ from torch.optim import Optimizer
 from overshoot.optim._base import (
     OvershootOptimizer,
     Scalar,
-    check_nonnegative,
     default_to_fused,
     fused_kernels,
     is_zero,
     resolve_gamma,
 )
+from overshoot.optim.checks import check_sgdo
 
 __all__ = ["SGDO", "sgdo"]
 
@@ -41,7 +41,7 @@ class SGDO(OvershootOptimizer):
         params: iterable of parameters or dicts defining parameter groups.
         lr: learning rate (default: 1e-3).
         momentum: momentum factor mu, > 0 when gamma > 0 (default: 0.9).
-        gamma: overshoot factor, >= 0 (default: 5); ``overshoot=`` is accepted as an alias.
+        gamma: overshoot factor, >= 0 (default: ``checks.DEFAULT_GAMMA``); ``overshoot=`` is an alias.
         dampening: dampening for momentum, must be 0 when gamma > 0 (default: 0).
         weight_decay: coupled L2 penalty added to the gradient at the overshoot weights, as in the public
             code (then SGDO and the two-model form differ slightly) (default: 0).
@@ -65,7 +65,7 @@ class SGDO(OvershootOptimizer):
         fused: bool | None = None,
         overshoot: float | None = None,
     ) -> None:
-        gamma = resolve_gamma(gamma, overshoot, default=5.0)
+        gamma = resolve_gamma(gamma, overshoot)
         if fused and foreach:
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         defaults = dict(
@@ -163,14 +163,7 @@ def _check_group(group: dict[str, Any]) -> None:
     lr = group["lr"]
     if isinstance(lr, Tensor):
         raise ValueError("SGDO takes lr as a float (tensor lr: use the functional overshoot.optim.sgdo.sgdo)")
-    gamma, momentum, dampening = group["gamma"], group["momentum"], group["dampening"]
-    check_nonnegative(lr=lr, gamma=gamma, momentum=momentum, weight_decay=group["weight_decay"])
-    if gamma > 0 and not momentum > 0:
-        raise ValueError(f"Invalid momentum value: {momentum} (allowed range: momentum > 0 when gamma > 0)")
-    if gamma > 0 and dampening != 0:
-        raise ValueError(f"Invalid dampening value: {dampening} (allowed: dampening = 0 when gamma > 0)")
-    if not 0.0 <= dampening <= 1.0:
-        raise ValueError(f"Invalid dampening value: {dampening} (allowed range: 0 <= dampening <= 1)")
+    check_sgdo(lr, group["gamma"], group["momentum"], group["dampening"], group["weight_decay"])
 
 
 def sgdo(

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from overshoot.optim._base import MODE_KEY, Mode, OvershootOptimizer, WeightsMode, ramp, resolve_gamma
+from overshoot.optim.checks import check_delay, check_nonnegative
 
 __all__ = ["Overshoot", "ScheduleFreeEval"]
 
@@ -164,7 +165,7 @@ class Overshoot(_Wrapper):
     Args:
         optimizer: the optimizer to wrap (not itself an overshoot optimizer); its param groups get the keys
             ``gamma`` and ``delay`` (per group; ``add_param_group`` accepts ``overshoot=`` for ``gamma=``).
-        gamma: overshoot factor, >= 0 (default 5; ``overshoot=`` is an alias).
+        gamma: overshoot factor, >= 0 (default ``checks.DEFAULT_GAMMA``; ``overshoot=`` is an alias).
         delay: steps without overshoot before the ramp, >= 0, or None for no ramp (default).
 
     A ``closure`` passed to ``step()`` is evaluated once, at the overshoot weights; the wrapped optimizer
@@ -184,7 +185,7 @@ class Overshoot(_Wrapper):
         self._steps = 0
         self._offset = False  # whether some parameter may differ from its base weights
         self._bases: dict[Tensor, Tensor] = {}
-        super().__init__(optimizer, {"gamma": resolve_gamma(gamma, overshoot, default=5.0), "delay": delay})
+        super().__init__(optimizer, {"gamma": resolve_gamma(gamma, overshoot), "delay": delay})
 
     def _fill_group(self, group: dict[str, Any]) -> None:
         if "overshoot" in group:
@@ -192,10 +193,12 @@ class Overshoot(_Wrapper):
             group["gamma"] = resolve_gamma(group.get("gamma"), alias, default=alias)
         super()._fill_group(group)
         gamma, delay = group["gamma"], group["delay"]
-        if isinstance(gamma, Tensor) or not gamma >= 0.0:
-            raise ValueError(f"Invalid gamma value: {gamma} (allowed range: gamma >= 0, a Python number)")
-        if delay is not None and not (isinstance(delay, int) and delay >= 0):
-            raise ValueError(f"Invalid delay value: {delay} (allowed range: delay >= 0, or None for no ramp)")
+        if isinstance(gamma, Tensor):
+            raise ValueError(f"Invalid gamma value: {gamma} (allowed: a Python number >= 0)")
+        if delay is not None and not isinstance(delay, int):
+            raise ValueError(f"Invalid delay value: {delay} (allowed: an integer >= 0, or None for no ramp)")
+        check_nonnegative(gamma=gamma)
+        check_delay(delay)
 
     @property
     def steps(self) -> int:
