@@ -91,6 +91,23 @@ def test_plotly_written_once_and_referenced(report_dir: Path) -> None:
     assert "## Interactive loss curves" in md and "Plotly" not in md and "<div" not in md
 
 
+def test_reports_side_by_side_share_one_bundle(tmp_path: Path) -> None:
+    """--js-dir: two reports load one copy of plotly's bundle by a relative path (the committed reports under
+    results/ carry it once)."""
+    store = tmp_path / "runs"
+    for opt, gamma, tau in METHODS[:2]:
+        for seed in SEEDS[:2]:
+            write_run(store, "digits", opt, gamma, tau, seed)
+    shared = tmp_path / "report_files"
+    for name in ("a", "b"):
+        argv = [str(store), "--out", str(tmp_path / name), "--js-dir", str(shared), "--no-figures"]
+        assert R.main([*argv, "--window", "100", "--format", "html"]) == 0
+        text = (tmp_path / name / "report.html").read_text()
+        assert text.count('<script src="../report_files/plotly.min.js"></script>') == 1
+        assert not (tmp_path / name / I.JS_REL).exists()
+    assert [p.name for p in shared.iterdir()] == ["plotly.min.js"]
+
+
 def test_downsample_keeps_the_last_point_and_bounds_the_points() -> None:
     y = np.arange(1001.0)
     idx, v = I.downsample(y, I.stride(y.size, 300))

@@ -17,7 +17,7 @@ from overshoot.analysis import figures as F
 from overshoot.analysis.metrics import WINDOW_FRACTION
 from overshoot.analysis.report.compare import compare_command
 from overshoot.analysis.report.crosstask import figure_caption, profile_figure
-from overshoot.analysis.report.interactive import JS_REL, interactive_parts
+from overshoot.analysis.report.interactive import JS_REL, interactive_parts, script_src
 from overshoot.analysis.report.model import ReportError
 from overshoot.analysis.report.render import FORMATS, Document, Figure, Part, to_markdown, write_document
 from overshoot.analysis.report.style import family_label, method_label
@@ -140,9 +140,12 @@ def document(
 PROFILES = "profiles"  # the cross-task figure's file name
 
 
-def write_report(report: Report, out: Path, formats: Sequence[str], figures: bool = True) -> list[Path]:
+def write_report(
+    report: Report, out: Path, formats: Sequence[str], figures: bool = True, js_dir: Path | None = None
+) -> list[Path]:
     """Every output file of ``report`` under ``out``: the tables, the figures, report.md and report.html,
-    and the run table as runs.csv and runs.parquet."""
+    and the run table as runs.csv and runs.parquet; plotly's JavaScript in ``js_dir`` (default
+    ``out/report_files``)."""
     written: list[Path] = exports.write_run_table(report.scan.table, out)
     figs: list[Figure] = []
     if figures:
@@ -157,11 +160,13 @@ def write_report(report: Report, out: Path, formats: Sequence[str], figures: boo
             if p.suffix == ".png"
         ]
     parts: list[Part] = []
+    js = (js_dir / Path(JS_REL).name) if js_dir is not None else out / JS_REL
     if "html" in formats:
-        parts = interactive_parts(report, out)
+        parts = interactive_parts(report, js)
         if parts:
-            written.append(out / JS_REL)
-    return write_document(document(report, figs, parts, [JS_REL] if parts else []), out, formats, written)
+            written.append(js)
+    scripts = [script_src(out, js)] if parts else []
+    return write_document(document(report, figs, parts, scripts), out, formats, written)
 
 
 def terminal_summary(report: Report, out: Path, n_files: int) -> str:
@@ -222,6 +227,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also export the usable runs' logs as steps.parquet and epochs.parquet beside runs.parquet",
     )
     p.add_argument(
+        "--js-dir",
+        type=Path,
+        default=None,
+        help="write plotly's JavaScript here, once, for report.html to load by a relative path (default: "
+        "OUT/report_files; reports side by side can share one copy, e.g. --js-dir results/report_files)",
+    )
+    p.add_argument(
         "--compare",
         action="store_true",
         help="compare two stores A B: savings, steps and best metrics per task, protocol and method in both, "
@@ -264,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sc, a.reduction / 100, a.window, a.alpha, a.paper, a.protocols, [Path(r) for r in a.runs]
         )
         out = a.out if a.out is not None else Path(a.runs[0]) / "report"
-        written = write_report(report, out, a.formats, not a.no_figures)
+        written = write_report(report, out, a.formats, not a.no_figures, a.js_dir)
         if a.parquet:
             written += [p for p in exports.export_parquet(sc, out) if p not in written]
     except (ReportError, OSError, ValueError) as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,11 @@ LOG_AXIS = {"type": "log", "dtick": "D2", "tickformat": "~g"}  # ticks at 1, 2, 
 _CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
 
 
-def write_plotly_js(out: Path) -> Path:
-    """plotly's JavaScript bundle (from the installed plotly package) at ``out/JS_REL``; left as it is when
-    it already holds that bundle."""
+def write_plotly_js(path: Path) -> Path:
+    """plotly's JavaScript bundle (from the installed plotly package) at ``path``; left as it is when it
+    already holds that bundle."""
     from plotly.offline import get_plotlyjs
 
-    path = out / JS_REL
     js = get_plotlyjs()
     if not (path.is_file() and path.stat().st_size == len(js.encode()) and path.read_text() == js):
         atomic_write_text(path, js)
@@ -346,11 +346,16 @@ def browser_part(report: Report, loss: dict[str, np.ndarray]) -> Part | None:
     )
 
 
-def interactive_parts(report: Report, out: Path) -> list[Part]:
+def script_src(out: Path, js: Path) -> str:
+    """The ``<script src>`` of the bundle ``js`` as report.html in ``out`` reaches it (a relative path)."""
+    return Path(os.path.relpath(js.resolve(), out.resolve())).as_posix()
+
+
+def interactive_parts(report: Report, js: Path) -> list[Part]:
     """The interactive parts of ``report``'s HTML (curves, run browser), with plotly's JavaScript written
-    to ``out/JS_REL``."""
+    to ``js`` (``<out>/JS_REL`` by default; one shared file when several reports sit side by side)."""
     loss = base_losses(report)
     parts = [p for p in (curves_part(report, loss), browser_part(report, loss)) if p is not None]
     if parts:
-        write_plotly_js(out)
+        write_plotly_js(js)
     return parts
