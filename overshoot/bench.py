@@ -117,10 +117,10 @@ def savings(runs: Sequence[Result], reduction: float = 0.95, window: int = 400) 
     return step_savings.saving_summary(records, reduction, window)
 
 
-def _train(cfg: DictConfig | RunConfig) -> int:
+def _train(run: RunConfig) -> int:
     """lifecycle.run_one, its bad input raised as ConfigError instead of returned as exit code 2."""
     outcomes = Outcomes()
-    code = run_one(cfg, outcomes)
+    code = run_one(run, outcomes)
     if code == 2:
         raise ConfigError(outcomes.errors[-1] if outcomes.errors else "bad input (see above)")
     return code
@@ -145,7 +145,7 @@ def run(
     """Train (or resume, or read back) one run and return it; ``settings`` are the CLI's ``key=value``s."""
     cfg = _compose(_overrides({"task": task, "optimizer": optimizer, **settings}, overrides))
     resolved = resolve(cfg)  # a bad setting raises here, before any work
-    return _read(resolved, _train(cfg))
+    return _read(resolved, _train(resolved))
 
 
 def sweep(
@@ -162,22 +162,20 @@ def sweep(
     axes = {"task": task, "optimizer": optimizer, **dict(_flatten(settings))}
     keys = list(axes)
     values = [list(v) if isinstance(v, (list, tuple)) else [v] for v in axes.values()]
-    jobs: list[tuple[DictConfig, RunConfig]] = []
+    jobs: list[RunConfig] = []
     seen: set[Path] = set()
     for combo in itertools.product(*values):
         cfg = _compose(_overrides(dict(zip(keys, combo, strict=True)), overrides))
         drop_sweep_gamma(cfg)
-        resolved = resolve(cfg)  # every job is checked before the first one trains
+        if population:
+            cfg.population = True
+        resolved = resolve(cfg)  # every job is checked before the first one trains, and resolved once
         path = run_path(resolved.out, resolved)
         if path in seen:
             continue  # the same run as an earlier job (a baseline's gamma copies)
         seen.add(path)
-        jobs.append((cfg, resolved))
+        jobs.append(resolved)
     if population:
-        for cfg, _ in jobs:
-            cfg.population = True
-        run_sweep(
-            [cfg for cfg, _ in jobs]
-        )  # exit codes in its own order: each Result's comes from its status
-        return [_read(r, None) for _, r in jobs]
-    return [_read(r, _train(cfg)) for cfg, r in jobs]
+        run_sweep(jobs)  # exit codes in its own order: each Result's comes from its status
+        return [_read(r, None) for r in jobs]
+    return [_read(r, _train(r)) for r in jobs]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,80 @@ def test_the_batch_size_is_checked_once_against_the_tasks_training_set() -> None
     # A task of the user's may not take a built-in task's name (the task group's names).
     with pytest.raises(ConfigError, match="a name of its own"):
         resolve(compose(["task=custom", "task._target_=mymodule.MyTask", "task.name=cifar100"]))
+
+
+@pytest.mark.parametrize("population", [False, True])
+def test_an_api_sweep_job_is_resolved_once(
+    population: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import overshoot.config.compose as compose
+    from overshoot import bench
+    from overshoot.train import lifecycle, sweep
+
+    calls = []
+
+    def counting(cfg: Any) -> Any:
+        calls.append(1)
+        return compose.resolve(cfg)
+
+    for module in (bench, lifecycle, sweep):
+        monkeypatch.setattr(module, "resolve", counting)
+    tiny = {"max_steps": 1, "threads": 1, "progress": "none"}
+    runs = bench.sweep(optimizer=["sgd", "sgd_os"], population=population, out=str(tmp_path), **tiny)
+    assert [r.status for r in runs] == ["completed"] * 2
+    assert len(calls) == 2, f"2 jobs resolved {len(calls)} times"
+
+
+ARGUMENT_CHECKS = textwrap.dedent(
+    """
+    import sys
+    import overshoot.optim.checks
+    from overshoot.config.compose import ConfigError, compose, resolve
+
+    for bad in (["lr=-1"], ["optimizer=sgd_os", "gamma=-1"], ["optimizer=adam", "beta2=1"], ["delay=-1"]):
+        try:
+            resolve(compose(bad))
+        except ConfigError as e:
+            print(e)
+    print("TORCH", "torch" in sys.modules)
+    """
+)
+
+
+def test_the_argument_checks_are_the_optimizers_and_import_no_torch() -> None:
+    """The run config refuses bad input with the optimizers' own checks (overshoot.optim.checks), and
+    neither those checks nor the refusal import torch."""
+    import torch
+
+    from overshoot.optim import SGDO, AdamO, Overshoot, checks
+
+    out = subprocess.run([sys.executable, "-c", ARGUMENT_CHECKS], capture_output=True, text=True, timeout=120)
+    lines = out.stdout.splitlines()
+    assert lines == [
+        "lr=-1 is invalid: lr must be >= 0",
+        "gamma=-1 is invalid: gamma must be >= 0 (the paper uses 3, 5 or 7)",
+        "beta2=1 is invalid: Adam's beta2 must be in [0, 1)",
+        "delay=-1 is invalid: delay must be >= 0 (AdamO's overshoot ramp delay, in steps)",
+        "TORCH False",
+    ], out.stdout + out.stderr
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    refused = [
+        (lambda: SGDO(p, lr=-1.0), "Invalid learning rate: -1.0"),
+        (lambda: SGDO(p, lr=0.1, gamma=-1.0), "Invalid gamma value: -1.0"),
+        (lambda: AdamO(p, betas=(0.9, 1.0)), "Invalid beta parameter at index 1: 1.0"),
+        (lambda: AdamO(p, delay=-1), "Invalid delay value: -1"),
+        (lambda: Overshoot(torch.optim.SGD(p, lr=0.1), gamma=-1.0), "Invalid gamma value: -1.0"),
+    ]
+    for build, message in refused:
+        with pytest.raises(checks.ArgumentError, match=re.escape(message)):
+            build()
+
+
+def test_the_docs_state_the_default_gamma() -> None:
+    """README and docs/cli.md state the optimizers' default gamma, not a number of their own."""
+    from overshoot.optim.checks import DEFAULT_GAMMA
+
+    root = Path(__file__).resolve().parents[1]
+    for doc in ("README.md", "docs/cli.md"):
+        stated = re.findall(r"takes `gamma=` \(default ([\d.]+)\)", (root / doc).read_text())
+        assert stated and {float(s) for s in stated} == {DEFAULT_GAMMA}, doc
