@@ -254,7 +254,11 @@ def profile_figure(ct: CrossTask, stem: Path) -> list[Path]:
                 )
                 handles.setdefault(method_label(str(method)), line)
             n = int(sel["n_tasks"].iloc[0])
-            ax.set_xlim(1.0, float(sel["tau"].max()))
+            # to just past the largest finite ratio: beyond it every curve is flat
+            r = ct.ratios[(ct.ratios["measure"] == measure) & (ct.ratios["family"] == family)]["ratio"]
+            finite = r[np.isfinite(r)]
+            top = max(1.1, 1.05 * float(finite.max())) if len(finite) else float(sel["tau"].max())
+            ax.set_xlim(1.0, min(top, float(sel["tau"].max())))
             ax.set_ylim(-0.03, 1.03)
             ax.set_title(f"{family_label(str(family))} family, {n} tasks", fontsize="medium")
             ax.set_xlabel(f"τ ({MEASURE_WORD[measure]} to target / best method's)")
