@@ -109,7 +109,7 @@ def scanned(store: Path) -> results.Scan:
 
 @pytest.fixture(scope="module")
 def targets(scanned: results.Scan) -> pd.DataFrame:
-    return A.targets(savings.savings(scanned.records, 0.95, WINDOW), scanned.records)
+    return A.targets(savings.savings(scanned.records, 0.95, WINDOW))
 
 
 def _steps(k: int | None) -> float:
@@ -190,7 +190,7 @@ def test_seconds_profile_uses_the_time_column(scanned: results.Scan, targets: pd
     assert r[("digits", "sgd")] == 1.0 and r[("digits", "sgd_os-g3")] == 160 / 110
     # without a time column the seconds profile is left out with the reason
     per_seed = savings.savings(scanned.records, 0.95, WINDOW)
-    untimed = A.targets(per_seed, scanned.records, times=lambda r: None)
+    untimed = A.targets(per_seed.assign(seconds_baseline=math.nan, seconds_method=math.nan))
     prof, _, left = A.profiles(A.task_times(untimed), "seconds")
     assert prof.empty and list(left["reason"]) == ["runs without a recorded time (time_s in steps.csv)"]
 

@@ -5,7 +5,7 @@ step count here is the one the savings tables show.
 
     from overshoot.analysis import aggregate, results, savings
     sc = results.scan(["runs"])
-    t = aggregate.targets(savings.savings(sc.records), sc.records)   # steps (and seconds) to target per seed
+    t = aggregate.targets(savings.savings(sc.records))   # steps (and seconds) to target per seed
     prof, ratios, left_out = aggregate.profiles(aggregate.task_times(t))
 
 Definitions (the report's captions repeat them):
@@ -13,8 +13,8 @@ Definitions (the report's captions repeat them):
 * **target**: per task (a task and its family's protocol), family and seed, the threshold of the savings
   path: the family baseline's smoothed training loss reduced by the report's reduction (95%); every method of
   the family, the baseline included, is timed to that threshold in real steps (the end of the smoothing
-  window), and in seconds (the steps log's elapsed training time, :data:`TIME_COLUMN`, after that many steps)
-  when the runs record it.
+  window), and in seconds (the savings path's: the steps log's elapsed training time, :data:`TIME_COLUMN`,
+  after that many steps) when the runs record it.
 * **a method's time on a task**: the median over its seeds, a seed that never reaches the target counting as
   infinitely many steps; so a method missing on at least half its seeds misses the task (time infinite).
 * **best method** of a task: the family's method with the least time on it (the baseline is one of them).
@@ -33,12 +33,10 @@ Definitions (the report's captions repeat them):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from overshoot.analysis.results import RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,56 +70,28 @@ SPEEDUP_COLUMNS = (
 TABLE_TAUS = (1.0, 1.05, 1.1, 1.25, 1.5, 2.0)
 
 
-def seconds_at(times: np.ndarray | None, steps: float) -> float:
-    """The elapsed seconds after ``steps`` steps (``times[steps - 1]``): inf for a miss (``steps`` inf), NaN
-    when the run records no time or the count lies outside its log."""
-    if times is None or math.isnan(steps):
-        return math.nan
-    if math.isinf(steps):
-        return math.inf
-    k = int(steps)
-    return float(times[k - 1]) if 1 <= k <= times.size else math.nan
-
-
-def _record_times(record: RunRecord) -> np.ndarray | None:
-    return record.time_s
-
-
-def targets(
-    per_seed: pd.DataFrame,
-    records: Iterable[RunRecord] = (),
-    times: Callable[[RunRecord], np.ndarray | None] = _record_times,
-) -> pd.DataFrame:
+def targets(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Steps and seconds to the target per (task, protocol, family, method, seed), the family baseline's
     own rows included (columns ``TARGET_COLUMNS``), from :func:`overshoot.analysis.savings.savings`'s
-    frame. ``steps`` is inf for a miss; ``seconds`` is the run's elapsed training time after that many
-    steps (``times`` of its record: steps.csv's ``time_s``), NaN for a run logged before the training clock
-    or without ``records``."""
+    frame: its step counts and the seconds at them (``seconds_baseline``, ``seconds_method``: steps.csv's
+    ``time_s``), the same numbers as the savings tables'. Both are inf for a miss; seconds are NaN for a
+    run logged before the training clock."""
     import pandas as pd
-
-    read = times
-    by_key = {(r.task, r.protocol, r.method, r.seed): r for r in records}
-    cache: dict[Any, np.ndarray | None] = {}
-
-    def secs(task: str, protocol: str, method: str, seed: int, steps: float) -> float:
-        r = by_key.get((task, protocol, method, seed))
-        if r is None:
-            return math.nan
-        if r.path not in cache:
-            cache[r.path] = read(r)
-        return seconds_at(cache[r.path], steps)
 
     rows: list[dict[str, Any]] = []
     seen: set[tuple[Any, ...]] = set()
     for row in per_seed.itertuples(index=False):
         task, protocol, family = str(row.task), str(row.protocol), str(row.family)
         seed = int(row.seed)
-        for method, k in ((str(row.baseline), row.k_baseline), (str(row.method), row.k_method)):
+        for method, k, secs in (
+            (str(row.baseline), row.k_baseline, row.seconds_baseline),
+            (str(row.method), row.k_method, row.seconds_method),
+        ):
             key = (task, protocol, family, method, seed)
             if key in seen:
                 continue
             seen.add(key)
-            steps = math.inf if pd.isna(k) else float(k)
+            missed = bool(pd.isna(k))
             rows.append(
                 {
                     "task": task,
@@ -130,8 +100,8 @@ def targets(
                     "baseline": str(row.baseline),
                     "method": method,
                     "seed": seed,
-                    "steps": steps,
-                    "seconds": secs(task, protocol, method, seed, steps),
+                    "steps": math.inf if missed else float(k),
+                    "seconds": math.inf if missed else float(secs),
                 }
             )
     return pd.DataFrame(rows, columns=list(TARGET_COLUMNS))

@@ -18,7 +18,7 @@ from overshoot.analysis import aggregate as A
 from overshoot.analysis.report.model import task_rank
 from overshoot.analysis.report.render import Table
 from overshoot.analysis.report.style import DASH, family_label, interval_cell, method_label, num, split_label
-from overshoot.analysis.results import RunRecord, family_rank, method_order, task_label
+from overshoot.analysis.results import family_rank, method_order, task_label
 
 MEASURE_WORD = {"steps": "steps", "seconds": "seconds"}
 
@@ -171,18 +171,13 @@ def _times_table(times: pd.DataFrame, ratios: pd.DataFrame, measures: Sequence[s
     )
 
 
-def cross_task(
-    per_seed: pd.DataFrame,
-    records: Sequence[RunRecord],
-    reduction: float,
-    n_resamples: int = 10_000,
-) -> CrossTask | None:
-    """The cross-task section from the report's per-seed savings (``savings.savings`` frame) and its
-    records; None when the savings span fewer than 2 tasks."""
+def cross_task(per_seed: pd.DataFrame, reduction: float, n_resamples: int = 10_000) -> CrossTask | None:
+    """The cross-task section from the report's per-seed savings (``savings.savings`` frame, steps and
+    seconds to target); None when the savings span fewer than 2 tasks."""
     if per_seed.empty or per_seed["task"].nunique() < 2:
         return None
     pct = f"{reduction * 100:g}%"
-    targets = A.targets(per_seed, records)
+    targets = A.targets(per_seed)
     times = A.task_times(targets)
     profs, ratios, lefts, sps = [], [], [], []
     for m in A.MEASURES:

@@ -689,5 +689,5 @@ def build_report(
         key=key,
         window=window,
         reduction=reduction,
-        cross_task=cross_task(per_seed, records, reduction),
+        cross_task=cross_task(per_seed, reduction),
     )
