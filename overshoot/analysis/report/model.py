@@ -167,7 +167,20 @@ def savings_frames(
         ]
         df = df.iloc[sorted(range(len(df)), key=order.__getitem__)].reset_index(drop=True)
         frames.append(df[["section", "label", *(c for c in df.columns if c not in ("section", "label"))]])
-    return saving_tests(frames[0], frames[1]), frames[1]
+    return untimed_seeds(saving_tests(frames[0], frames[1]), frames[1]), frames[1]
+
+
+def untimed_seeds(summary: pd.DataFrame, per_seed: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with ``seconds_missing``: per comparison, the paired seeds with a step count to target
+    (baseline or method) but no seconds at it (runs logged before the training clock: steps.csv without
+    time_s)."""
+    keys = ["task", "protocol", "family", "method"]
+    missing = (per_seed["k_baseline"].notna() & per_seed["seconds_baseline"].isna()) | (
+        per_seed["k_method"].notna() & per_seed["seconds_method"].isna()
+    )
+    counts = missing.groupby([per_seed[k] for k in keys], sort=False, observed=True).sum()
+    n = [int(counts.get(tuple(k), 0)) for k in summary[keys].itertuples(index=False, name=None)]
+    return summary.assign(seconds_missing=n)
 
 
 def saving_tests(summary: pd.DataFrame, per_seed: pd.DataFrame) -> pd.DataFrame:
@@ -252,7 +265,9 @@ def best_among_eligible(
 def headline_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """The per-task, per-method summary every report opens with: one row per section and method other
     than the baseline, from the savings summary (saving at the report's reduction, its interval, within
-    noise, steps to target of both sides, seeds, the task's paper label)."""
+    noise, steps to target of both sides, seeds, the task's paper label) and the same in seconds (elapsed
+    training seconds to target of both sides, the seconds saving and its half width, the seeds it is
+    over, the seeds logged without seconds)."""
     cols = ["section", "task", "label", "paper_label", "family", "method", "baseline", "window"]
     cols += [
         "n_pairs",
@@ -264,6 +279,12 @@ def headline_frame(summary: pd.DataFrame) -> pd.DataFrame:
         "low",
         "high",
         "within_noise",
+        "seconds_baseline_mean",
+        "seconds_method_mean",
+        "seconds_n",
+        "seconds_mean",
+        "seconds_half_width",
+        "seconds_missing",
     ]
     out = summary.assign(paper_label=summary["task"].map(paper_label))
     return out[cols].reset_index(drop=True)

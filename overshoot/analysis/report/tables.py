@@ -86,6 +86,57 @@ def _paper_cell(row: pd.Series) -> str:
     return "undefined"
 
 
+def _seconds(x: Any) -> str:
+    """Seconds to 3 significant digits ('1,230', '45.6', '0.123'); '–' when unknown."""
+    if x is None or x is pd.NA or not math.isfinite(float(x)):
+        return DASH
+    v = float(x)
+    digits = 0 if v == 0 else max(0, 2 - math.floor(math.log10(abs(v))))
+    return num(v, digits)
+
+
+def _time_saving_cell(row: pd.Series) -> str:
+    """A summary row's seconds saving as 'm [lo, hi]' (its t-interval), '–' without one."""
+    m, h = float(row["seconds_mean"]), float(row["seconds_half_width"])
+    return interval_cell(m, m - h, m + h)
+
+
+def has_seconds(frame: pd.DataFrame) -> bool:
+    """Whether any comparison of a savings summary has seconds to target (a run logged with the clock)."""
+    cols = ["seconds_baseline_mean", "seconds_method_mean"]
+    return bool(set(cols) <= set(frame.columns) and frame[cols].notna().to_numpy().any())
+
+
+def seconds_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """The display columns of seconds to target beside the step columns: 'Seconds B', 'Seconds O' (means)
+    and 'Time saving % [95% CI]'; none when no compared run has times."""
+    if not has_seconds(frame):
+        return {}
+    return {
+        "Seconds B": [_seconds(x) for x in frame["seconds_baseline_mean"]],
+        "Seconds O": [_seconds(x) for x in frame["seconds_method_mean"]],
+        "Time saving % [95% CI]": [_time_saving_cell(r) for _, r in frame.iterrows()],
+    }
+
+
+def seconds_note(frame: pd.DataFrame, pct: str) -> str:
+    """The caption's words for the seconds columns ('' when the table has none)."""
+    if not has_seconds(frame):
+        return ""
+    note = (
+        "; Seconds B, Seconds O = mean elapsed training seconds to the threshold (steps.csv's time_s at "
+        "those steps: evaluation and the measurement-only base-loss forward excluded; wall-clock on this "
+        "run's device, so compare only runs of one device); Time saving % = 100 (s_B − s_O) / s_B per seed, "
+        f"mean [95% t-interval] over the seeds where both reached {pct} loss reduction with times"
+    )
+    if int(frame["seconds_missing"].sum()) > 0:
+        note += (
+            "; – or fewer seeds in the seconds: runs logged before the training clock (no time_s), "
+            "their seconds unknown"
+        )
+    return note
+
+
 def _windows(frame: pd.DataFrame) -> str:
     ws = sorted({int(w) for w in frame["window"]})
     if len(ws) == 1:
@@ -110,6 +161,7 @@ def headline_table(head: pd.DataFrame, reduction: float) -> Table | None:
             "Within noise": ["yes" if w else "no" for w in head["within_noise"]],
             "Steps B": head["k_baseline_mean"].map(lambda x: num(x, 0)),
             "Steps O": head["k_method_mean"].map(lambda x: num(x, 0)),
+            **seconds_columns(head),
             "Seeds": [f"{int(n)} of {int(p)}" for n, p in zip(head["n"], head["n_pairs"], strict=True)],
         }
     )
@@ -118,11 +170,12 @@ def headline_table(head: pd.DataFrame, reduction: float) -> Table | None:
         f"Step saving to {_pct(reduction)} loss reduction per task and method against its family baseline "
         "(this project's per-seed saving): mean over the seeds where both reached the baseline's threshold "
         "with its 95% t-interval; within noise = the interval contains 0 (or fewer than 2 seeds); Steps B, "
-        "Steps O = mean steps to the threshold of the baseline and of the method; seeds = reached of paired",
+        "Steps O = mean steps to the threshold of the baseline and of the method; seeds = reached of paired"
+        + seconds_note(head, _pct(reduction)),
         head,
         disp,
         heading="Headline",
-        tex_spec="p{1.2in}p{0.7in}llllrrr",
+        tex_spec="p{1.2in}p{0.7in}llllrr" + "rrl" * has_seconds(head) + "r",
     )
 
 
@@ -203,6 +256,7 @@ def savings_tables(
             "Steps O": summary["k_method_mean"].map(lambda x: num(x, 0)),
             "Saving % [95% CI]": [_saving_cell(r) for _, r in summary.iterrows()],
             "Within noise": ["yes" if w else "no" for w in summary["within_noise"]],
+            **seconds_columns(summary),
             "p (Holm)": summary["p_holm"].map(_p_cell),
             "Missed O/B": [
                 f"{int(o)}/{int(b)}"
@@ -232,7 +286,8 @@ def savings_tables(
             "threshold (Reached, of the seeds paired); within noise: the interval contains 0; p (Holm): "
             "two-sided one-sample t-test of the per-seed savings against 0, "
             + holm_note(n_tests, "this report's savings (every task, family and γ)")
-            + "; Missed O/B: seeds where the method / the baseline never reached it",
+            + "; Missed O/B: seeds where the method / the baseline never reached it"
+            + seconds_note(summary, pct),
             summary[seed_cols].reset_index(drop=True),
             seed_disp,
             section=section,
