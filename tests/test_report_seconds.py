@@ -42,7 +42,16 @@ def test_seconds_beside_steps(tmp_path: Path) -> None:
         (disp,) = table.display[SECONDS].to_dict("records")
         assert disp == {"Seconds B": "110", "Seconds O": "160", "Time saving % [95% CI]": "−60.0"}
         assert "before the training clock" in table.caption and "one device" in table.caption
+        assert "population" not in table.caption  # single runs: each reads its own clock
     assert "Time saving % [95% CI]" in to_markdown(rep.headline)
+
+
+def test_a_populations_shared_clock_is_named(tmp_path: Path) -> None:
+    """Members of one population read one clock: their seconds follow their steps, and the caption says so."""
+    sc = _store(tmp_path, (0, 1))
+    sc.records[0].config["population"] = True
+    rep = build_report(sc, window=WINDOW)
+    assert rep.headline is not None and "share its clock" in rep.headline.caption
 
 
 def test_the_csv_holds_the_summarys_seconds(tmp_path: Path) -> None:

@@ -119,8 +119,9 @@ def seconds_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
-def seconds_note(frame: pd.DataFrame, pct: str) -> str:
-    """The caption's words for the seconds columns ('' when the table has none)."""
+def seconds_note(frame: pd.DataFrame, pct: str, shared_clock: bool = False) -> str:
+    """The caption's words for the seconds columns ('' when the table has none); ``shared_clock``: some
+    compared runs trained together as a population, whose members read one clock."""
     if not has_seconds(frame):
         return ""
     note = (
@@ -133,6 +134,12 @@ def seconds_note(frame: pd.DataFrame, pct: str) -> str:
         note += (
             "; – or fewer seeds in the seconds: runs logged before the training clock (no time_s), "
             "their seconds unknown"
+        )
+    if shared_clock:
+        note += (
+            "; runs trained together as one population (config population: true) share its clock, so their "
+            "seconds differ only through their step counts and show no method's own cost per step: train "
+            "single runs to compare that"
         )
     return note
 
@@ -147,8 +154,14 @@ def _windows(frame: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------------------------- headline
 
 
-def headline_table(head: pd.DataFrame, reduction: float) -> Table | None:
-    """The summary every report opens with: per task and method, the saving and whether it is noise."""
+def shared_clock(records: Sequence[Any]) -> bool:
+    """Whether some of ``records`` trained as members of a population (one clock for all its members)."""
+    return any(bool(r.config.get("population")) for r in records)
+
+
+def headline_table(head: pd.DataFrame, reduction: float, shared: bool = False) -> Table | None:
+    """The summary every report opens with: per task and method, the saving and whether it is noise;
+    ``shared``: some runs read a population's shared clock (said in the caption)."""
     if head.empty:
         return None
     disp = pd.DataFrame(
@@ -171,7 +184,7 @@ def headline_table(head: pd.DataFrame, reduction: float) -> Table | None:
         "(this project's per-seed saving): mean over the seeds where both reached the baseline's threshold "
         "with its 95% t-interval; within noise = the interval contains 0 (or fewer than 2 seeds); Steps B, "
         "Steps O = mean steps to the threshold of the baseline and of the method; seeds = reached of paired"
-        + seconds_note(head, _pct(reduction)),
+        + seconds_note(head, _pct(reduction), shared),
         head,
         disp,
         heading="Headline",
@@ -223,10 +236,16 @@ def holm_note(n_tests: int, what: str) -> str:
 
 
 def savings_tables(
-    summary: pd.DataFrame, per_seed: pd.DataFrame, reduction: float, section: str, n_tests: int = 0
+    summary: pd.DataFrame,
+    per_seed: pd.DataFrame,
+    reduction: float,
+    section: str,
+    n_tests: int = 0,
+    shared: bool = False,
 ) -> list[Table]:
     """One section's paper-style, per-seed summary and per-seed listing tables; ``n_tests``: the report's
-    savings comparisons with a p-value (the Holm correction's family)."""
+    savings comparisons with a p-value (the Holm correction's family); ``shared``: some runs read a
+    population's shared clock."""
     if summary.empty:
         return []
     pct = _pct(reduction)
@@ -287,7 +306,7 @@ def savings_tables(
             "two-sided one-sample t-test of the per-seed savings against 0, "
             + holm_note(n_tests, "this report's savings (every task, family and γ)")
             + "; Missed O/B: seeds where the method / the baseline never reached it"
-            + seconds_note(summary, pct),
+            + seconds_note(summary, pct, shared),
             summary[seed_cols].reset_index(drop=True),
             seed_disp,
             section=section,
@@ -721,6 +740,7 @@ def build_report(
             reduction,
             s.key,
             n_tests,
+            shared_clock(s.records),
         )
         for s in sections
     }
@@ -733,7 +753,7 @@ def build_report(
         left_out=sc.left_out,
         scan=sc,
         provenance=prov_summary,
-        headline=headline_table(headline_frame(summary), reduction),
+        headline=headline_table(headline_frame(summary), reduction, shared_clock(records)),
         paper_mean=paper_mean_table(paper_mean_frame(summary)) if paper else None,
         protocol=protocol_table(sections, reduction, window),
         provenance_table=prov,
