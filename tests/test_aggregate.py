@@ -256,3 +256,22 @@ def test_the_report_of_two_tasks_has_the_cross_task_section(store: Path, tmp_pat
     assert np.isnan(p).sum() == 1  # digits SGDO gamma=5: one seed reached, no test
     assert seeds["p_holm"].to_numpy() == pytest.approx(A.holm(p), nan_ok=True)
     assert "Holm-corrected across the 3 tests" in (out / "savings_per_seed.md").read_text()
+
+
+def test_the_profile_figure_of_a_store_with_one_untimed_task(store: Path, tmp_path: Path) -> None:
+    """A task logged before the training clock (no time_s) beside a timed one: the seconds profile is left
+    out with its reason and the figure still draws the steps profile."""
+    import shutil
+
+    from overshoot.analysis import report as R
+    from overshoot.analysis.report import crosstask
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(store, mixed)
+    for f in (mixed / "housing").rglob("steps.csv"):
+        rows = [line.rsplit(",", 1)[0] for line in f.read_text().splitlines()]
+        f.write_text("\n".join(rows) + "\n")
+    rep = R.build_report(results.scan([mixed]), 0.95, WINDOW)
+    assert rep.cross_task is not None
+    png, _ = crosstask.profile_figure(rep.cross_task, tmp_path / "profiles")
+    assert png.stat().st_size > 0

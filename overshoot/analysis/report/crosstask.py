@@ -250,7 +250,8 @@ def profile_figure(ct: CrossTask, stem: Path) -> list[Path]:
                 handles.setdefault(method_label(str(method)), line)
             n = int(sel["n_tasks"].iloc[0])
             # to just past the largest finite ratio: beyond it every curve is flat
-            r = ct.ratios[(ct.ratios["measure"] == measure) & (ct.ratios["family"] == family)]["ratio"]
+            sel_r = ct.ratios[(ct.ratios["measure"] == measure) & (ct.ratios["family"] == family)]
+            r = pd.to_numeric(sel_r["ratio"], errors="coerce").to_numpy(dtype=float)  # None: no time
             finite = r[np.isfinite(r)]
             top = max(1.1, 1.05 * float(finite.max())) if len(finite) else float(sel["tau"].max())
             ax.set_xlim(1.0, min(top, float(sel["tau"].max())))
