@@ -94,7 +94,13 @@ def test_two_processes_launching_one_run_train_it_once(tmp_path: Path, reference
     while not list(out.rglob(CLAIM_FILE)):
         assert first.poll() is None and time.time() < deadline, first.communicate()
         time.sleep(0.01)
-    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    # The holder is paused while the second launch starts (a warm run of 400 steps can finish before a
+    # second interpreter has imported torch): alive, holding its claim, as a slower run would be.
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     # The second launch did not train: one line naming the holder, exit 0 (nothing failed).
