@@ -17,14 +17,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from overshoot.analysis.results import EPOCH_COLUMNS, Scan, curves, epoch_log, scan
+from overshoot.analysis.results import EPOCH_COLUMNS, RUN_META, Scan, curves, epoch_log, run_meta, scan
 from overshoot.common.files import atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd
 
 RUNS_FILE, STEPS_FILE, EPOCHS_FILE = "runs", "steps.parquet", "epochs.parquet"
-RUN_META = ("task", "method", "optimizer", "family", "gamma", "seed", "protocol", "config_hash", "path")
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
@@ -72,17 +71,7 @@ def epochs_long(runs: Scan | Iterable[Path | str]) -> pd.DataFrame:
     frames = []
     for r in sc.records:
         e = epoch_log(r.path)
-        meta = {
-            "task": r.task,
-            "method": r.method,
-            "optimizer": r.optimizer,
-            "family": r.family,
-            "gamma": r.gamma,
-            "seed": r.seed,
-            "protocol": r.protocol,
-            "config_hash": r.config_hash,
-            "path": str(r.path),
-        }
+        meta = run_meta(r)
         frames.append(e.assign(**meta)[[*meta, *e.columns]])
     if not frames:
         return pd.DataFrame(columns=[*RUN_META, *EPOCH_COLUMNS])

@@ -682,6 +682,14 @@ def _export_steps(path: Path) -> Path | None:
     return f if f.is_file() and not (path / "run.json").exists() else None
 
 
+RUN_META = ("task", "method", "optimizer", "family", "gamma", "seed", "protocol", "config_hash", "path")
+
+
+def run_meta(r: RunRecord) -> dict[str, Any]:
+    """The columns that name a run in a long frame of logs (:data:`RUN_META`: curves, the parquet exports)."""
+    return {k: str(r.path) if k == "path" else getattr(r, k) for k in RUN_META}
+
+
 def curves(paths: Iterable[Path | str] | Scan | Path | str) -> pd.DataFrame:
     """The step records of the usable runs in long form: one row per (run, step) with task, method,
     optimizer, family, gamma, seed, protocol, config_hash, path and steps.csv's columns. ``paths`` are run
@@ -699,17 +707,7 @@ def curves(paths: Iterable[Path | str] | Scan | Path | str) -> pd.DataFrame:
         records = scan(stores).records if stores else []
     for r in records:
         steps = step_log(r.path)
-        meta = {
-            "task": r.task,
-            "method": r.method,
-            "optimizer": r.optimizer,
-            "family": r.family,
-            "gamma": r.gamma,
-            "seed": r.seed,
-            "protocol": r.protocol,
-            "config_hash": r.config_hash,
-            "path": str(r.path),
-        }
+        meta = run_meta(r)
         frames.append(steps.assign(**meta)[[*meta, *steps.columns]])
     if not frames:
         return pd.DataFrame(columns=["task", "method", "seed", "protocol", "path", "step", "base_loss"])
