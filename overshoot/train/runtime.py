@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from overshoot_tasks.base import steps_per_epoch
 from torch import nn
 
 from overshoot.config import methods
@@ -160,16 +161,10 @@ def autocast_for(
 def epoch_steps(run: RunConfig, task: Task) -> tuple[int, dict[str, Any]]:
     """The run's steps per epoch and the keyword arguments of its ``task.epoch_plan`` calls (``drop_last``
     when the run keeps the last partial batch); ValueError naming the fix when the batch cannot be used."""
-    bs = run.hparams.batch_size
-    if run.drop_last:
-        steps = task.n_train // bs
-        if steps < 1:
-            n = task.n_train
-            raise ValueError(f"batch_size={bs} exceeds the {n} training examples: lower batch_size")
-        return steps, {}
-    if not getattr(task, "partial_batches", False):
+    if not run.drop_last and not getattr(task, "partial_batches", False):
         raise ValueError(f"drop_last=false is not supported by task {run.task}: use drop_last=true")
-    return -(-task.n_train // bs), {"drop_last": False}
+    steps = steps_per_epoch(task.n_train, run.hparams.batch_size, run.drop_last)
+    return steps, ({} if run.drop_last else {"drop_last": False})
 
 
 def forward_state_free(model: nn.Module) -> bool:
