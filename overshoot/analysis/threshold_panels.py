@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from overshoot.analysis import metrics as M
 from overshoot.analysis.figstyle import (
@@ -286,4 +287,5 @@ def _threshold_row(
     strip.set_title(f"per seed: steps to {report.reduction * 100:g}% threshold")
     strip.set_xlabel("steps (end of the trailing window)")
     steps_axis(strip)
+    strip.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # labels of 6 digits never touch
     strip.grid(True, axis="x", alpha=0.3)
