@@ -18,6 +18,7 @@ from overshoot.analysis import results
 PREAMBLE = r"""\documentclass[twocolumn,10pt]{article}
 \usepackage[paperwidth=8.5in,paperheight=11in,hmargin=0.8in,vmargin=0.8in,columnsep=0.2in]{geometry}
 \usepackage{booktabs}
+\usepackage{graphicx}
 \begin{document}
 """
 PAPER_TASKS = ("housing", "vae_fmnist", "vae_mnist", "fmnist", "cifar", "cifar100", "gpt2_qqp")

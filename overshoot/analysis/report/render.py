@@ -208,12 +208,14 @@ def _tex_width(cols: Sequence[str], display: pd.DataFrame) -> float:
 def to_latex(table: Table, label: str) -> str:
     """A booktabs table of ``table.display`` with caption and ``\\label{label}``: ``table`` when it fits
     a column of a two-column paper, else ``table*``; family row groups as \\multicolumn headers with a
-    \\cmidrule; bold as \\textbf, significance as $\\uparrow$ / $\\downarrow$."""
+    \\cmidrule; bold as \\textbf, significance as $\\uparrow$ / $\\downarrow$; a table too wide for the text
+    width even at \\footnotesize is shrunk to it with graphicx's \\resizebox (never enlarged)."""
     cols = [str(c) for c in table.display.columns]
     n = len(cols)
     width = _tex_width(cols, table.display)
     env = "table" if width <= 3.3 else "table*"
     size = r"\small" if width <= 6.9 else r"\footnotesize"
+    wide = width > 6.9  # at \footnotesize, and shrunk to the text width if it still overflows
     spec = "l" * min(n, 2 if table.name not in ("table1", "protocol") else 1)
     spec = table.tex_spec or spec + "r" * (n - len(spec))
     lines = [
@@ -223,6 +225,8 @@ def to_latex(table: Table, label: str) -> str:
         r"\setlength{\tabcolsep}{" + ("3pt" if table.name == "table1" else "4pt") + "}",
         r"\caption{" + tex_escape(table.caption) + "}",
         r"\label{" + label + "}",
+        # wider than the text at \footnotesize: shrunk to the text width (graphicx), never enlarged
+        *([r"\resizebox{\ifdim\width>\textwidth\textwidth\else\width\fi}{!}{%"] if wide else []),
         r"\begin{tabular}{" + spec + "}",
         r"\toprule",
         " & ".join(tex_escape(c) for c in cols) + r" \\",
@@ -251,7 +255,7 @@ def to_latex(table: Table, label: str) -> str:
                 s += r"$^{\downarrow}$"
             cells.append(s)
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\end{{{env}}}"]
+    lines += [r"\bottomrule", r"\end{tabular}" + ("}" if wide else ""), rf"\end{{{env}}}"]
     return "\n".join(lines) + "\n"
 
 
