@@ -108,6 +108,20 @@ def test_reports_side_by_side_share_one_bundle(tmp_path: Path) -> None:
     assert [p.name for p in shared.iterdir()] == ["plotly.min.js"]
 
 
+def test_no_interactive_writes_no_bundle_and_no_plots(tmp_path: Path) -> None:
+    """--no-interactive: report.html without the plotly parts and no JavaScript written."""
+    store = tmp_path / "runs"
+    for opt, gamma, tau in METHODS[:2]:
+        for seed in SEEDS[:2]:
+            write_run(store, "digits", opt, gamma, tau, seed)
+    out = tmp_path / "rep"
+    argv = [str(store), "--out", str(out), "--no-interactive", "--no-figures", "--window", "100"]
+    assert R.main([*argv, "--format", "html"]) == 0
+    text = (out / "report.html").read_text()
+    assert "Plotly.newPlot(" not in text and "<script src=" not in text
+    assert not (out / I.JS_REL).exists()
+
+
 def test_downsample_keeps_the_last_point_and_bounds_the_points() -> None:
     y = np.arange(1001.0)
     idx, v = I.downsample(y, I.stride(y.size, 300))

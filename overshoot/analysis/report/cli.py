@@ -141,7 +141,12 @@ PROFILES = "profiles"  # the cross-task figure's file name
 
 
 def write_report(
-    report: Report, out: Path, formats: Sequence[str], figures: bool = True, js_dir: Path | None = None
+    report: Report,
+    out: Path,
+    formats: Sequence[str],
+    figures: bool = True,
+    js_dir: Path | None = None,
+    interactive: bool = True,
 ) -> list[Path]:
     """Every output file of ``report`` under ``out``: the tables, the figures, report.md and report.html,
     and the run table as runs.csv and runs.parquet; plotly's JavaScript in ``js_dir`` (default
@@ -161,7 +166,7 @@ def write_report(
         ]
     parts: list[Part] = []
     js = (js_dir / Path(JS_REL).name) if js_dir is not None else out / JS_REL
-    if "html" in formats:
+    if "html" in formats and interactive:
         parts = interactive_parts(report, js)
         if parts:
             written.append(js)
@@ -234,6 +239,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "OUT/report_files; reports side by side can share one copy, e.g. --js-dir results/report_files)",
     )
     p.add_argument(
+        "--no-interactive",
+        action="store_true",
+        help="report.html without the plotly curves and run browser (no JavaScript bundle; a smaller page)",
+    )
+    p.add_argument(
         "--compare",
         action="store_true",
         help="compare two stores A B: savings, steps and best metrics per task, protocol and method in both, "
@@ -276,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sc, a.reduction / 100, a.window, a.alpha, a.paper, a.protocols, [Path(r) for r in a.runs]
         )
         out = a.out if a.out is not None else Path(a.runs[0]) / "report"
-        written = write_report(report, out, a.formats, not a.no_figures, a.js_dir)
+        written = write_report(report, out, a.formats, not a.no_figures, a.js_dir, not a.no_interactive)
         if a.parquet:
             written += [p for p in exports.export_parquet(sc, out) if p not in written]
     except (ReportError, OSError, ValueError) as e:
