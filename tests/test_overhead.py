@@ -123,3 +123,30 @@ def test_sweeper_composes_each_job_once_as_hydra_does(monkeypatch: pytest.Monkey
             assert OmegaConf.to_container(cfg) == OmegaConf.to_container(
                 hydra_loader.load_sweep_config(master, job)
             )
+
+
+@pytest.mark.parametrize("overrides", [[], ["task=housing", "seed=7", "precision=fp64"]])
+def test_help_from_one_composition_is_hydras_help(overrides: list[str], tmp_path: Path) -> None:
+    """``--help`` printed from one composition is, to the byte, the page Hydra's own help prints (reached
+    here through ``--config-name``, a flag the quick path leaves to Hydra)."""
+    from overshoot.cli.main import help_text
+
+    def page(*extra: str) -> str:
+        cmd = [sys.executable, "-m", "overshoot.cli.entry", *overrides, "--help", *extra]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    quick = page()
+    assert quick == page("--config-name", "config")
+    assert quick == f"{help_text([*overrides, '--help'])}\n"
+    assert "now: housing" in quick if overrides else "now: digits" in quick
+
+
+def test_help_leaves_other_flags_and_bad_overrides_to_hydra() -> None:
+    from overshoot.cli.main import help_text
+
+    assert help_text(["--help", "-m"]) is None
+    assert help_text(["--cfg", "job"]) is None
+    assert help_text(["task=nope", "--help"]) is None  # Hydra words the error (test_commands)
+    assert help_text(["task=housing"]) is None  # no help asked

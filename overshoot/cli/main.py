@@ -16,8 +16,9 @@ import contextlib
 import logging
 import os
 import signal
+import string
 import sys
-import unittest.mock
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn, TextIO
 
 import hydra
@@ -26,11 +27,11 @@ from omegaconf import DictConfig
 
 from overshoot.common.extras import MissingExtra, require
 from overshoot.common.provenance import git_rev
-from overshoot.config.compose import CONFIG_DIR, CONFIG_SEARCH_PATH
-from overshoot.train.sweep import Session
+from overshoot.config.compose import CONFIG_DIR, CONFIG_PACKAGE, CONFIG_SEARCH_PATH
 
 # Options with which Hydra prints and exits without running a job: no git revision to record.
 PRINT_ONLY = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
+HELP = {"--help", "-h"}
 
 
 def _choices(group: str) -> list[str]:
@@ -116,6 +117,37 @@ def _ignore_sigint() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def help_text(args: Sequence[str]) -> str | None:
+    """The ``--help`` page of a command line of overrides and ``--help``, as Hydra prints it, from one
+    composition (Hydra's own help also lists every config group, which this template does not show); None
+    where Hydra's help is needed: another flag, a template that uses Hydra's generated parts, or overrides
+    that do not compose (Hydra then words the error)."""
+    if not HELP.intersection(args) or any(a.startswith("-") and a not in HELP for a in args):
+        return None
+    from hydra import compose, initialize_config_module
+
+    try:
+        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base=None):
+            cfg = compose("config", [a for a in args if a not in HELP], return_hydra_config=True)
+        template = string.Template(str(cfg.hydra.help.template))
+    except Exception:
+        return None
+    if template.get_identifiers():  # $FLAGS_HELP, $APP_CONFIG_GROUPS, $CONFIG, ...
+        return None
+    return template.substitute()
+
+
+@contextlib.contextmanager
+def _argparse_errors_raise() -> Iterator[None]:
+    """Within: argparse's usage errors raise ``_ArgumentError`` (worded by ``main``) instead of exiting."""
+    error = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _argument_error  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = error  # type: ignore[method-assign]
+
+
 def main() -> None:
     """Console entry point of ``overshoot-bench``."""
     try:
@@ -123,6 +155,12 @@ def main() -> None:
     except MissingExtra as e:
         print(f"overshoot-bench: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    text = help_text(sys.argv[1:])
+    if text is not None:
+        print(text)
+        return
+    from overshoot.train.sweep import Session  # after help: the sweep machinery reads the store
+
     if not PRINT_ONLY.intersection(sys.argv[1:]):
         git_rev()  # the revision of the code this process loaded, even if the checkout moves during a sweep
     own_errors = "HYDRA_FULL_ERROR" not in os.environ  # then Hydra raises its errors and we word them
@@ -141,7 +179,7 @@ def main() -> None:
 
     quiet_hydra.setLevel(logging.WARNING)
     try:
-        with unittest.mock.patch.object(argparse.ArgumentParser, "error", _argument_error):
+        with _argparse_errors_raise():
             job()
         session.finish()
     except KeyboardInterrupt:

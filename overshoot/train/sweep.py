@@ -16,15 +16,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from overshoot.analysis import results, savings
 from overshoot.config.compose import ConfigError, baseline_of, drop_sweep_gamma, resolve
 from overshoot.config.outcomes import Outcomes, bad_input, run_label
 from overshoot.config.run import RunConfig
 from overshoot.store.claim import CLAIM_FILE
 from overshoot.store.writer import run_path
 
-# Training (lifecycle, population) imports torch: a job that ends in bad input or skips a finished run, and
-# --help, never import it.
+# Training (lifecycle, population) imports torch and the store's reader numpy: a job that ends in bad input
+# never imports either, one that skips a finished run only numpy.
 
 
 class Session:
@@ -73,6 +72,8 @@ class Session:
         path = run_path(run.out, run)
         if (path / CLAIM_FILE).exists() or (path / "checkpoint.pt").exists():
             return False
+        from overshoot.analysis import results
+
         verdict = results.read_run(path)
         if not verdict.finished:
             return False
@@ -163,6 +164,7 @@ def run_sweep(
     """Train the runs of a sweep, given as composed configs or resolved runs: completed runs skipped,
     compatible ones as populations, the rest one by one; returns the exit codes. Raises KeyboardInterrupt
     when a population was interrupted."""
+    from overshoot.analysis import results
     from overshoot.train.lifecycle import run_one, run_population
     from overshoot.train.population import MAX_SIZE, eligible, plan_populations
 
@@ -206,10 +208,11 @@ def sweep_summary(runs: list[RunConfig]) -> list[str]:
     """The closing lines of a sweep: per method with a baseline in the store, its step saving paired by seed
     over the usable runs of ``runs`` and their baselines' (mean, 95% t-interval and window, from
     :func:`overshoot.analysis.savings.saving_summary`), then the report command to run."""
-    from overshoot.config import methods
-
     if not runs:
         return []
+    from overshoot.analysis import results, savings
+    from overshoot.config import methods
+
     lines: list[str] = []
     records: dict[Path, results.RunRecord] = {}
     window = runs[0].log.window
