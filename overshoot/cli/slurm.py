@@ -230,8 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = _bench_bin()
         for o in args.sbatch_arg:  # checked before anything is written
             _sbatch_option(o)
-    except ValueError as e:
+    except ValueError as e:  # includes overshoot.config.compose.ConfigError
         return _error(str(e))
+    except Exception as e:  # Hydra's errors about unknown groups or bad override syntax
+        return _error(f"{type(e).__name__}: {str(e).splitlines()[0]}")
     print(manifest.summary(entries), flush=True)
     todo = [e for e in entries if e.todo]
     if not todo:

@@ -25,7 +25,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from overshoot.analysis.tuning import ARMS, HELDOUT_SEEDS, TuningError, report_study, select_study
 from overshoot.common.files import atomic_write_text
 from overshoot.config import methods
 from overshoot.config.schema import config_hash
@@ -93,14 +92,17 @@ def overrides_for(config: Mapping[str, Any], omit: Iterable[str] = ()) -> list[s
 def heldout_configs(
     selection: Mapping[str, Any],
     out: Path,
-    seeds: Sequence[int] = HELDOUT_SEEDS,
+    seeds: Sequence[int] | None = None,
     untuned_preset: str | None = None,
     settings: Sequence[str] = (),
 ) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
     """The composed configs of the held-out runs (tuned and untuned arm of every selected method at every
-    seed, into ``out``), each with its family, and the manifest rows (arm, method, seed, path relative to
-    ``out``)."""
+    seed of ``seeds``, by default the paper's held-out seeds, into ``out``), each with its family, and the
+    manifest rows (arm, method, seed, path relative to ``out``)."""
+    from overshoot.analysis.tuning import ARMS, HELDOUT_SEEDS, TuningError
     from overshoot.config.compose import compose, resolve
+
+    seeds = HELDOUT_SEEDS if seeds is None else seeds
 
     clash = sorted(set(seeds) & set(selection["tuning_seeds"]))
     if clash:
@@ -145,6 +147,8 @@ def heldout_configs(
 
 def _settings(items: Sequence[str]) -> dict[str, Any]:
     """``key=value`` settings of how runs are watched (device, threads, progress, checkpoint_every)."""
+    from overshoot.analysis.tuning import TuningError
+
     allowed = {"device": str, "threads": str, "progress": str, "checkpoint_every": float}
     out: dict[str, Any] = {}
     for item in items:
@@ -157,15 +161,18 @@ def _settings(items: Sequence[str]) -> dict[str, Any]:
 
 def rerun_study(
     study: Path,
-    seeds: Sequence[int] = HELDOUT_SEEDS,
+    seeds: Sequence[int] | None = None,
     families: Sequence[str] = tuple(methods.FAMILIES),
     untuned_preset: str | None = None,
     settings: Sequence[str] = (),
     dry_run: bool = False,
 ) -> int:
-    """Train the held-out runs of ``study`` of ``families`` (resumable; completed runs are skipped); writes
-    heldout.json, which lists every family's runs (so runs of one family each may go in parallel). Returns
-    the worst exit code."""
+    """Train the held-out runs of ``study`` of ``families`` on ``seeds`` (default: the paper's; resumable,
+    completed runs are skipped); writes heldout.json, which lists every family's runs (so runs of one family
+    each may go in parallel). Returns the worst exit code."""
+    from overshoot.analysis.tuning import HELDOUT_SEEDS, TuningError
+
+    seeds = HELDOUT_SEEDS if seeds is None else seeds
     sel_file = study / "selection.json"
     if not sel_file.exists():
         raise TuningError(f"{sel_file} is missing: run overshoot-bench-tune select {study} first")
@@ -214,9 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("study", type=Path, help=study_help)
     r = sub.add_parser("rerun", help="train the selected and the untuned settings on held-out seeds")
     r.add_argument("study", type=Path, help=study_help)
-    r.add_argument(
-        "--seeds", type=_ints, default=list(HELDOUT_SEEDS), help="held-out seeds (default 10,...,100)"
-    )
+    r.add_argument("--seeds", type=_ints, default=None, help="held-out seeds (default 10,...,100)")
     r.add_argument(
         "--family", choices=tuple(methods.FAMILIES), action="append", help="only this family (repeatable)"
     )
@@ -242,9 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.cmd is None:  # a bare call: the usage with the commands, not argparse's "required: cmd"
         p.print_help(sys.stderr)
         return 2
+    if not a.study.is_dir():
+        return _error(f"no study directory {a.study}: train the tuning sweep into {a.study}/tuning")
+    from overshoot.analysis.tuning import TuningError, report_study, select_study
+
     try:
-        if not a.study.is_dir():
-            raise TuningError(f"no study directory {a.study}: train the tuning sweep into {a.study}/tuning")
         if a.cmd == "select":
             sel = select_study(a.study)
             for method, m in sel["methods"].items():
@@ -261,8 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(map(str, paths)))
         return 0
     except (TuningError, FileNotFoundError) as e:
-        print(f"overshoot-bench-tune: error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
+
+
+def _error(message: str) -> int:
+    """A study or a setting the command cannot use: one line on stderr; the exit status 2."""
+    print(f"overshoot-bench-tune: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

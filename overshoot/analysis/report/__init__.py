@@ -14,25 +14,61 @@ The package, one layer each: :mod:`~overshoot.analysis.report.style` (number and
 :mod:`~overshoot.analysis.report.render` (the Table/Document model and the md, csv, tex and html renderers),
 :mod:`~overshoot.analysis.report.model` (sections and the frames over the run table),
 :mod:`~overshoot.analysis.report.tables` (the tables and :func:`build_report`) and
-:mod:`~overshoot.analysis.report.cli` (the document and the command).
+:mod:`~overshoot.analysis.report.cli` (the document and the command). The names below are imported on first
+use, so the command parses its arguments (and answers ``--help``) before pandas is imported.
 """
 
 from __future__ import annotations
 
-from overshoot.analysis.report.cli import document, main, write_report
-from overshoot.analysis.report.model import ReportError, Section, headline_frame, sections_of, table1_frame
-from overshoot.analysis.report.render import (
-    Document,
-    Figure,
-    Part,
-    Table,
-    tex_label,
-    to_html,
-    to_latex,
-    to_markdown,
-)
-from overshoot.analysis.report.style import format_mean_ci, interval_cell, signed
-from overshoot.analysis.report.tables import Report, build_report
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from overshoot.analysis.report.cli import document, main, write_report
+    from overshoot.analysis.report.model import (
+        ReportError,
+        Section,
+        headline_frame,
+        sections_of,
+        table1_frame,
+    )
+    from overshoot.analysis.report.render import (
+        Document,
+        Figure,
+        Part,
+        Table,
+        tex_label,
+        to_html,
+        to_latex,
+        to_markdown,
+    )
+    from overshoot.analysis.report.style import format_mean_ci, interval_cell, signed
+    from overshoot.analysis.report.tables import Report, build_report
+
+# name -> the module of this package that defines it
+_HOME = {
+    "document": "cli",
+    "main": "cli",
+    "write_report": "cli",
+    "ReportError": "model",
+    "Section": "model",
+    "headline_frame": "model",
+    "sections_of": "model",
+    "table1_frame": "model",
+    "Document": "render",
+    "Figure": "render",
+    "Part": "render",
+    "Table": "render",
+    "tex_label": "render",
+    "to_html": "render",
+    "to_latex": "render",
+    "to_markdown": "render",
+    "format_mean_ci": "style",
+    "interval_cell": "style",
+    "signed": "style",
+    "Report": "tables",
+    "build_report": "tables",
+}
 
 __all__ = [
     "Document",
@@ -57,3 +93,17 @@ __all__ = [
     "to_markdown",
     "write_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """An exported name, imported from its module on first use."""
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -8,27 +8,28 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import pandas as pd
+if TYPE_CHECKING:
+    from overshoot.analysis.report.render import Document, Figure, Part
+    from overshoot.analysis.report.tables import Report
 
-from overshoot.analysis import exports
-from overshoot.analysis import figures as F
-from overshoot.analysis.metrics import WINDOW_FRACTION
-from overshoot.analysis.report.compare import compare_command
-from overshoot.analysis.report.crosstask import figure_caption, profile_figure
-from overshoot.analysis.report.interactive import JS_REL, interactive_parts, script_src
-from overshoot.analysis.report.model import ReportError
-from overshoot.analysis.report.render import FORMATS, Document, Figure, Part, to_markdown, write_document
-from overshoot.analysis.report.style import family_label, method_label
-from overshoot.analysis.report.tables import Report, build_report
-from overshoot.analysis.results import scan, task_label
-from overshoot.config import methods
+# The command line is parsed before pandas, numpy and the report's modules are imported (help and bad
+# arguments answer at once); so the renderers' formats (render.FORMATS) and the window's bound
+# (metrics.WINDOW_FRACTION) are repeated here, held equal to theirs by tests/test_light_help.py.
+FORMATS = ("md", "csv", "tex", "html")
+WINDOW_FRACTION = 5
 
 
 def notes(report: Report) -> list[str]:
     """What a reader must know before trusting the numbers: shrunk windows, missing baselines, several
     protocols of one task, runs of unequal length."""
+    import pandas as pd
+
+    from overshoot.analysis.report.style import family_label, method_label
+    from overshoot.analysis.results import task_label
+    from overshoot.config import methods
+
     out = []
     for sec in report.sections:
         for family in sec.families:
@@ -82,6 +83,9 @@ def document(
     """The report as a document: the honest headline first, protocol and provenance (collapsible in HTML)
     next, then Table 1, the savings of each section, the savings vs gamma, the figures, the ``interactive``
     parts (HTML only; ``scripts`` the JavaScript files they load), the runs left out."""
+    from overshoot.analysis.report.render import Document, Part
+    from overshoot.analysis.report.style import family_label
+
     tasks = ", ".join(s.label for s in report.sections)
     n_sec = len(report.sections)
     doc = Document(
@@ -151,6 +155,12 @@ def write_report(
     """Every output file of ``report`` under ``out``: the tables, the figures, report.md and report.html,
     and the run table as runs.csv and runs.parquet; plotly's JavaScript in ``js_dir`` (default
     ``out/report_files``)."""
+    from overshoot.analysis import exports
+    from overshoot.analysis import figures as F
+    from overshoot.analysis.report.crosstask import figure_caption, profile_figure
+    from overshoot.analysis.report.interactive import JS_REL, interactive_parts, script_src
+    from overshoot.analysis.report.render import Figure, write_document
+
     written: list[Path] = exports.write_run_table(report.scan.table, out)
     figs: list[Figure] = []
     if figures:
@@ -176,6 +186,8 @@ def write_report(
 
 def terminal_summary(report: Report, out: Path, n_files: int) -> str:
     """What the terminal shows: the headline first, the protocols in brief, the notes, where files went."""
+    from overshoot.analysis.report.render import to_markdown
+
     lines = []
     if report.headline is not None:
         lines += [report.headline.caption + ":", "", to_markdown(report.headline)]
@@ -201,9 +213,13 @@ def terminal_summary(report: Report, out: Path, n_files: int) -> str:
     return "\n".join(lines)
 
 
+class _UsageError(ValueError):
+    """A command line the report cannot run: an argument argparse rejects or a value out of range."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise ReportError(message)
+        raise _UsageError(message)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -253,18 +269,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     a.formats = [f.strip() for f in a.format.split(",") if f.strip()]
     bad = [f for f in a.formats if f not in FORMATS]
     if bad or not a.formats:
-        raise ReportError(
+        raise _UsageError(
             f"unknown format {','.join(bad) or a.format!r}: "
             f"use a comma-separated subset of {','.join(FORMATS)}"
         )
     if not 0 < a.reduction <= 100:
-        raise ReportError(
+        raise _UsageError(
             f"--reduction {a.reduction} is not a percentage in (0, 100]: pass e.g. --reduction 95"
         )
     if a.window < 1:
-        raise ReportError(f"--window {a.window} must be a positive number of steps")
+        raise _UsageError(f"--window {a.window} must be a positive number of steps")
     if not 0 < a.alpha < 1:
-        raise ReportError(f"--alpha {a.alpha} must lie in (0, 1)")
+        raise _UsageError(f"--alpha {a.alpha} must lie in (0, 1)")
     a.protocols = [x.strip() for x in a.protocol.split(",") if x.strip()]
     return a
 
@@ -273,6 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (2 on bad input, with one line on stderr)."""
     try:
         a = _parse(argv)
+    except _UsageError as e:
+        return _bad_input(e)
+    from overshoot.analysis import exports
+    from overshoot.analysis.report.compare import compare_command
+    from overshoot.analysis.report.model import ReportError
+    from overshoot.analysis.report.tables import build_report
+    from overshoot.analysis.results import scan
+
+    try:
         if a.compare:
             text, _ = compare_command(
                 a.runs, a.out, a.formats, a.reduction / 100, a.window, a.alpha, a.protocols
@@ -290,11 +315,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.parquet:
             written += [p for p in exports.export_parquet(sc, out) if p not in written]
     except (ReportError, OSError, ValueError) as e:
-        # Unusable input (paths, arguments): one line on stderr, no traceback.
-        print("overshoot-bench-report: " + " ".join(str(e).split()), file=sys.stderr)
-        return 2
+        return _bad_input(e)
     print(terminal_summary(report, out, len(written)))
     return 0
+
+
+def _bad_input(e: Exception) -> int:
+    """Unusable input (paths, arguments): one line on stderr, no traceback; the exit status 2."""
+    print("overshoot-bench-report: " + " ".join(str(e).split()), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
