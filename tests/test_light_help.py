@@ -112,15 +112,6 @@ def test_bad_input_is_one_line_and_imports_nothing_heavy(
     assert heavy == "-", f"{script} {' '.join(args)} imported {heavy}"
 
 
-def test_the_report_command_repeats_the_formats_and_window_bound_of_its_modules() -> None:
-    from overshoot.analysis.metrics import WINDOW_FRACTION
-    from overshoot.analysis.report import cli
-    from overshoot.analysis.report.render import FORMATS
-
-    assert cli.FORMATS == FORMATS
-    assert cli.WINDOW_FRACTION == WINDOW_FRACTION
-
-
 def test_the_report_package_exports_each_name_from_its_module() -> None:
     from overshoot.analysis import report as R
 

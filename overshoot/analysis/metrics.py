@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from overshoot.analysis.choices import WINDOW_FRACTION
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -86,10 +88,6 @@ def steps_to_reduction(
     thr = reduction_threshold(s, reduction) if threshold is None else float(threshold)
     k = first_crossing(s, thr)
     return None if k is None else k + window
-
-
-# The smoothing window of a comparison is at most this fraction of its runs' planned length.
-WINDOW_FRACTION = 5
 
 
 def window_for(requested: int, planned_steps: int) -> int:

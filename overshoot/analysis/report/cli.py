@@ -10,15 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from overshoot.analysis.choices import FORMATS, WINDOW_FRACTION
+
 if TYPE_CHECKING:
     from overshoot.analysis.report.render import Document, Figure, Part
     from overshoot.analysis.report.tables import Report
 
 # The command line is parsed before pandas, numpy and the report's modules are imported (help and bad
-# arguments answer at once); so the renderers' formats (render.FORMATS) and the window's bound
-# (metrics.WINDOW_FRACTION) are repeated here, held equal to theirs by tests/test_light_help.py.
-FORMATS = ("md", "csv", "tex", "html")
-WINDOW_FRACTION = 5
+# arguments answer at once): the formats and the window's bound come from the light choices module.
 
 
 def notes(report: Report) -> list[str]:

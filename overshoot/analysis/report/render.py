@@ -15,10 +15,9 @@ from typing import Any
 
 import pandas as pd
 
+from overshoot.analysis.choices import FORMATS as FORMATS  # the report's formats, named by its command line
 from overshoot.analysis.report.style import BETTER, MINUS, WORSE
 from overshoot.common.files import atomic_write_text
-
-FORMATS = ("md", "csv", "tex", "html")
 
 
 @dataclass
