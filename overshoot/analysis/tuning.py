@@ -33,7 +33,6 @@ from overshoot.analysis.report.style import (
     metric_factor,
     metric_header,
     num,
-    paper_label,
     signed,
 )
 from overshoot.analysis.results import family_rank, method_order, task_label
@@ -556,6 +555,13 @@ def report_study(study: Path, out: Path, command: str = "", protocol_note: str =
     return written
 
 
+def _task_named(task: str) -> str:
+    """``housing (the paper's MLP-CA)``, ``digits (not a paper task)``."""
+    label = task_label(task)
+    paper = "not a paper task" if label == task else f"the paper's {label}"
+    return f"{task} ({paper})"
+
+
 def _protocol_rows(
     selection: Mapping[str, Any], held: pd.DataFrame, window: int, protocol_note: str
 ) -> pd.DataFrame:
@@ -585,8 +591,7 @@ def _protocol_rows(
         + (f"; {protocol_note}" if protocol_note else "")
     )
     rows = {
-        "task": f"{task_label(selection['task'])} ({paper_label(selection['task'])}; "
-        f"task options: {options})",
+        "task": f"{_task_named(selection['task'])}; task options: {options}",
         "search space": f"{grid} (every other hyperparameter at the preset's value)",
         "tuning seeds": ", ".join(map(str, selection["tuning_seeds"])),
         "trials per method": f"{', '.join(sorted(set(map(str, trials.values()))))} "
@@ -633,8 +638,7 @@ def document(
         intro=[
             "Does Overshoot still save steps when every method gets the same tuning budget? Each method of "
             "the paper grid was tuned on the same grid, selected on validation, and re-run on held-out seeds "
-            f"beside the untuned (preset) settings under the same protocol. Task: {task_label(task)} "
-            f"({paper_label(task)})."
+            f"beside the untuned (preset) settings under the same protocol. Task: {_task_named(task)}."
         ],
         key=f"tuning-{task}",
     )
