@@ -269,9 +269,11 @@ def main() -> None:
         f"Code: git {measured}. Device: {platform.processor() or platform.machine()}, {os.cpu_count()} "
         "CPUs, no GPU; Python "
         f"{platform.python_version()}, torch {torch.__version__}, scikit-learn {sklearn.__version__}.",
-        "Load average (1, 5, 15 min): " + "; ".join(f"{k} {v}" for k, v in loads) + ". The machine was "
-        "shared with other trainings while this ran: absolute times are inflated; the comparison is the "
-        "ratio of each line to its lean counterpart measured in the same repeat.",
+        "Load average (1, 5, 15 min): "
+        + "; ".join(f"{k} {v}" for k, v in loads)
+        + f" ({os.cpu_count()} CPUs). A load above the CPU count inflates every absolute time; the "
+        "comparison that holds under load is the ratio of each line to its lean counterpart measured in "
+        "the same repeat.",
         "",
         "| case | command | median wall s | lean counterpart | its median wall s | ratio |",
         "|---|---|---|---|---|---|",
