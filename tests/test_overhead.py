@@ -150,3 +150,19 @@ def test_help_leaves_other_flags_and_bad_overrides_to_hydra() -> None:
     assert help_text(["--cfg", "job"]) is None
     assert help_text(["task=nope", "--help"]) is None  # Hydra words the error (test_commands)
     assert help_text(["task=housing"]) is None  # no help asked
+
+
+def test_help_into_a_closed_pipe_exits_0_without_a_traceback(tmp_path: Path) -> None:
+    """``overshoot-bench --help | head -1``, the reader gone before the page is written."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "overshoot.cli.entry", "--help"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None
+    p.stdout.close()
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "Traceback" not in err and "Broken pipe" not in err, err

@@ -157,7 +157,9 @@ def main() -> None:
         sys.exit(2)
     text = help_text(sys.argv[1:])
     if text is not None:
-        print(text)
+        out = _PipeSafe(sys.stdout)  # overshoot-bench --help | head
+        out.write(f"{text}\n")
+        out.flush()
         return
     from overshoot.train.sweep import Session  # after help: the sweep machinery reads the store
 
