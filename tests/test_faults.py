@@ -381,6 +381,9 @@ def test_ctrl_c_while_starting_is_one_line_exit_130(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        # a terminal's child: pytest run in the background of a non-interactive shell ignores SIGINT, which
+        # the child would inherit (Python then keeps ignoring it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stderr is not None
     for line in proc.stderr:
