@@ -1,6 +1,6 @@
 """The commands of ``overshoot-bench`` that train nothing (help, the composed config, bad input, a finished
-run's skip) import neither torch nor pandas, and the other console scripts' help no torch: each runs in a
-fresh interpreter that checks ``sys.modules`` once the command has exited."""
+run's skip) import neither torch nor pandas: each runs in a fresh interpreter that checks ``sys.modules`` once
+the command has exited (the other console scripts: test_light_help.py)."""
 
 from __future__ import annotations
 
@@ -52,15 +52,6 @@ def test_bench_without_training_imports_no_torch(args: list[str], code: int, tmp
     heavy, got, err = _run("overshoot.cli.entry", *args, f"out={tmp_path}")
     assert got == code, err
     assert heavy == "-", f"overshoot-bench {' '.join(args)} imported {heavy}"
-
-
-@pytest.mark.parametrize(
-    "module", ["overshoot.analysis.report.cli", "overshoot.cli.tune", "overshoot.cli.manifest"]
-)
-def test_other_scripts_help_imports_no_torch(module: str) -> None:
-    heavy, got, err = _run(module, "--help")  # the report's tables are pandas: it may import pandas
-    assert got == 0, err
-    assert "torch" not in heavy.split(","), f"{module} --help imported {heavy}"
 
 
 @pytest.mark.slow
