@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overshoot.common.extras import require
+from overshoot.common.extras import require_for
 
 from .base import (
     DATA_HINT,
@@ -340,11 +340,11 @@ class TextLMTask:
 
 def build_qqp(cfg: Mapping[str, Any], root: Path, device: torch.device, dtype: torch.dtype) -> QQPTask:
     """The gpt2_qqp task from its config node (MissingExtra without the [text] extra)."""
-    require("text", "task=gpt2_qqp")
+    require_for("task=gpt2_qqp")
     return QQPTask(read_options("gpt2_qqp", cfg, QQP_DEFAULTS), Path(root), device, dtype)
 
 
 def build_text(cfg: Mapping[str, Any], root: Path, device: torch.device, dtype: torch.dtype) -> TextLMTask:
     """The gpt2_text task from its config node (MissingExtra without the [text] extra's transformers)."""
-    require("text", "task=gpt2_text", ("transformers",))
+    require_for("task=gpt2_text")
     return TextLMTask(read_options("gpt2_text", cfg, TEXT_DEFAULTS), Path(root), device, dtype)

@@ -157,3 +157,23 @@ def test_help_into_a_closed_pipe_exits_0_without_a_traceback(tmp_path: Path) -> 
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert "Traceback" not in err and "Broken pipe" not in err, err
+
+
+def test_a_missing_extra_is_one_line_before_torch(tmp_path: Path) -> None:
+    """``task=gpt2_text`` without transformers: the extra is named at resolve time, before training imports
+    torch (the task's own check, at build time, stays for the Python API)."""
+    code = (
+        "import sys; sys.modules['transformers'] = None\n"  # as on an install without the [text] extra
+        + CHECK
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, "overshoot.cli.entry", "task=gpt2_text", f"out={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    *said, last = p.stderr.strip().splitlines()
+    assert last.split()[1:4] == ["-", "EXIT", "2"], p.stderr
+    assert len(said) == 1 and "task=gpt2_text needs transformers" in said[0], said
+    assert "install the [text] extra" in said[0]
+    assert not list(tmp_path.rglob("steps.csv"))

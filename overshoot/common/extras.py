@@ -19,6 +19,12 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 
+# what needs an extra, as the command line names it -> (the extra, the modules it needs: None for all of them)
+NEEDS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "task=gpt2_qqp": ("text", None),
+    "task=gpt2_text": ("text", ("transformers",)),
+}
+
 PACKAGE_OF = {
     "hydra_plugins.hydra_submitit_launcher": "hydra-submitit-launcher",
     "lion_pytorch": "lion-pytorch",
@@ -52,3 +58,11 @@ def require(extra: str, what: str, modules: Sequence[str] | None = None) -> None
             f"install the [{extra}] extra: pip install 'overshoot-bench[{extra}]' (from a checkout: "
             f"pip install '.[{extra}]')"
         )
+
+
+def require_for(what: str) -> None:
+    """MissingExtra when ``what`` (a key of ``NEEDS``, e.g. ``task=gpt2_text``) lacks its extra's modules;
+    nothing for anything else."""
+    if what in NEEDS:
+        extra, modules = NEEDS[what]
+        require(extra, what, modules)

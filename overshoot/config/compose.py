@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from overshoot.common.extras import MissingExtra, require
+from overshoot.common.extras import MissingExtra, require, require_for
 from overshoot.config import methods
 from overshoot.config.run import HParams, LogSettings, RunConfig
 from overshoot.optim import checks
@@ -260,6 +260,11 @@ def resolve(cfg: DictConfig) -> RunConfig:
                 "a task with _target_ needs task.name=<a name of its own> (it names its folder)"
             )
         task_cfg.pop("hparams", None)
+    else:
+        try:
+            require_for(f"task={task}")  # before training imports torch
+        except MissingExtra as e:
+            raise ConfigError(str(e)) from None
     method, target, kwargs = _method(dict(c["optimizer"]))
     name, family = method.name, method.family
 
