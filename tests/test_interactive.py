@@ -157,3 +157,34 @@ def test_interactive_html_in_chromium(report_dir: Path, tmp_path: Path) -> None:
     assert "CM" in got["titleBefore"] and got["sortedFirst"] == "SGDO γ=3"
     assert got["titleAfter"].startswith("digits, SGDO γ=3 (protocol")
     assert got["seedTraces"] == [f"seed {s}" for s in SEEDS]
+
+
+def test_js_only_writes_the_bundle_alone(tmp_path: Path) -> None:
+    """--js-only --js-dir DIR: plotly's bundle for reports whose bundle is not beside them (the committed
+    ones), and nothing else; without --js-dir, one line and exit 2."""
+    from plotly.offline import get_plotlyjs
+
+    d = tmp_path / "report_files"
+    assert R.main(["--js-only", "--js-dir", str(d)]) == 0
+    assert [p.name for p in d.iterdir()] == ["plotly.min.js"]
+    assert (d / "plotly.min.js").read_text() == get_plotlyjs()
+    assert R.main(["--js-only"]) == 2
+
+
+def test_a_page_without_its_bundle_says_how_to_write_it(report_dir: Path, tmp_path: Path) -> None:
+    """report.html away from its report_files/: each interactive part is preceded by one line naming the
+    missing file and the command that writes it."""
+    chromium = require_tool("chromium", "chromium")
+    page = tmp_path / "alone" / "report.html"
+    page.parent.mkdir()
+    page.write_text((report_dir / "report.html").read_text())
+    proc = subprocess.run(
+        [chromium, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    notes = re.findall(r'<p class="warning missing-js">([^<]*)</p>', proc.stdout)
+    assert len(notes) == 3, proc.stdout[-1500:]  # two figures and the run browser
+    assert f"at {I.JS_REL}," in notes[0] and "--js-only --js-dir DIR, DIR being report_files" in notes[0]

@@ -254,6 +254,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "OUT/report_files; reports side by side can share one copy, e.g. --js-dir results/report_files)",
     )
     p.add_argument(
+        "--js-only",
+        action="store_true",
+        help="only write plotly's JavaScript into --js-dir and exit (for reports whose bundle is not beside "
+        "them, e.g. the committed ones: --js-only --js-dir results/report_files)",
+    )
+    p.add_argument(
         "--no-interactive",
         action="store_true",
         help="report.html without the plotly curves and run browser (no JavaScript bundle; a smaller page)",
@@ -280,6 +286,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         raise _UsageError(f"--window {a.window} must be a positive number of steps")
     if not 0 < a.alpha < 1:
         raise _UsageError(f"--alpha {a.alpha} must lie in (0, 1)")
+    if a.js_only and a.js_dir is None:
+        raise _UsageError("--js-only writes plotly's JavaScript into --js-dir: pass --js-dir DIR")
     a.protocols = [x.strip() for x in a.protocol.split(",") if x.strip()]
     return a
 
@@ -290,6 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         a = _parse(argv)
     except _UsageError as e:
         return _bad_input(e)
+    if a.js_only:
+        from overshoot.analysis.report.interactive import JS_REL, write_plotly_js
+
+        a.js_dir.mkdir(parents=True, exist_ok=True)
+        print(write_plotly_js(a.js_dir / Path(JS_REL).name))
+        return 0
     from overshoot.analysis import exports
     from overshoot.analysis.report.compare import compare_command
     from overshoot.analysis.report.model import ReportError

@@ -370,6 +370,18 @@ _JS = """
       });
     });
   });
+  var bundle=document.querySelector('script[src$="plotly.min.js"]');
+  if(bundle&&typeof Plotly==='undefined'){  // the bundle is not beside the page (a committed report)
+    var src=bundle.getAttribute('src'),dir=src.slice(0,Math.max(src.lastIndexOf('/'),0))||'.';
+    document.querySelectorAll('figure.interactive, #run-table').forEach(function(el){
+      var p=document.createElement('p');
+      p.className='warning missing-js';
+      p.textContent="This interactive part needs plotly's JavaScript at "+src+", which is not beside "+
+        "this page: write it with overshoot-bench-report --js-only --js-dir DIR, DIR being "+dir+
+        " from this page's folder.";
+      el.parentNode.insertBefore(p,el);
+    });
+  }
 })();
 """
 LONG_CELL = (
