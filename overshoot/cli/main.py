@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from overshoot.common.extras import MissingExtra, require
 from overshoot.common.provenance import git_rev
-from overshoot.config.compose import CONFIG_DIR, CONFIG_PACKAGE, CONFIG_SEARCH_PATH
+from overshoot.config.compose import CONFIG_DIR, CONFIG_SEARCH_PATH, compose
 
 # Options with which Hydra prints and exits without running a job: no git revision to record.
 PRINT_ONLY = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
@@ -124,11 +124,8 @@ def help_text(args: Sequence[str]) -> str | None:
     that do not compose (Hydra then words the error)."""
     if not HELP.intersection(args) or any(a.startswith("-") and a not in HELP for a in args):
         return None
-    from hydra import compose, initialize_config_module
-
     try:
-        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base=None):
-            cfg = compose("config", [a for a in args if a not in HELP], return_hydra_config=True)
+        cfg = compose([a for a in args if a not in HELP], with_hydra=True)
         template = string.Template(str(cfg.hydra.help.template))
     except Exception:
         return None

@@ -49,13 +49,14 @@ if not OmegaConf.has_resolver("default_gamma"):  # for --help: ${default_gamma:}
     OmegaConf.register_new_resolver("default_gamma", lambda: f"{methods.DEFAULT_GAMMA:g}")
 
 
-def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """The config ``overshoot-bench <overrides>`` would run, composed with Hydra (no run is started)."""
+def compose(overrides: Sequence[str] = (), with_hydra: bool = False) -> DictConfig:
+    """The config ``overshoot-bench <overrides>`` would run, composed with Hydra (no run is started);
+    ``with_hydra`` keeps Hydra's own node (``hydra.help``, ...)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
     with initialize_config_module(config_module=CONFIG_PACKAGE, version_base=None):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        return hydra_compose("config", list(overrides), return_hydra_config=with_hydra)
 
 
 INT_MAX = 2**63 - 1  # the largest integer a setting may take (torch's int64)
