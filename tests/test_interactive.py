@@ -92,8 +92,8 @@ def test_plotly_written_once_and_referenced(report_dir: Path) -> None:
 
 
 def test_reports_side_by_side_share_one_bundle(tmp_path: Path) -> None:
-    """--js-dir: two reports load one copy of plotly's bundle by a relative path (the committed reports under
-    results/ carry it once)."""
+    """--js-dir: two reports load one copy of plotly's bundle by a relative path (as results/digits and
+    results/housing share results/report_files)."""
     store = tmp_path / "runs"
     for opt, gamma, tau in METHODS[:2]:
         for seed in SEEDS[:2]:
